@@ -1,0 +1,45 @@
+"""The internal events the onboarding state machine understands, as frozen dataclasses.
+
+Webhook bodies (current envelope or legacy) and the results of our own Codat calls are all mapped
+to these before they reach a handler, so one fold serves live processing, replay and rebuild.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# Codat's connection statuses and source types, as its API spells them.
+PENDING_AUTH = "PendingAuth"
+LINKED = "Linked"
+UNLINKED = "Unlinked"
+DEAUTHORIZED = "Deauthorized"
+EXPENSE = "Expense"
+ACCOUNTING = "Accounting"
+
+
+@dataclass(frozen=True)
+class Connection:
+    """A snapshot of one Codat data connection, as an event carried it."""
+
+    id: str
+    status: str
+    platform_key: str | None = None
+    platform_name: str | None = None
+    source_type: str | None = None  # None: legacy bodies do not say
+
+
+@dataclass(frozen=True)
+class Event:
+    """One stored event, reduced to what the handlers need.
+
+    `generated_date` is a normalised UTC ISO 8601 string (sortable as text).
+    """
+
+    event_type: str
+    company_id: str
+    generated_date: str
+    company_name: str | None = None
+    connection: Connection | None = None
+    error: str | None = None
+    source: str = "webhook"
+    details: dict[str, str] = field(default_factory=dict)

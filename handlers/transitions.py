@@ -1,0 +1,191 @@
+"""The onboarding state machine: pure functions from (state, event) to (state, commands).
+
+No I/O happens here. Transitions are driven by the event type; a connection's `status` is read
+only to tell `Unlinked` from `Deauthorized`, or when the event is Codat's own answer to a query.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from handlers.commands import Command, CreatePartnerExpenseConnection
+from handlers.events import (
+    DEAUTHORIZED,
+    EXPENSE,
+    LINKED,
+    PENDING_AUTH,
+    UNLINKED,
+    Connection,
+    Event,
+)
+from handlers.state import LINKED_STATE, CompanyState
+
+COMPANY_CREATED = "company.created"
+COMPANY_DELETED = "company.deleted"
+CONNECTION_CREATED = "connection.created"
+CONNECTION_CONNECTED = "connection.connected"
+CONNECTION_FAILED = "connection.failed"
+CONNECTION_DISCONNECTED = "connection.disconnected"
+CONNECTION_RECONNECTED = "connection.reconnected"
+CONNECTION_DELETED = "connection.deleted"
+# Codat's answer to "what is this connection's status now" (reconciliation, pre-checks).
+CONNECTION_OBSERVED = "connection.observed"
+# Results of our own calls to Codat, recorded as events of their own.
+PARTNER_CONNECTION_CREATED = "partnerExpenseConnection.created"
+PARTNER_CONNECTION_FAILED = "partnerExpenseConnection.failed"
+COMPANY_ONBOARDED = "company.onboarded"
+
+# Order of a connection's life, used to break ties between events generated in the same instant
+# (legacy bodies only carry the delivery timestamp, to the second).
+_LIFECYCLE_RANK = {
+    CONNECTION_CREATED: 0,
+    CONNECTION_FAILED: 1,
+    CONNECTION_OBSERVED: 2,
+    CONNECTION_CONNECTED: 3,
+    CONNECTION_DISCONNECTED: 4,
+    CONNECTION_RECONNECTED: 5,
+    PARTNER_CONNECTION_CREATED: 5,
+    CONNECTION_DELETED: 6,
+}
+CONNECTION_EVENTS = frozenset(_LIFECYCLE_RANK)
+
+APPLIED = "applied"
+STALE = "stale"
+IGNORED = "ignored"
+DUPLICATE = "duplicate"
+FAILED = "failed"
+OUTCOMES = (APPLIED, STALE, DUPLICATE, IGNORED, FAILED)
+
+
+@dataclass(frozen=True)
+class Transition:
+    """What applying one event did: the new state, the commands it calls for, and its outcome."""
+
+    state: CompanyState
+    commands: tuple[Command, ...]
+    outcome: str
+
+
+def initial_state(company_id: str) -> CompanyState:
+    return CompanyState(company_id=company_id)
+
+
+def transition(state: CompanyState, event: Event) -> Transition:
+    """Apply one event to a company's state."""
+    if state.deleted:
+        return Transition(state, (), IGNORED)
+    if event.event_type in (COMPANY_CREATED, COMPANY_ONBOARDED):
+        return _company_created(state, event)
+    if event.event_type == COMPANY_DELETED:
+        if _is_stale(state, "company", event):
+            return Transition(state, (), STALE)
+        return _applied(replace(state, deleted=True).with_watermark("company", _mark(event)))
+    if event.event_type == PARTNER_CONNECTION_FAILED:
+        failed = replace(state, last_error=event.error, last_error_at=event.generated_date)
+        return _applied(failed)
+    if event.event_type in CONNECTION_EVENTS and event.connection is not None:
+        return _connection_event(state, event, event.connection)
+    return Transition(state, (), IGNORED)
+
+
+def fold(state: CompanyState, events: list[Event]) -> tuple[CompanyState, list[Transition]]:
+    """Apply events in order; returns the final state and each event's transition."""
+    transitions = []
+    for event in events:
+        step = transition(state, event)
+        transitions.append(step)
+        state = step.state
+    return state, transitions
+
+
+def _company_created(state: CompanyState, event: Event) -> Transition:
+    if _is_stale(state, "company", event):
+        return Transition(state, (), STALE)
+    named = replace(state, name=event.company_name or state.name)
+    return _applied(named.with_watermark("company", _mark(event)))
+
+
+def _connection_event(state: CompanyState, event: Event, connection: Connection) -> Transition:
+    if _is_stale(state, connection.id, event):
+        return Transition(state, (), STALE)
+    marked = state.with_watermark(connection.id, _mark(event))
+    if _is_expense(state, event, connection):
+        return _applied(_expense_event(marked, event, connection))
+    current = state.accounting_connection
+    if current is not None and current.id != connection.id:
+        # Information about a connection older than the one we follow changes nothing.
+        if _mark(event) < state.watermarks.get(current.id, ""):
+            return Transition(marked, (), STALE)
+        if event.event_type == CONNECTION_DELETED:
+            return Transition(marked, (), IGNORED)
+    return _accounting_event(marked, event, connection)
+
+
+def _accounting_event(state: CompanyState, event: Event, connection: Connection) -> Transition:
+    if event.event_type == CONNECTION_DELETED:
+        return _applied(replace(state, accounting_connection=None))
+    status = _status_after(event, connection)
+    previous = state.accounting_connection
+    updated = replace(connection, status=status)
+    if previous is not None and previous.id == connection.id:
+        # Legacy bodies carry no platform name or source type: keep what we knew.
+        updated = replace(
+            updated,
+            platform_key=connection.platform_key or previous.platform_key,
+            platform_name=connection.platform_name or previous.platform_name,
+            source_type=connection.source_type or previous.source_type,
+        )
+    new_state = replace(state, accounting_connection=updated)
+    if event.event_type == CONNECTION_FAILED:
+        new_state = replace(
+            new_state,
+            last_error=event.error or "Codat reported that linking the connection failed",
+            last_error_at=event.generated_date,
+        )
+    elif status == LINKED:
+        new_state = replace(new_state, last_error=None, last_error_at=None)
+    commands: tuple[Command, ...] = ()
+    if new_state.state == LINKED_STATE:
+        commands = (CreatePartnerExpenseConnection(state.company_id, connection.id),)
+    return Transition(new_state, commands, APPLIED)
+
+
+def _expense_event(state: CompanyState, event: Event, connection: Connection) -> CompanyState:
+    if event.event_type == CONNECTION_DELETED:
+        current = state.expense_connection
+        if current is not None and current.id == connection.id:
+            return replace(state, expense_connection=None)
+        return state
+    expense = replace(connection, status=_status_after(event, connection), source_type=EXPENSE)
+    return replace(state, expense_connection=expense)
+
+
+def _status_after(event: Event, connection: Connection) -> str:
+    if event.event_type in (CONNECTION_CREATED, CONNECTION_FAILED):
+        return connection.status if connection.status == LINKED else PENDING_AUTH
+    if event.event_type in (CONNECTION_CONNECTED, CONNECTION_RECONNECTED):
+        return LINKED
+    if event.event_type == PARTNER_CONNECTION_CREATED:
+        return connection.status or LINKED
+    if event.event_type == CONNECTION_DISCONNECTED:
+        return DEAUTHORIZED if connection.status == DEAUTHORIZED else UNLINKED
+    return connection.status  # CONNECTION_OBSERVED: Codat's own answer
+
+
+def _is_expense(state: CompanyState, event: Event, connection: Connection) -> bool:
+    if event.event_type == PARTNER_CONNECTION_CREATED or connection.source_type == EXPENSE:
+        return True
+    known = state.expense_connection
+    return connection.source_type is None and known is not None and known.id == connection.id
+
+
+def _mark(event: Event) -> str:
+    return f"{event.generated_date}#{_LIFECYCLE_RANK.get(event.event_type, 0)}"
+
+
+def _is_stale(state: CompanyState, key: str, event: Event) -> bool:
+    return _mark(event) < state.watermarks.get(key, "")
+
+
+def _applied(state: CompanyState) -> Transition:
+    return Transition(state, (), APPLIED)

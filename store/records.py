@@ -1,0 +1,104 @@
+"""Plain records the store reads and writes: what crosses the boundary of `store/`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# Event status as the store sees it.
+STORED = "stored"
+DUPLICATE_MESSAGE = "duplicate"
+REQUEUED = "requeued"
+
+# Effect statuses.
+EFFECT_PENDING = "pending"
+EFFECT_DONE = "done"
+EFFECT_FAILED = "failed"
+EFFECT_CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """An event about to be appended to the log."""
+
+    message_id: str
+    event_type: str
+    body_format: str
+    source: str
+    generated_date: str
+    received_at: str
+    body: bytes
+    headers: dict[str, str]
+    fields: dict[str, Any]
+    event_id: str | None = None
+    company_id: str | None = None
+    connection_id: str | None = None
+    # Events that need no fold (no company) are stored already processed.
+    outcome: str | None = None
+
+
+@dataclass(frozen=True)
+class InsertResult:
+    """What appending one event did: stored, duplicate (already there) or requeued."""
+
+    seq: int
+    status: str
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """One row of the event log, without its raw body."""
+
+    seq: int
+    message_id: str
+    event_id: str | None
+    event_type: str
+    body_format: str
+    source: str
+    company_id: str | None
+    connection_id: str | None
+    generated_date: str
+    received_at: str
+    fields: dict[str, Any]
+    deliveries: int
+    processed_at: str | None
+    outcome: str | None
+    duplicate_of: int | None = None
+
+
+@dataclass(frozen=True)
+class Effect:
+    """A side effect the state machine asked for, and what became of it."""
+
+    id: int
+    company_id: str
+    kind: str
+    connection_id: str | None
+    idempotency_key: str
+    caused_by: int | None
+    status: str
+    attempts: int
+    next_attempt_at: str
+    last_error: str | None
+    result: dict[str, Any] | None
+    created_at: str
+    updated_at: str
+
+
+@dataclass(frozen=True)
+class CompanyRow:
+    """A company's stored state: the projection of its event log."""
+
+    company_id: str
+    state: str
+    data: dict[str, Any]
+    updated_at: str
+    checked_at: str | None = None
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of companies and the cursor of the next page, if any."""
+
+    companies: list[CompanyRow] = field(default_factory=list)
+    next_after: str | None = None

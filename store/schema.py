@@ -1,0 +1,70 @@
+"""The declared schema, as numbered migrations applied in order, each in one transaction."""
+
+from __future__ import annotations
+
+MIGRATIONS: tuple[tuple[int, str], ...] = (
+    (
+        1,
+        """
+        CREATE TABLE events (
+            seq INTEGER PRIMARY KEY,
+            message_id TEXT NOT NULL UNIQUE,
+            event_id TEXT,
+            event_type TEXT NOT NULL,
+            body_format TEXT NOT NULL,
+            source TEXT NOT NULL,
+            company_id TEXT,
+            connection_id TEXT,
+            generated_date TEXT NOT NULL,
+            received_at TEXT NOT NULL,
+            fields TEXT NOT NULL,
+            body BLOB NOT NULL,
+            headers TEXT NOT NULL,
+            deliveries INTEGER NOT NULL DEFAULT 1,
+            last_delivered_at TEXT NOT NULL,
+            duplicate_of INTEGER REFERENCES events(seq),
+            processed_at TEXT,
+            fold_order INTEGER,
+            outcome TEXT
+        ) STRICT;
+        CREATE UNIQUE INDEX events_event_id ON events(event_id)
+            WHERE event_id IS NOT NULL AND duplicate_of IS NULL;
+        CREATE INDEX events_pending ON events(company_id, generated_date, seq)
+            WHERE processed_at IS NULL;
+        CREATE INDEX events_company ON events(company_id, seq);
+        CREATE INDEX events_fold_order ON events(fold_order);
+
+        CREATE TABLE companies (
+            company_id TEXT PRIMARY KEY,
+            state TEXT NOT NULL,
+            data TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            checked_at TEXT
+        ) STRICT;
+        CREATE INDEX companies_state ON companies(state, company_id);
+
+        CREATE TABLE effects (
+            id INTEGER PRIMARY KEY,
+            company_id TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            connection_id TEXT,
+            idempotency_key TEXT NOT NULL UNIQUE,
+            caused_by INTEGER REFERENCES events(seq),
+            status TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at TEXT NOT NULL,
+            last_error TEXT,
+            result TEXT,
+            claimed_by TEXT,
+            claim_expires_at TEXT,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        ) STRICT;
+        CREATE UNIQUE INDEX effects_open ON effects(company_id, kind)
+            WHERE status = 'pending';
+        CREATE INDEX effects_due ON effects(status, next_attempt_at);
+        CREATE INDEX effects_company ON effects(company_id, id);
+
+        """,
+    ),
+)
