@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 
 from handlers.commands import Command, CreatePartnerExpenseConnection
 from handlers.events import (
+    ACCOUNTING,
     DEAUTHORIZED,
     EXPENSE,
     LINKED,
@@ -111,6 +112,9 @@ def _connection_event(state: CompanyState, event: Event, connection: Connection)
     marked = state.with_watermark(connection.id, _mark(event))
     if _is_expense(state, event, connection):
         return _applied(_expense_event(marked, event, connection))
+    if connection.source_type not in (None, ACCOUNTING):
+        # Banking, commerce and other connections play no part in onboarding.
+        return Transition(state, (), IGNORED)
     current = state.accounting_connection
     if current is not None and current.id != connection.id:
         # Information about a connection older than the one we follow changes nothing.

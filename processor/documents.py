@@ -1,0 +1,93 @@
+"""The company status document: what the query API and `status --json` answer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from handlers.state import CompanyState
+from handlers.transitions import initial_state
+from store import EFFECT_FAILED, EFFECT_PENDING, CompanyRow, Effect, Store, StoredEvent
+
+
+def company_document(
+    store: Store, company_id: str, *, event_limit: int = 500
+) -> dict[str, Any] | None:
+    """The status document of one company, or None if the store has never heard of it."""
+    row = store.company(company_id)
+    events = store.company_events(company_id, event_limit)
+    if row is None and not events:
+        return None
+    effects = store.company_effects(company_id)
+    document = summary(row, company_id)
+    document["lastError"] = _last_error(document["lastError"], effects)
+    document["pending"] = [_effect(e) for e in effects if e.status == EFFECT_PENDING]
+    document["failed"] = [_effect(e) for e in effects if e.status == EFFECT_FAILED]
+    document["pendingEvents"] = sum(1 for e in events if e.processed_at is None)
+    document["events"] = [_event(e) for e in events]
+    return document
+
+
+def summary(row: CompanyRow | None, company_id: str) -> dict[str, Any]:
+    """The part of the document that comes from the company's state alone."""
+    state = CompanyState.from_dict(row.data) if row is not None else initial_state(company_id)
+    accounting, expense = state.accounting_connection, state.expense_connection
+    error = None
+    if state.last_error:
+        error = {"message": state.last_error, "at": state.last_error_at}
+    return {
+        "id": company_id,
+        "name": state.name,
+        "state": row.state if row is not None else None,
+        "accountingConnection": None
+        if accounting is None
+        else {
+            "id": accounting.id,
+            "platformKey": accounting.platform_key,
+            "platformName": accounting.platform_name,
+            "status": accounting.status,
+        },
+        "expenseConnection": None
+        if expense is None
+        else {"id": expense.id, "status": expense.status},
+        "updatedAt": row.updated_at if row is not None else None,
+        "lastError": error,
+    }
+
+
+def _last_error(current: dict[str, Any] | None, effects: list[Effect]) -> dict[str, Any] | None:
+    latest = current
+    for effect in effects:
+        if effect.status in (EFFECT_PENDING, EFFECT_FAILED) and effect.last_error:
+            candidate = {"message": effect.last_error, "at": effect.updated_at}
+            if latest is None or (latest.get("at") or "") <= effect.updated_at:
+                latest = candidate
+    return latest
+
+
+def _effect(effect: Effect) -> dict[str, Any]:
+    return {
+        "command": effect.kind,
+        "status": effect.status,
+        "causedBy": effect.caused_by,
+        "attempts": effect.attempts,
+        "nextAttemptAt": effect.next_attempt_at if effect.status == EFFECT_PENDING else None,
+        "lastError": effect.last_error,
+        "createdAt": effect.created_at,
+        "updatedAt": effect.updated_at,
+    }
+
+
+def _event(event: StoredEvent) -> dict[str, Any]:
+    return {
+        "seq": event.seq,
+        "id": event.event_id,
+        "messageId": event.message_id,
+        "eventType": event.event_type,
+        "source": event.source,
+        "format": event.body_format,
+        "connectionId": event.connection_id,
+        "generatedDate": event.generated_date,
+        "receivedAt": event.received_at,
+        "deliveries": event.deliveries,
+        "outcome": event.outcome or "pending",
+    }

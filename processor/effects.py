@@ -1,0 +1,127 @@
+"""Carrying out the partner expense connection intent against Codat, exactly once.
+
+Look before you create: confirm the accounting connection is still Linked, adopt an existing
+partner expense connection if Codat already has one (a crashed attempt may have made it), and
+only then POST with the intent's recorded Idempotency-Key. The result is recorded as an event.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from handlers.events import EXPENSE, LINKED
+from handlers.transitions import (
+    CONNECTION_DELETED,
+    CONNECTION_OBSERVED,
+    PARTNER_CONNECTION_CREATED,
+    PARTNER_CONNECTION_FAILED,
+)
+from processor import clock
+from processor.codat import CodatClient, CodatError
+from processor.intake import INTERNAL, connection_fields
+from store import EFFECT_CANCELLED, EFFECT_DONE, EFFECT_FAILED, Effect, NewEvent, Store
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """What one attempt at an effect found: the event to record and how the effect ends."""
+
+    event_type: str
+    connection: dict[str, Any] | None
+    effect_status: str
+    note: str
+
+
+async def create_partner_expense_connection(codat: CodatClient, effect: Effect) -> Attempt:
+    """One attempt; raises CodatError when Codat fails."""
+    company_id = effect.company_id
+    if effect.connection_id:
+        try:
+            accounting = await codat.get_connection(company_id, effect.connection_id)
+        except CodatError as error:
+            if error.status != 404:
+                raise
+            gone = {"id": effect.connection_id, "status": "Deleted"}
+            return Attempt(CONNECTION_DELETED, gone, EFFECT_CANCELLED, "accounting connection gone")
+        if accounting.get("status") != LINKED:
+            return Attempt(
+                CONNECTION_OBSERVED,
+                accounting,
+                EFFECT_CANCELLED,
+                f"accounting connection is {accounting.get('status')}, not Linked",
+            )
+    for connection in await codat.list_connections(company_id):
+        if connection.get("sourceType") == EXPENSE:
+            return Attempt(PARTNER_CONNECTION_CREATED, connection, EFFECT_DONE, "adopted")
+    created = await codat.create_partner_expense_connection(
+        company_id, idempotency_key=effect.idempotency_key
+    )
+    return Attempt(PARTNER_CONNECTION_CREATED, created, EFFECT_DONE, "created")
+
+
+def record_attempt(store: Store, effect: Effect, attempt: Attempt, now: str) -> None:
+    """Record what an attempt found, and close the effect, in one transaction."""
+    connection = connection_fields(attempt.connection) if attempt.connection else None
+    if connection is not None and attempt.event_type == PARTNER_CONNECTION_CREATED:
+        connection["source_type"] = EXPENSE
+    fields = {"company_id": effect.company_id, "connection": connection, "note": attempt.note}
+    store.append_events([_event(effect, attempt.event_type, fields, attempt.connection, now)])
+    result = {"note": attempt.note, "connectionId": connection and connection["id"]}
+    store.finish_effect(effect.id, status=attempt.effect_status, now=now, result=result)
+
+
+def record_failure(
+    store: Store,
+    effect: Effect,
+    error: CodatError,
+    *,
+    now: str,
+    initial: float,
+    maximum: float,
+    horizon: float,
+) -> bool:
+    """Schedule a retry, or close the effect as failed; returns True if it will be retried."""
+    age = (clock.parse(now) - clock.parse(effect.created_at)).total_seconds()
+    if error.retryable and age < horizon:
+        delay = max(backoff(effect.attempts + 1, initial, maximum), error.retry_after or 0.0)
+        store.retry_effect(
+            effect.id, error=error.message, next_attempt_at=clock.after(delay), now=now
+        )
+        return True
+    reason = error.message if not error.retryable else f"gave up after {age:.0f} s: {error}"
+    fields = {"company_id": effect.company_id, "error": reason}
+    store.append_events([_event(effect, PARTNER_CONNECTION_FAILED, fields, None, now)])
+    store.finish_effect(effect.id, status=EFFECT_FAILED, now=now, error=reason)
+    return False
+
+
+def backoff(attempt: int, initial: float, maximum: float) -> float:
+    """Exponential backoff with full jitter: Codat's SDK schedule (x1.5), capped."""
+    ceiling = min(maximum, initial * 1.5 ** max(0, attempt - 1))
+    return random.uniform(ceiling / 2, ceiling)
+
+
+def _event(
+    effect: Effect,
+    event_type: str,
+    fields: dict[str, Any],
+    answer: dict[str, Any] | None,
+    now: str,
+) -> NewEvent:
+    body = json.dumps({"effect": effect.id, "eventType": event_type, "codat": answer})
+    return NewEvent(
+        message_id=f"effect:{effect.id}:{effect.attempts + 1}:{event_type}",
+        event_type=event_type,
+        body_format=INTERNAL,
+        source="command",
+        generated_date=now,
+        received_at=now,
+        body=body.encode(),
+        headers={},
+        fields=fields,
+        company_id=effect.company_id,
+        connection_id=(fields.get("connection") or {}).get("id"),
+    )

@@ -1,0 +1,137 @@
+"""Folding stored events into company state: the one code path for live processing and replay.
+
+These functions run inside a store transaction (on the writer thread, or in a replay); they read
+the log, apply the pure handlers and write the new state and the intents it calls for.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from handlers.commands import Command, needed_commands, still_needed
+from handlers.events import Connection, Event
+from handlers.state import CompanyState
+from handlers.transitions import fold, initial_state
+from store import EFFECT_CANCELLED, Store, StoredEvent
+
+
+@dataclass
+class FoldReport:
+    """What folding one company did."""
+
+    company_id: str
+    before: str | None
+    after: str
+    events: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+    commands: list[Command] = field(default_factory=list)
+    opened_effects: list[int] = field(default_factory=list)
+
+
+def to_event(stored: StoredEvent) -> Event:
+    """A stored event as the handlers see it."""
+    fields = stored.fields
+    connection = fields.get("connection")
+    return Event(
+        event_type=stored.event_type,
+        company_id=stored.company_id or "",
+        generated_date=stored.generated_date,
+        company_name=fields.get("company_name"),
+        connection=_connection(connection) if isinstance(connection, dict) else None,
+        error=fields.get("error"),
+        source=stored.source,
+    )
+
+
+def load_state(store: Store, company_id: str) -> CompanyState | None:
+    row = store.company(company_id)
+    return CompanyState.from_dict(row.data) if row is not None else None
+
+
+def fold_pending(store: Store, company_id: str, now: str) -> FoldReport:
+    """Fold a company's pending events into its stored state and record the intents it needs."""
+    current = load_state(store, company_id)
+    state = current or initial_state(company_id)
+    pending = store.pending_events(company_id)
+    final, steps = fold(state, [to_event(stored) for stored in pending])
+    store.mark_folded([(e.seq, s.outcome) for e, s in zip(pending, steps, strict=True)], now)
+    report = FoldReport(company_id, current.state if current else None, final.state)
+    report.events = len(pending)
+    for step in steps:
+        report.outcomes[step.outcome] = report.outcomes.get(step.outcome, 0) + 1
+    if pending:
+        store.save_company(company_id, final.state, final.to_dict(), now)
+    causes = [
+        (command, stored.seq)
+        for stored, step in zip(pending, steps, strict=True)
+        for command in step.commands
+        if still_needed(final, command)
+    ]
+    _settle_effects(store, final, causes, now, report)
+    return report
+
+
+def rebuild(store: Store, company_id: str, now: str) -> FoldReport:
+    """Fold a company's whole log from an empty state, as if every event arrived again."""
+    current = load_state(store, company_id)
+    folded = store.folded_events(company_id)
+    pending = store.pending_events(company_id)
+    events = folded + pending
+    final, steps = fold(initial_state(company_id), [to_event(stored) for stored in events])
+    store.set_outcomes([(e.seq, s.outcome) for e, s in zip(folded, steps, strict=False)])
+    store.mark_folded(
+        [(e.seq, s.outcome) for e, s in zip(pending, steps[len(folded) :], strict=True)], now
+    )
+    report = FoldReport(company_id, current.state if current else None, final.state, len(events))
+    for step in steps:
+        report.outcomes[step.outcome] = report.outcomes.get(step.outcome, 0) + 1
+    if events:
+        store.save_company(company_id, final.state, final.to_dict(), now)
+    causes = [(command, events[-1].seq if events else None) for command in needed_commands(final)]
+    _settle_effects(store, final, causes, now, report)
+    return report
+
+
+def _settle_effects(
+    store: Store,
+    final: CompanyState,
+    causes: Sequence[tuple[Command, int | None]],
+    now: str,
+    report: FoldReport,
+) -> None:
+    """Open the intents the final state calls for; close those it no longer does."""
+    wanted = {command.kind for command, _ in causes}
+    for effect in store.open_effects(final.company_id):
+        if effect.kind not in wanted and not _wanted_by(final, effect.kind):
+            store.close_effects(final.company_id, effect.kind, EFFECT_CANCELLED, now)
+    for command, cause in causes:
+        if any(e.kind == command.kind for e in store.open_effects(final.company_id)):
+            continue
+        effect_id = store.open_effect(
+            company_id=command.company_id,
+            kind=command.kind,
+            connection_id=command.accounting_connection_id,
+            idempotency_key=str(uuid.uuid4()),
+            caused_by=cause,
+            now=now,
+        )
+        report.commands.append(command)
+        if effect_id is not None:
+            report.opened_effects.append(effect_id)
+
+
+def _wanted_by(state: CompanyState, kind: str) -> bool:
+    return any(command.kind == kind for command in needed_commands(state))
+
+
+def _connection(data: dict[str, Any]) -> Connection:
+    return Connection(
+        id=str(data.get("id") or ""),
+        status=str(data.get("status") or ""),
+        platform_key=data.get("platform_key"),
+        platform_name=data.get("platform_name"),
+        source_type=data.get("source_type"),
+    )

@@ -1,0 +1,209 @@
+"""From a verified webhook body to an event for the log: current envelope or legacy body.
+
+Anything signed and shaped as a JSON object is stored: an unknown type or an unexpected shape is
+recorded as ignored rather than refused, so Codat never retries (and never disables us) for it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from handlers.events import DEAUTHORIZED, LINKED, PENDING_AUTH, UNLINKED
+from handlers.transitions import (
+    CONNECTION_CONNECTED,
+    CONNECTION_CREATED,
+    CONNECTION_DISCONNECTED,
+    CONNECTION_RECONNECTED,
+    IGNORED,
+)
+from processor import clock
+from store import NewEvent
+
+CURRENT = "current"
+LEGACY = "legacy"
+UNKNOWN = "unknown"
+INTERNAL = "internal"
+MAX_JSON_DEPTH = 64
+
+
+class BodyError(ValueError):
+    """A verified body that is not a JSON object."""
+
+
+def parse_body(body: bytes) -> dict[str, Any]:
+    if _depth_exceeds(body, MAX_JSON_DEPTH):
+        raise BodyError(f"expected a JSON object nested at most {MAX_JSON_DEPTH} levels deep")
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError) as error:
+        raise BodyError(f"expected a JSON object, found invalid JSON: {error}") from None
+    if not isinstance(data, dict):
+        raise BodyError(f"expected a JSON object, found a JSON {_json_kind(data)}")
+    return data
+
+
+def webhook_event(
+    data: dict[str, Any],
+    *,
+    body: bytes,
+    message_id: str,
+    timestamp: int,
+    headers: dict[str, str],
+    received_at: str,
+) -> NewEvent:
+    """The log entry for one verified webhook."""
+    fields: dict[str, Any]
+    if isinstance(data.get("eventType"), str):
+        body_format = CURRENT
+        event_type = data["eventType"]
+        event_id = _text(data.get("id"))
+        generated = _date(data.get("generatedDate")) or clock.from_timestamp(timestamp)
+        fields = _current_fields(event_type, data.get("payload"))
+    elif data.get("RuleType") == "DataConnectionStatusChanged":
+        body_format = LEGACY
+        event_id = _text(data.get("AlertId"))
+        # Legacy bodies carry no generatedDate: the first delivery's timestamp stands in.
+        generated = clock.from_timestamp(timestamp)
+        event_type, fields = _legacy_fields(data)
+    else:
+        body_format = LEGACY if "RuleType" in data else UNKNOWN
+        event_id = _text(data.get("AlertId") or data.get("id"))
+        generated = clock.from_timestamp(timestamp)
+        event_type = f"legacy.{data['RuleType']}" if "RuleType" in data else "unknown"
+        fields = {"company_id": _text(data.get("CompanyId") or data.get("companyId"))}
+    company_id = fields.get("company_id")
+    connection = fields.get("connection") or {}
+    return NewEvent(
+        message_id=message_id,
+        event_id=event_id,
+        event_type=event_type[:200],
+        body_format=body_format,
+        source="webhook",
+        company_id=company_id,
+        connection_id=connection.get("id"),
+        generated_date=generated,
+        received_at=received_at,
+        body=body,
+        headers=headers,
+        fields=fields,
+        outcome=None if company_id else IGNORED,
+    )
+
+
+def _current_fields(event_type: str, payload: Any) -> dict[str, Any]:
+    payload = payload if isinstance(payload, dict) else {}
+    fields: dict[str, Any] = {}
+    if event_type.startswith("company."):
+        fields["company_id"] = _text(payload.get("id"))
+        fields["company_name"] = _text(payload.get("name"))
+        return fields
+    company = payload.get("referenceCompany")
+    company = company if isinstance(company, dict) else {}
+    fields["company_id"] = _text(company.get("id") or payload.get("companyId"))
+    fields["company_name"] = _text(company.get("name"))
+    connection = payload.get("connection")
+    if event_type.startswith("connection.") and isinstance(connection, dict):
+        fields["connection"] = connection_fields(connection)
+        fields["error"] = _connection_error(connection)
+    return fields
+
+
+def connection_fields(connection: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a Codat Connection the state machine uses."""
+    return {
+        "id": _text(connection.get("id")),
+        "status": _text(connection.get("status")),
+        "platform_key": _text(connection.get("integrationKey") or connection.get("platformKey")),
+        "platform_name": _text(connection.get("platformName")),
+        "source_type": _text(connection.get("sourceType")),
+    }
+
+
+def _legacy_fields(data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    details = data.get("Data") if isinstance(data.get("Data"), dict) else {}
+    assert isinstance(details, dict)
+    old, new = _text(details.get("oldStatus")), _text(details.get("newStatus"))
+    connection = {
+        "id": _text(details.get("dataConnectionId") or data.get("DataConnectionId")),
+        "status": new,
+        "platform_key": _text(details.get("platformKey")),
+        "platform_name": None,
+        "source_type": None,
+    }
+    fields = {"company_id": _text(data.get("CompanyId")), "connection": connection}
+    return _legacy_type(old, new), fields
+
+
+def _legacy_type(old: str | None, new: str | None) -> str:
+    if new == PENDING_AUTH and old in (None, "", "None"):
+        return CONNECTION_CREATED
+    if new == LINKED and old == PENDING_AUTH:
+        return CONNECTION_CONNECTED
+    if new in (UNLINKED, DEAUTHORIZED):
+        return CONNECTION_DISCONNECTED
+    if new == LINKED and old in (UNLINKED, DEAUTHORIZED):
+        return CONNECTION_RECONNECTED
+    return f"legacy.DataConnectionStatusChanged.{old}->{new}"
+
+
+def _connection_error(connection: dict[str, Any]) -> str | None:
+    errors = connection.get("dataConnectionErrors")
+    if not isinstance(errors, list) or not errors:
+        return None
+    last = errors[-1] if isinstance(errors[-1], dict) else {}
+    parts = [_text(last.get(key)) for key in ("statusCode", "statusText", "errorMessage")]
+    return " ".join(part for part in parts if part) or None
+
+
+def _date(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return clock.normalize(value)
+    except clock.InvalidDate:
+        return None
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else str(value)
+    return text[:500] or None
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, bool):
+        return "boolean"
+    if value is None:
+        return "null"
+    return "number"
+
+
+def _depth_exceeds(body: bytes, limit: int) -> bool:
+    """A cheap bracket count before parsing, so deeply nested JSON cannot exhaust the stack."""
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return False
+    depth = 0
+    in_string = escaped = False
+    for byte in body:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:
+                escaped = True
+            elif byte == 0x22:
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):
+            depth += 1
+            if depth > limit:
+                return True
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return False

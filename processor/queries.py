@@ -1,0 +1,108 @@
+"""The read-only query API: bearer-token auth, company documents, lists and health."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import re
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from handlers.state import STATES
+from processor.documents import company_document, summary
+from processor.webhooks import error
+from store import Store
+
+COMPANY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
+MAX_LIMIT = 1000
+
+
+def authorized(request: Request) -> Response | None:
+    """None when the request carries a configured bearer token, else the refusal to send."""
+    tokens = request.state.services.settings.status_tokens
+    if not tokens:
+        return error(
+            403,
+            "the query API is disabled: set STATUS_API_TOKEN to one or more tokens to enable it",
+        )
+    header = request.headers.get("authorization", "")
+    scheme, _, presented = header.partition(" ")
+    if scheme.lower() != "bearer" or not presented.strip():
+        response = error(401, "expected an 'Authorization: Bearer <token>' header")
+        response.headers["WWW-Authenticate"] = "Bearer"
+        return response
+    given = presented.strip().encode()
+    # Compare against every token so timing says nothing about which one nearly matched.
+    matches = [hmac.compare_digest(given, token.encode()) for token in tokens]
+    if not any(matches):
+        response = error(401, "the bearer token is not one of the configured STATUS_API_TOKEN")
+        response.headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
+        return response
+    return None
+
+
+async def get_company(request: Request) -> Response:
+    if (refusal := authorized(request)) is not None:
+        return refusal
+    company_id = request.path_params["company_id"]
+    if not COMPANY_ID.match(company_id):
+        return error(400, f"expected a Codat company id (a UUID), found {company_id[:100]!r}")
+    document = await request.state.services.readers.run(
+        lambda store: company_document(store, company_id)
+    )
+    if document is None:
+        return error(404, f"no company {company_id!r} in the store")
+    return JSONResponse(document)
+
+
+async def list_companies(request: Request) -> Response:
+    if (refusal := authorized(request)) is not None:
+        return refusal
+    params = request.query_params
+    state = params.get("state") or None
+    if state is not None and state not in STATES:
+        return error(400, f"expected state to be one of {', '.join(STATES)}, found {state!r}")
+    raw_limit = params.get("limit", "100")
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
+        return error(400, f"expected limit between 1 and {MAX_LIMIT}, found {raw_limit!r}")
+    after = None
+    if params.get("cursor"):
+        after = decode_cursor(params["cursor"])
+        if after is None:
+            return error(400, "expected a cursor from a previous answer's 'next', found another")
+    limit = int(raw_limit)
+
+    def page(store: Store) -> dict[str, Any]:
+        found = store.companies(state=state, limit=limit, after=after)
+        return {
+            "companies": [summary(row, row.company_id) for row in found.companies],
+            "next": encode_cursor(found.next_after) if found.next_after else None,
+        }
+
+    return JSONResponse(await request.state.services.readers.run(page))
+
+
+async def healthz(request: Request) -> Response:
+    services = request.state.services
+    try:
+        await services.readers.run(lambda store: store.ping())
+    except Exception as failure:
+        return JSONResponse({"status": "error", "error": f"store unreachable: {failure}"}, 503)
+    if services.writer.last_error is not None:
+        return JSONResponse({"status": "error", "error": services.writer.last_error}, 503)
+    return JSONResponse({"status": "ok"})
+
+
+def encode_cursor(company_id: str) -> str:
+    return base64.urlsafe_b64encode(company_id.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str | None:
+    try:
+        decoded = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, ValueError):
+        return None
+    return decoded if COMPANY_ID.match(decoded) else None

@@ -1,0 +1,129 @@
+"""Svix signature verification, made total: every malformed input is one named error.
+
+The `svix` package does the cryptography over the raw bytes; this wrapper turns the inputs it
+does not handle (a malformed signature header raises a bare ValueError, a non-UTF-8 body a
+UnicodeDecodeError) into a 400, and bad signatures or timestamps into a 401.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from svix.webhooks import Webhook, WebhookVerificationError
+
+TOLERANCE_SECONDS = 5 * 60
+MAX_SIGNATURES = 64
+MAX_HEADER_CHARS = 8192
+_SIGNATURE_ENTRY = re.compile(r"^v[0-9a-z]+,[A-Za-z0-9+/=_-]+$")
+
+
+class SignatureError(Exception):
+    """A webhook that cannot be accepted: `status` is 400 (malformed) or 401 (not authentic)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True)
+class VerifiedMessage:
+    """The parts of a verified webhook the processor keeps."""
+
+    message_id: str
+    timestamp: int
+    headers: dict[str, str]
+
+
+class Verifier:
+    """Verifies a webhook against any of several signing secrets (rotation)."""
+
+    def __init__(self, secrets: Sequence[str]) -> None:
+        if not secrets:
+            raise ValueError("at least one webhook signing secret is needed")
+        self._webhooks = [Webhook(secret) for secret in secrets]
+
+    def verify(
+        self, body: bytes, headers: Mapping[str, str], now: float | None = None
+    ) -> VerifiedMessage:
+        message_id = _header(headers, "id")
+        stamp = _header(headers, "timestamp")
+        signature = _header(headers, "signature")
+        if not stamp.isdigit() or len(stamp) > 12:
+            raise SignatureError(
+                400, f"expected webhook-timestamp to be Unix seconds, found {_shown(stamp)}"
+            )
+        _check_signature_header(signature)
+        timestamp = int(stamp)
+        skew = timestamp - (time.time() if now is None else now)
+        if abs(skew) > TOLERANCE_SECONDS:
+            direction = "in the future" if skew > 0 else "in the past"
+            raise SignatureError(
+                401,
+                f"webhook-timestamp is {abs(int(skew))} s {direction}; expected within "
+                f"{TOLERANCE_SECONDS} s of the server's clock",
+            )
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise SignatureError(
+                400, f"expected a UTF-8 body, found an invalid byte at offset {error.start}"
+            ) from None
+        plain = {"webhook-id": message_id, "webhook-timestamp": stamp}
+        plain["webhook-signature"] = signature
+        for webhook in self._webhooks:
+            try:
+                webhook.verify(body, plain)
+            except WebhookVerificationError:
+                continue
+            except ValueError as error:  # binascii.Error and friends: malformed base64
+                raise SignatureError(
+                    400, f"expected base64 signatures in webhook-signature: {error}"
+                ) from None
+            return VerifiedMessage(message_id, timestamp, _kept_headers(headers))
+        raise SignatureError(401, "no signature in webhook-signature matches a configured secret")
+
+
+def _header(headers: Mapping[str, str], name: str) -> str:
+    value = headers.get(f"webhook-{name}") or headers.get(f"svix-{name}")
+    if not value:
+        raise SignatureError(400, f"missing header 'webhook-{name}' (or 'svix-{name}')")
+    if len(value) > MAX_HEADER_CHARS:
+        raise SignatureError(
+            400,
+            f"expected header 'webhook-{name}' under {MAX_HEADER_CHARS} characters, "
+            f"found {len(value)}",
+        )
+    return value
+
+
+def _check_signature_header(signature: str) -> None:
+    entries = signature.split()
+    if len(entries) > MAX_SIGNATURES:
+        raise SignatureError(
+            400,
+            f"expected at most {MAX_SIGNATURES} signatures in webhook-signature, "
+            f"found {len(entries)}",
+        )
+    for entry in entries:
+        if not _SIGNATURE_ENTRY.match(entry):
+            raise SignatureError(
+                400, f"expected webhook-signature entries like 'v1,<base64>', found {_shown(entry)}"
+            )
+    if not any(entry.startswith("v1,") for entry in entries):
+        raise SignatureError(401, "expected at least one 'v1,' signature in webhook-signature")
+
+
+def _kept_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    return {
+        name: value
+        for name, value in headers.items()
+        if name.startswith(("webhook-", "svix-")) or name in ("content-type", "user-agent")
+    }
+
+
+def _shown(value: str, limit: int = 40) -> str:
+    return repr(value if len(value) <= limit else value[:limit] + "...")

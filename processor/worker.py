@@ -1,0 +1,157 @@
+"""The worker inside `serve`: folds pending events per company, then carries out the effects.
+
+Folds run on the writer thread (each company in its own transaction). Effects run concurrently
+across companies, never two at once for one company, each claimed in the store first so that a
+second process (a replay) cannot carry out the same one at the same time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from processor import clock
+from processor.codat import CodatClient, CodatError
+from processor.config import Settings
+from processor.effects import create_partner_expense_connection, record_attempt, record_failure
+from processor.folding import fold_pending
+from processor.writer import Writer
+from store import Effect, Store
+
+log = logging.getLogger(__name__)
+IDLE_SECONDS = 1.0
+
+
+class Worker:
+    """Moves every company's onboarding forward, from the log to Codat and back."""
+
+    def __init__(self, writer: Writer, codat: CodatClient, settings: Settings) -> None:
+        self.writer = writer
+        self.codat = codat
+        self.settings = settings
+        self.owner = f"serve:{socket.gethostname()}:{os.getpid()}"
+        self._wake = asyncio.Event()
+        self._busy: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(settings.worker_concurrency)
+        self.folds = 0
+        self.effects_run = 0
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Loop until cancelled."""
+        while True:
+            try:
+                await self.step()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("worker step failed; trying again shortly")
+                await asyncio.sleep(IDLE_SECONDS)
+            await self._sleep()
+
+    async def step(self) -> None:
+        """Fold what is pending, then start the effects that are due."""
+        self._wake.clear()
+        await self._fold_pending()
+        await self._start_due_effects()
+
+    async def drain(self) -> None:
+        """Wait for the effects in flight (used at shutdown and in tests)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def _sleep(self) -> None:
+        due = await self.writer.call(lambda store: store.next_effect_due())
+        timeout = IDLE_SECONDS
+        if due is not None:
+            timeout = min(
+                timeout, max(0.0, (clock.parse(due) - clock.parse(clock.now())).total_seconds())
+            )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout=max(timeout, 0.005))
+
+    async def _fold_pending(self) -> None:
+        company_ids = await self.writer.call(lambda store: store.pending_company_ids())
+        for company_id in company_ids:
+            report = await self.writer.call(_fold(company_id))
+            self.folds += 1
+            if report.before != report.after:
+                log.info(
+                    "company %s: %s -> %s (%d events)",
+                    company_id,
+                    report.before,
+                    report.after,
+                    report.events,
+                )
+
+    async def _start_due_effects(self) -> None:
+        now = clock.now()
+        due = await self.writer.call(lambda store: store.due_effects(now))
+        for effect in due:
+            if effect.company_id in self._busy:
+                continue
+            claimed = await self.writer.call(self._claim(effect))
+            if not claimed:
+                continue
+            self._busy.add(effect.company_id)
+            task = asyncio.create_task(self._carry_out(effect))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def _claim(self, effect: Effect) -> Callable[[Store], bool]:
+        now = clock.now()
+        until = clock.after(4 * self.settings.codat_timeout + 30)
+        return lambda store: store.claim_effect(effect.id, self.owner, until, now)
+
+    async def _carry_out(self, effect: Effect) -> None:
+        try:
+            async with self._slots:
+                await self._attempt(effect)
+        except Exception:
+            log.exception(
+                "effect %d for company %s failed unexpectedly", effect.id, effect.company_id
+            )
+        finally:
+            self._busy.discard(effect.company_id)
+            self.effects_run += 1
+            self.wake()
+
+    async def _attempt(self, effect: Effect) -> None:
+        try:
+            attempt = await create_partner_expense_connection(self.codat, effect)
+        except CodatError as error:
+            failure, settings = error, self.settings
+            retried = await self.writer.call(
+                lambda store: record_failure(
+                    store,
+                    effect,
+                    failure,
+                    now=clock.now(),
+                    initial=settings.retry_initial,
+                    maximum=settings.retry_max,
+                    horizon=settings.retry_horizon,
+                )
+            )
+            level = logging.INFO if retried else logging.ERROR
+            log.log(
+                level,
+                "company %s: %s (%s)",
+                effect.company_id,
+                error,
+                "will retry" if retried else "gave up",
+            )
+            return
+        await self.writer.call(lambda store: record_attempt(store, effect, attempt, clock.now()))
+        log.info("company %s: partner expense connection %s", effect.company_id, attempt.note)
+
+
+def _fold(company_id: str) -> Callable[[Store], Any]:
+    return lambda store: fold_pending(store, company_id, clock.now())
