@@ -1,0 +1,5 @@
+"""`python -m processor` is `codat-expenses`."""
+
+from processor.cli import main
+
+main()
