@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from handlers.events import DEAUTHORIZED, LINKED, PENDING_AUTH, UNLINKED
+from handlers.events import DEAUTHORIZED, EXPENSE, LINKED, PENDING_AUTH, UNLINKED
 from handlers.transitions import (
     CONNECTION_CONNECTED,
     CONNECTION_CREATED,
@@ -131,6 +131,14 @@ def _legacy_fields(data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         "platform_name": None,
         "source_type": None,
     }
+    if old in (None, "", "None") and new == LINKED:
+        # Accounting connections are born PendingAuth and linked by the customer; the only
+        # connection that appears already Linked is the partner expense connection.
+        connection["source_type"] = EXPENSE
+        return CONNECTION_CREATED, {
+            "company_id": _text(data.get("CompanyId")),
+            "connection": connection,
+        }
     fields = {"company_id": _text(data.get("CompanyId")), "connection": connection}
     return _legacy_type(old, new), fields
 

@@ -30,7 +30,9 @@ class Codat:
 
     def create_connection(self, company_id: str, platform_key: str = "gbol") -> dict[str, Any]:
         return self._ok(
-            self.http.post(f"/companies/{company_id}/connections", json={"platformKey": platform_key})
+            self.http.post(
+                f"/companies/{company_id}/connections", json={"platformKey": platform_key}
+            )
         )
 
     def admin(self, method: str, path: str, **kwargs: Any) -> Any:
