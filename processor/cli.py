@@ -167,3 +167,31 @@ def _print_table(rows: list[dict[str, Any]], as_json: bool) -> None:
         )
     Console().print(table)
     click.echo(f"{len(rows)} compan{'y' if len(rows) == 1 else 'ies'}")
+
+
+@main.command()
+@click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds to wait.")
+def demo(timeout: float) -> None:
+    """A complete onboarding, offline, against a local stand-in for Codat."""
+    from processor.demo import run_demo
+
+    logging.getLogger().setLevel(logging.WARNING)
+    sys.exit(run_demo(timeout))
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8100, show_default=True)
+@click.option("--api-key", envvar="CODAT_API_KEY", required=True, help="Key clients must send.")
+@click.option("--webhook-url", default=None, help="Where to deliver signed webhooks.")
+@click.option(
+    "--secret", "secrets", multiple=True, envvar="CODAT_WEBHOOK_SECRET", help="Signing secret(s)."
+)
+def sandbox(
+    host: str, port: int, api_key: str, webhook_url: str | None, secrets: tuple[str, ...]
+) -> None:
+    """Run the local stand-in for Codat (for trials and fault drills; loopback only)."""
+    from processor.sandbox import serve_sandbox
+
+    split = [part for secret in secrets for part in secret.replace(",", " ").split()]
+    serve_sandbox(host, port, api_key, webhook_url, split)

@@ -1,0 +1,272 @@
+"""`codat-expenses demo`: a complete onboarding, offline, against the local stand-in for Codat.
+
+It starts the stand-in and the real `serve` process on free loopback ports with a temporary
+database, onboards four companies through Codat's API as the seed page describes, sends real
+signed webhooks (including a duplicate and an out-of-order delivery), waits for the processor,
+prints every company's state and timeline, and checks the outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+from processor.codat import CodatClient, new_client
+from processor.platforms import resolve_platform
+from processor.sandbox import SandboxServer
+from processor.sender import generate_secret
+
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
+
+
+@dataclass
+class Expected:
+    """What the demo expects of one company at the end."""
+
+    name: str
+    state: str
+    partner_connections: int
+    company_id: str = ""
+
+
+def run_demo(timeout: float = 60.0) -> int:
+    """Run the demo; returns the process exit code (0 only if every expectation held)."""
+    with tempfile.TemporaryDirectory(prefix="codat-expenses-demo-") as folder:
+        return asyncio.run(_demo(Path(folder), timeout))
+
+
+async def _demo(folder: Path, timeout: float) -> int:
+    api_key, secret, token = secrets.token_hex(16), generate_secret(), secrets.token_hex(16)
+    port = _free_port()
+    webhook_url = f"http://127.0.0.1:{port}/webhooks/codat"
+    with SandboxServer(api_key=api_key, webhook_url=webhook_url, secrets=[secret]) as sandbox:
+        console.print(f"[bold]stand-in for Codat[/] on {sandbox.url}")
+        serve = _start_serve(folder, port, api_key, sandbox.url, secret, token)
+        try:
+            expected = await _onboard(sandbox.url, api_key)
+            return await _check(sandbox.url, f"http://127.0.0.1:{port}", token, expected, timeout)
+        finally:
+            serve.terminate()
+            serve.wait(15)
+            console.print(f"[dim]serve log: {(folder / 'serve.log').stat().st_size} bytes[/]")
+
+
+def _start_serve(
+    folder: Path, port: int, api_key: str, codat_url: str, secret: str, token: str
+) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "CODAT_API_KEY": api_key,
+        "CODAT_BASE_URL": codat_url,
+        "CODAT_WEBHOOK_SECRET": secret,
+        "DATABASE_URL": f"sqlite:///{folder / 'processor.db'}",
+        "STATUS_API_TOKEN": token,
+        "RETRY_INITIAL_SECONDS": "0.1",
+    }
+    log = (folder / "serve.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "processor", "serve", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"serve exited with {process.returncode}; see its log")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                console.print(f"[bold]serve[/] on http://127.0.0.1:{port} (pid {process.pid})")
+                return process
+        except httpx.TransportError:
+            time.sleep(0.05)
+    process.kill()
+    raise SystemExit("serve did not start within 20 s")
+
+
+async def _onboard(codat_url: str, api_key: str) -> list[Expected]:
+    admin = httpx.AsyncClient(base_url=f"{codat_url}/_sandbox", timeout=10)
+    async with new_client(codat_url, api_key) as http, admin:
+        codat = CodatClient(http)
+
+        async def onboard(name: str, platform: str) -> tuple[str, str]:
+            key, _ = resolve_platform(platform)
+            company = await codat.create_company(name)
+            connection = await codat.create_connection(company["id"], key)
+            console.print(
+                f"onboarded {name!r}: company {company['id']}, Link URL {connection['linkUrl']}"
+            )
+            return company["id"], connection["id"]
+
+        async def admin_post(path: str, **kwargs: Any) -> Any:
+            answer = await admin.post(path, **kwargs)
+            answer.raise_for_status()
+            return answer.json()
+
+        ready = Expected("Sawayn Group", "ready", 1)
+        ready.company_id, conn = await onboard(ready.name, "qhyg")
+        await _settle()
+        await admin_post(f"/companies/{ready.company_id}/connections/{conn}/authorize")
+
+        relink = Expected("Relink & Co", "ready", 1)
+        relink.company_id, conn2 = await onboard(relink.name, "gbol")
+        await _settle()
+        await admin_post(f"/companies/{relink.company_id}/connections/{conn2}/authorize")
+        await _settle(1.0)
+        await codat.unlink_connection(relink.company_id, conn2)
+        console.print(f"unlinked {relink.name!r}; the customer links it again")
+        await _settle(1.0)
+        await admin_post(f"/companies/{relink.company_id}/connections/{conn2}/authorize")
+
+        cancelled = Expected("Cancelled Link Ltd", "pending_auth", 0)
+        cancelled.company_id, conn3 = await onboard(cancelled.name, "Xero")
+        await _settle()
+        await admin_post(
+            f"/companies/{cancelled.company_id}/connections/{conn3}/fail",
+            json={"errorMessage": "The user cancelled the authorization."},
+        )
+
+        # A company whose webhooks arrive late and backwards: connected before created.
+        late = Expected("Late Mail plc", "ready", 1)
+        await admin_post("/config", json={"autoWebhooks": False})
+        late.company_id, conn4 = await onboard(late.name, "fbrh")
+        await admin_post(f"/companies/{late.company_id}/connections/{conn4}/authorize")
+        state = (await admin.get("/state")).json()
+        bodies = [b for b in state["events"] if _company_of(b) == late.company_id]
+        for body in reversed(bodies):
+            await admin_post("/webhooks/send", json={"body": body})
+        console.print(f"sent {len(bodies)} webhooks for {late.name!r} newest first")
+        await admin_post("/config", json={"autoWebhooks": True})
+
+        # Svix delivers at least once: send Sawayn Group's connected message again, same id.
+        state = (await admin.get("/state")).json()
+        original = next(
+            d
+            for d in state["deliveries"]
+            if d["eventType"] == "connection.connected"
+            and any(
+                b.get("id") == d["eventId"] and _company_of(b) == ready.company_id
+                for b in state["events"]
+            )
+        )
+        body = next(b for b in state["events"] if b.get("id") == original["eventId"])
+        await admin_post(
+            "/webhooks/send", json={"body": body, "messageId": original["messageId"], "repeat": 2}
+        )
+        console.print(f"resent message {original['messageId']} twice (a duplicate delivery)")
+        return [ready, relink, cancelled, late]
+
+
+async def _check(
+    codat_url: str, serve_url: str, token: str, expected: list[Expected], timeout: float
+) -> int:
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=serve_url, headers=headers, timeout=10) as http:
+        documents = await _wait(http, expected, timeout)
+    state = httpx.get(f"{codat_url}/_sandbox/state", timeout=10).json()
+    failures = []
+    for want in expected:
+        document = documents[want.company_id]
+        partners = _partner_connections(state, want.company_id)
+        _print_company(document, len(partners))
+        if document["state"] != want.state:
+            failures.append(f"{want.name}: state {document['state']}, expected {want.state}")
+        if len(partners) != want.partner_connections:
+            failures.append(
+                f"{want.name}: {len(partners)} partner expense connections in Codat, "
+                f"expected {want.partner_connections}"
+            )
+    if failures:
+        for failure in failures:
+            console.print(f"[red]FAIL[/] {failure}")
+        return 1
+    console.print(
+        f"[green]OK[/] {len(expected)} companies reached their expected state, "
+        "each ready one with exactly one partner expense connection"
+    )
+    return 0
+
+
+async def _wait(
+    http: httpx.AsyncClient, expected: list[Expected], timeout: float
+) -> dict[str, dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    documents: dict[str, dict[str, Any]] = {}
+    while True:
+        for want in expected:
+            answer = await http.get(f"/companies/{want.company_id}")
+            if answer.status_code == 200:
+                documents[want.company_id] = answer.json()
+        settled = all(
+            want.company_id in documents
+            and documents[want.company_id]["state"] == want.state
+            and not documents[want.company_id]["pending"]
+            and not documents[want.company_id]["pendingEvents"]
+            for want in expected
+        )
+        if settled or time.monotonic() > deadline:
+            return documents
+        await asyncio.sleep(0.1)
+
+
+def _print_company(document: dict[str, Any], partners: int) -> None:
+    console.rule(f"{document['name']} [dim]{document['id']}[/]")
+    accounting = document["accountingConnection"] or {}
+    console.print(
+        f"state [bold]{document['state']}[/]; accounting connection "
+        f"{accounting.get('platformName', '-')} {accounting.get('status', '-')}; "
+        f"partner expense connections in Codat: {partners}"
+    )
+    if document["lastError"]:
+        console.print(f"last error: {document['lastError']['message']}")
+    table = Table("generated", "event", "source", "deliveries", "outcome")
+    for event in document["events"]:
+        table.add_row(
+            event["generatedDate"][:23],
+            event["eventType"],
+            event["source"],
+            str(event["deliveries"]),
+            event["outcome"],
+        )
+    console.print(table)
+
+
+def _company_of(body: dict[str, Any]) -> str | None:
+    payload = body.get("payload") or {}
+    reference = payload.get("referenceCompany") or {}
+    return reference.get("id") or payload.get("id") or body.get("CompanyId")
+
+
+def _partner_connections(state: dict[str, Any], company_id: str) -> list[dict[str, Any]]:
+    for company in state["companies"]:
+        if company["id"] == company_id:
+            return [
+                c
+                for c in company["connections"]
+                if c.get("sourceType") == "Expense" and not c.get("deleted")
+            ]
+    return []
+
+
+async def _settle(seconds: float = 0.3) -> None:
+    """Give webhooks a moment, as a customer would take to click through Link."""
+    await asyncio.sleep(seconds)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

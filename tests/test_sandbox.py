@@ -1,0 +1,671 @@
+"""The Codat stand-in over real loopback HTTP: shapes, errors, idempotency, faults, webhooks."""
+
+import asyncio
+import base64
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from jsonschema import Draft202012Validator
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from svix.webhooks import Webhook, WebhookVerificationError
+
+from processor.sandbox import LoopbackServer, SandboxServer
+from processor.sender import WebhookSender, generate_secret, sign_headers
+from processor.webhook_bodies import company_event, new_company
+
+OAS = Path(__file__).parents[2] / "shared" / "codat-oas"
+API_KEY = "sandbox-test-key"
+AUTH = {"Authorization": "Basic " + base64.b64encode(API_KEY.encode()).decode()}
+SECRET = generate_secret()
+FAST_RETRIES = (0.0, 0.05, 0.1)
+PARTNER_EXPENSE = "/companies/{}/sync/expenses/connections/partnerExpense"
+
+
+# --- Codat's schemas ------------------------------------------------------------------------
+
+
+def _nullable(node: Any) -> Any:
+    """Codat's 3.1 documents still say `nullable: true` (OpenAPI 3.0): make it JSON Schema."""
+    if isinstance(node, list):
+        return [_nullable(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    node = {key: _nullable(value) for key, value in node.items()}
+    if node.pop("nullable", False) is True:
+        if "$ref" in node:
+            node["anyOf"] = [{"$ref": node.pop("$ref")}, {"type": "null"}]
+        elif isinstance(node.get("type"), str):
+            node["type"] = [node["type"], "null"]
+        if "enum" in node:
+            node["enum"] = [*node["enum"], None]
+    return node
+
+
+@cache
+def _registry(document: str) -> Registry:
+    if not OAS.is_dir():
+        pytest.skip(f"Codat's OpenAPI documents are not in {OAS}")
+    contents = _nullable(json.loads((OAS / document).read_text()))
+    resource = Resource.from_contents(contents, default_specification=DRAFT202012)
+    return Registry().with_resource(f"urn:codat:{document}", resource)
+
+
+def conform(instance: Any, schema: str, document: str = "Codat-Sync-Expenses.json") -> None:
+    """Fail with every error of `instance` against `#/components/schemas/{schema}`."""
+    validator = Draft202012Validator(
+        {"$ref": f"urn:codat:{document}#/components/schemas/{schema}"},
+        registry=_registry(document),
+        format_checker=Draft202012Validator.FORMAT_CHECKER,
+    )
+    errors = [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(instance)]
+    assert not errors, "\n".join(errors)
+
+
+def conform_webhook(body: dict[str, Any]) -> None:
+    document = "Codat-Platform.json"
+    validator = Draft202012Validator(
+        {
+            "$ref": f"urn:codat:{document}#/webhooks/{body['eventType']}/post/requestBody/content/"
+            "application~1json/schema"
+        },
+        registry=_registry(document),
+        format_checker=Draft202012Validator.FORMAT_CHECKER,
+    )
+    errors = [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(body)]
+    assert not errors, "\n".join(errors)
+
+
+# --- A webhook receiver ---------------------------------------------------------------------
+
+
+class Receiver:
+    """A webhook consumer: verifies with svix, records, and fails the first `fail_first` tries."""
+
+    def __init__(self, secret: str = SECRET, *, fail_first: int = 0) -> None:
+        self.webhook = Webhook(secret)
+        self.fail_first = fail_first
+        self.attempts: list[dict[str, str]] = []
+        self.bodies: list[dict[str, Any]] = []
+        self.rejected = 0
+        self.app = Starlette(routes=[Route("/hook", self.receive, methods=["POST"])])
+        self.url = ""
+
+    async def receive(self, request: Request) -> Response:
+        raw = await request.body()
+        try:
+            self.webhook.verify(raw, dict(request.headers))
+        except WebhookVerificationError:
+            self.rejected += 1
+            return Response(status_code=400)
+        self.attempts.append(dict(request.headers))
+        if len(self.attempts) <= self.fail_first:
+            return Response(status_code=500)
+        self.bodies.append(json.loads(raw))
+        return Response(status_code=204)
+
+
+@pytest.fixture
+def sandbox() -> Iterator[SandboxServer]:
+    with SandboxServer(api_key=API_KEY, retry_delays=FAST_RETRIES) as server:
+        yield server
+
+
+@pytest.fixture
+def api(sandbox: SandboxServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=sandbox.url, headers=AUTH, timeout=10) as client:
+        yield client
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    receiver = Receiver()
+    with LoopbackServer(receiver.app) as server:
+        receiver.url = server.url + "/hook"
+        yield receiver
+
+
+@pytest.fixture
+def hooked(api: httpx.Client, receiver: Receiver) -> Receiver:
+    """The sandbox sends its webhooks to `receiver`."""
+    answer = api.post("/_sandbox/config", json={"webhookUrl": receiver.url, "secrets": [SECRET]})
+    assert answer.status_code == 200, answer.text
+    return receiver
+
+
+def state(api: httpx.Client) -> dict[str, Any]:
+    return dict(api.get("/_sandbox/state").json())
+
+
+def settled(api: httpx.Client, count: int, timeout: float = 5.0) -> list[dict[str, Any]]:
+    """Wait for `count` webhook deliveries to finish; return all deliveries."""
+    deadline = time.monotonic() + timeout
+    while True:
+        deliveries = state(api)["deliveries"]
+        if len(deliveries) >= count and not any(d["pending"] for d in deliveries):
+            return list(deliveries)
+        assert time.monotonic() < deadline, f"deliveries did not settle: {deliveries}"
+        time.sleep(0.02)
+
+
+def company(api: httpx.Client, name: str = "Bank of Dave") -> dict[str, Any]:
+    answer = api.post("/companies", json={"name": name})
+    assert answer.status_code == 200, answer.text
+    return dict(answer.json())
+
+
+def connection(api: httpx.Client, company_id: str, key: str = "gbol") -> dict[str, Any]:
+    answer = api.post(f"/companies/{company_id}/connections", json={"platformKey": key})
+    assert answer.status_code == 200, answer.text
+    return dict(answer.json())
+
+
+def admin(api: httpx.Client, company_id: str, connection_id: str, action: str) -> httpx.Response:
+    return api.post(f"/_sandbox/companies/{company_id}/connections/{connection_id}/{action}")
+
+
+def faults(api: httpx.Client, *rules: dict[str, Any]) -> None:
+    answer = api.post("/_sandbox/faults", json=list(rules))
+    assert answer.status_code == 200, answer.text
+
+
+def partner_expense_connections(api: httpx.Client, company_id: str) -> list[dict[str, Any]]:
+    (record,) = [c for c in state(api)["companies"] if c["id"] == company_id]
+    return [c for c in record["connections"] if c["sourceType"] == "Expense" and not c["deleted"]]
+
+
+# --- Authentication and errors --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Basic " + base64.b64encode(b"wrong").decode()},
+        {"Authorization": f"Bearer {API_KEY}"},
+    ],
+)
+def test_wrong_or_missing_key_is_401_in_codat_shape(sandbox, headers):
+    with httpx.Client(base_url=sandbox.url, headers=headers) as client:
+        answer = client.post("/companies", json={"name": "x"})
+    assert answer.status_code == 401
+    body = answer.json()
+    conform(body, "ErrorMessage")
+    assert body["statusCode"] == 401 and isinstance(body["canBeRetried"], str)
+    assert body["correlationId"] and "validation" in body and "detailedErrorCode" in body
+    assert {"x-rate-limit-limit", "x-rate-limit-remaining", "x-rate-limit-reset"} <= set(
+        answer.headers
+    )
+
+
+def test_every_answer_carries_rate_limit_headers(api):
+    first = api.post("/companies", json={"name": "A"})
+    second = api.get(f"/companies/{uuid.uuid4()}")
+    for answer in (first, second):
+        assert int(answer.headers["X-Rate-Limit-Limit"]) >= 1000
+        assert answer.headers["X-Rate-Limit-Reset"]
+    assert int(second.headers["X-Rate-Limit-Remaining"]) < int(
+        first.headers["X-Rate-Limit-Remaining"]
+    )
+
+
+# --- Companies and connections --------------------------------------------------------------
+
+
+def test_create_and_get_company_in_codat_shape(api):
+    answer = api.post(
+        "/companies",
+        json={"name": "Bank <of> Dave #1!", "description": "ours-42", "tags": {"uid": "42"}},
+    )
+    assert answer.status_code == 200
+    created = answer.json()
+    conform(created, "Company")
+    assert created["name"] == "Bank of Dave 1!"
+    assert created["redirect"] == f"https://link.codat.io/company/{created['id']}"
+    assert created["dataConnections"] == [] and created["tags"] == {"uid": "42"}
+    fetched = api.get(f"/companies/{created['id']}")
+    assert fetched.status_code == 200 and fetched.json() == created
+
+
+@pytest.mark.parametrize(
+    ("body", "item"),
+    [
+        ({}, "name"),
+        ({"name": ""}, "name"),
+        ({"name": "  "}, "name"),
+        ({"name": "###"}, "name"),
+        ({"name": 7}, "name"),
+        ({"name": "A", "tags": {"k": 1}}, "tags.k"),
+    ],
+)
+def test_invalid_company_is_400_with_validation_errors(api, body, item):
+    answer = api.post("/companies", json=body)
+    assert answer.status_code == 400
+    conform(answer.json(), "ErrorMessage")
+    assert answer.json()["validation"]["errors"][0]["itemId"] == item
+
+
+def test_malformed_json_is_400(api):
+    answer = api.post("/companies", content=b"{not json", headers={"content-type": "x"})
+    assert answer.status_code == 400
+    assert "JSON" in answer.json()["error"]
+
+
+def test_unknown_ids_are_404(api):
+    missing = str(uuid.uuid4())
+    assert api.get(f"/companies/{missing}").status_code == 404
+    assert (
+        api.post(f"/companies/{missing}/connections", json={"platformKey": "gbol"}).status_code
+        == 404
+    )
+    known = company(api)["id"]
+    answer = api.get(f"/companies/{known}/connections/{missing}")
+    assert answer.status_code == 404
+    assert missing in answer.json()["error"]
+
+
+def test_create_connection_in_codat_shape(api):
+    company_id = company(api)["id"]
+    created = connection(api, company_id, "qhyg")
+    conform(created, "Connection")
+    assert created["status"] == "PendingAuth" and created["sourceType"] == "Accounting"
+    assert created["integrationKey"] == "qhyg" and created["platformName"] == "QuickBooks Online"
+    assert created["linkUrl"].startswith("https://link-api.codat.io/companies/")
+    fetched = api.get(f"/companies/{company_id}/connections/{created['id']}").json()
+    assert fetched == created
+    assert api.get(f"/companies/{company_id}").json()["dataConnections"] == [created]
+
+
+@pytest.mark.parametrize("body", [{"platformKey": "zzzz"}, {"platformKey": "XERO"}, {}])
+def test_unknown_platform_key_is_400(api, body):
+    answer = api.post(f"/companies/{company(api)['id']}/connections", json=body)
+    assert answer.status_code == 400
+    assert answer.json()["validation"]["errors"][0]["itemId"] == "platformKey"
+
+
+def test_list_connections_paginates(api):
+    company_id = company(api)["id"]
+    ids = [connection(api, company_id)["id"] for _ in range(5)]
+    seen, page = [], 1
+    while True:
+        answer = api.get(f"/companies/{company_id}/connections?page={page}&pageSize=2")
+        assert answer.status_code == 200
+        body = answer.json()
+        conform(body, "Connections")
+        assert (body["pageNumber"], body["pageSize"], body["totalResults"]) == (page, 2, 5)
+        assert ("previous" in body["_links"]) == (page > 1)
+        seen += [c["id"] for c in body["results"]]
+        if "next" not in body["_links"]:
+            break
+        assert body["_links"]["next"]["href"].endswith(f"page={page + 1}&pageSize=2")
+        page += 1
+    assert page == 3 and seen == ids
+    beyond = api.get(f"/companies/{company_id}/connections?page=9&pageSize=2").json()
+    assert beyond["results"] == [] and beyond["totalResults"] == 5
+
+
+def test_list_connections_query_and_bad_paging(api):
+    company_id = company(api)["id"]
+    connection(api, company_id)
+    api.post(PARTNER_EXPENSE.format(company_id))
+    only = api.get(f"/companies/{company_id}/connections", params={"query": "sourceType=Expense"})
+    assert [c["sourceType"] for c in only.json()["results"]] == ["Expense"]
+    for query in ("page=0", "pageSize=0", "pageSize=x", "query=a>b"):
+        assert api.get(f"/companies/{company_id}/connections?{query}").status_code == 400
+
+
+def test_unlink_rules(api):
+    company_id = company(api)["id"]
+    created = connection(api, company_id)
+    path = f"/companies/{company_id}/connections/{created['id']}"
+    pending = api.patch(path, json={"status": "Unlinked"})
+    assert pending.status_code == 400 and "PendingAuth" in pending.json()["error"]
+    assert admin(api, company_id, created["id"], "authorize").json()["status"] == "Linked"
+    for body in ({"status": "Linked"}, {"status": "Deauthorized"}, {}, {"status": None}):
+        assert api.patch(path, json=body).status_code == 400
+    unlinked = api.patch(path, json={"status": "Unlinked"})
+    assert unlinked.status_code == 200
+    conform(unlinked.json(), "Connection")
+    assert unlinked.json()["status"] == "Unlinked"
+    assert api.patch(path, json={"status": "Unlinked"}).status_code == 400
+    assert admin(api, company_id, created["id"], "authorize").json()["status"] == "Linked"
+
+
+def test_admin_deletes_hide_connections_and_companies(api):
+    company_id = company(api)["id"]
+    created = connection(api, company_id)
+    path = f"/_sandbox/companies/{company_id}/connections/{created['id']}"
+    assert api.delete(path).status_code == 204
+    assert api.get(f"/companies/{company_id}/connections/{created['id']}").status_code == 404
+    assert api.get(f"/companies/{company_id}/connections").json()["totalResults"] == 0
+    (dumped,) = state(api)["companies"]
+    assert dumped["connections"][0]["deleted"] is True
+    assert api.delete(f"/_sandbox/companies/{company_id}").status_code == 204
+    assert api.get(f"/companies/{company_id}").status_code == 404
+
+
+# --- Partner expense connection and idempotency ---------------------------------------------
+
+
+def test_partner_expense_connection_duplicates_without_a_key(api):
+    company_id = company(api)["id"]
+    first = api.post(PARTNER_EXPENSE.format(company_id))
+    second = api.post(PARTNER_EXPENSE.format(company_id))
+    assert first.status_code == second.status_code == 200
+    for answer in (first, second):
+        conform(answer.json(), "Connection")
+        assert answer.json()["status"] == "Linked" and answer.json()["sourceType"] == "Expense"
+    assert first.json()["id"] != second.json()["id"]
+    assert len(partner_expense_connections(api, company_id)) == 2
+
+
+def test_idempotency_key_replays_the_first_answer(api):
+    key = {"Idempotency-Key": str(uuid.uuid4())}
+    first = api.post("/companies", json={"name": "Once"}, headers=key)
+    again = api.post("/companies", content=b'{ "name" : "Once" }', headers=key)
+    assert (again.status_code, again.json()) == (first.status_code, first.json())
+    assert len(state(api)["companies"]) == 1
+    different = api.post("/companies", json={"name": "Twice"}, headers=key)
+    assert different.status_code == 422
+    conform(different.json(), "ErrorMessage")
+    other_path = api.post(PARTNER_EXPENSE.format(first.json()["id"]), headers=key)
+    assert other_path.status_code == 422
+    replayed = [r["replayed"] for r in state(api)["requests"]]
+    assert replayed == [False, True, False, False]
+
+
+def test_idempotency_key_while_in_flight_is_409(sandbox, api):
+    company_id = company(api)["id"]
+    faults(api, {"method": "POST", "path": PARTNER_EXPENSE.format("*"), "holdAfterCreate": 0.6})
+    key = {"Idempotency-Key": str(uuid.uuid4())}
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(api.post, PARTNER_EXPENSE.format(company_id), headers=key)
+        time.sleep(0.2)
+        second = api.post(PARTNER_EXPENSE.format(company_id), headers=key)
+        assert second.status_code == 409
+        assert first.result().status_code == 200
+    replay = api.post(PARTNER_EXPENSE.format(company_id), headers=key)
+    assert replay.json() == first.result().json()
+    assert len(partner_expense_connections(api, company_id)) == 1
+
+
+def test_429_is_not_cached_for_the_key(api):
+    faults(api, {"method": "POST", "path": "/companies", "status": 429, "retryAfter": "1"})
+    key = {"Idempotency-Key": str(uuid.uuid4())}
+    assert api.post("/companies", json={"name": "A"}, headers=key).status_code == 429
+    assert api.post("/companies", json={"name": "A"}, headers=key).status_code == 200
+
+
+def test_lost_answer_after_create_then_replay_with_the_key(api):
+    """The crash window: Codat created the connection, but the caller never saw the answer."""
+    company_id = company(api)["id"]
+    faults(api, {"path": PARTNER_EXPENSE.format("*"), "holdAfterCreate": 0.0, "status": 503})
+    key = {"Idempotency-Key": str(uuid.uuid4())}
+    lost = api.post(PARTNER_EXPENSE.format(company_id), headers=key)
+    assert lost.status_code == 503
+    (created,) = partner_expense_connections(api, company_id)
+    replay = api.post(PARTNER_EXPENSE.format(company_id), headers=key)
+    assert replay.status_code == 200 and replay.json()["id"] == created["id"]
+    assert len(partner_expense_connections(api, company_id)) == 1
+
+
+# --- Faults ---------------------------------------------------------------------------------
+
+
+def test_503_three_times_then_success(api):
+    company_id = company(api)["id"]
+    faults(
+        api,
+        {
+            "method": "POST",
+            "path": "/companies/*/sync/expenses/connections/partnerExpense",
+            "status": 503,
+            "times": 3,
+        },
+    )
+    statuses = [api.post(PARTNER_EXPENSE.format(company_id)).status_code for _ in range(4)]
+    assert statuses == [503, 503, 503, 200]
+    failed = api.post(PARTNER_EXPENSE.format(company_id))
+    assert failed.status_code == 200
+    log = state(api)["requests"]
+    assert [bool(r["fault"]) for r in log[-5:]] == [True, True, True, False, False]
+    assert len(partner_expense_connections(api, company_id)) == 2
+
+
+def test_faulted_answer_is_in_codat_shape_and_rules_match_method(api):
+    faults(api, {"method": "GET", "path": "/companies/*", "status": 500})
+    assert api.post("/companies", json={"name": "A"}).status_code == 200
+    answer = api.get(f"/companies/{uuid.uuid4()}")
+    assert answer.status_code == 500
+    conform(answer.json(), "ErrorMessage")
+    assert answer.json()["statusCode"] == 500
+
+
+def test_429_with_retry_after_seconds_or_http_date(api):
+    when = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
+    faults(
+        api,
+        {"path": "/companies", "status": 429, "retryAfter": "1"},
+        {"path": "/companies", "status": 429, "retryAfter": when},
+    )
+    first = api.post("/companies", json={"name": "A"})
+    second = api.post("/companies", json={"name": "A"})
+    assert (first.status_code, first.headers["Retry-After"]) == (429, "1")
+    assert (second.status_code, second.headers["Retry-After"]) == (429, when)
+    assert "x-rate-limit-remaining" in first.headers
+    assert api.post("/companies", json={"name": "A"}).status_code == 200
+
+
+def test_delay_slows_the_answer(api):
+    faults(api, {"path": "/companies", "delay": 0.3})
+    started = time.monotonic()
+    assert api.post("/companies", json={"name": "A"}).status_code == 200
+    assert time.monotonic() - started >= 0.3
+
+
+def test_drop_closes_the_connection_without_an_answer(api):
+    faults(api, {"path": "/companies", "drop": True})
+    with pytest.raises(httpx.TransportError):
+        api.post("/companies", json={"name": "A"})
+    assert state(api)["requests"][-1]["status"] is None
+    assert api.post("/companies", json={"name": "A"}).status_code == 200
+
+
+def test_drop_after_create_keeps_what_was_created(api):
+    company_id = company(api)["id"]
+    faults(api, {"path": PARTNER_EXPENSE.format("*"), "holdAfterCreate": 0.05, "drop": True})
+    with pytest.raises(httpx.TransportError):
+        api.post(PARTNER_EXPENSE.format(company_id))
+    assert len(partner_expense_connections(api, company_id)) == 1
+
+
+def test_rule_for_a_time_window(api):
+    faults(api, {"path": "/companies", "status": 503, "forSeconds": 0.3})
+    assert api.post("/companies", json={"name": "A"}).status_code == 503
+    assert api.post("/companies", json={"name": "A"}).status_code == 503
+    time.sleep(0.35)
+    assert api.post("/companies", json={"name": "A"}).status_code == 200
+
+
+def test_fault_rules_are_validated_and_cleared(api):
+    assert api.post("/_sandbox/faults", json={"path": "/x"}).status_code == 400
+    assert api.post("/_sandbox/faults", json=[{"path": "/x", "sttaus": 1}]).status_code == 400
+    assert "sttaus" in api.post("/_sandbox/faults", json=[{"path": "/x", "sttaus": 1}]).text
+    faults(api, {"path": "/companies", "status": 503, "times": 5})
+    assert len(state(api)["faults"]) == 1
+    assert api.delete("/_sandbox/faults").status_code == 200
+    assert api.post("/companies", json={"name": "A"}).status_code == 200
+
+
+# --- Webhooks -------------------------------------------------------------------------------
+
+
+def test_state_changes_send_signed_webhooks(api, hooked):
+    created = company(api)
+    company_id = created["id"]
+    accounting = connection(api, company_id)
+    conn_id = accounting["id"]
+    admin(api, company_id, conn_id, "fail")
+    admin(api, company_id, conn_id, "authorize")
+    admin(api, company_id, conn_id, "deauthorize")
+    admin(api, company_id, conn_id, "authorize")
+    api.patch(f"/companies/{company_id}/connections/{conn_id}", json={"status": "Unlinked"})
+    api.post(PARTNER_EXPENSE.format(company_id))
+    api.delete(f"/_sandbox/companies/{company_id}/connections/{conn_id}")
+    api.delete(f"/_sandbox/companies/{company_id}")
+    deliveries = settled(api, 10)
+    assert all(d["delivered"] and d["attempts"] == 1 and d["status"] == 204 for d in deliveries)
+    assert hooked.rejected == 0
+    for body in hooked.bodies:
+        conform_webhook(body)
+    by_type: dict[str, list[dict[str, Any]]] = {}
+    for body in hooked.bodies:
+        by_type.setdefault(body["eventType"], []).append(body["payload"])
+    assert sorted((t, len(b)) for t, b in by_type.items()) == [
+        ("company.created", 1),
+        ("company.deleted", 1),
+        ("connection.connected", 1),
+        ("connection.created", 2),
+        ("connection.deleted", 1),
+        ("connection.disconnected", 2),
+        ("connection.failed", 1),
+        ("connection.reconnected", 1),
+    ]
+    assert by_type["company.created"][0]["id"] == company_id
+    failed = by_type["connection.failed"][0]["connection"]
+    assert failed["status"] == "PendingAuth" and failed["dataConnectionErrors"]
+    assert {p["connection"]["status"] for p in by_type["connection.disconnected"]} == {
+        "Deauthorized",
+        "Unlinked",
+    }
+    expense = [p["connection"] for p in by_type["connection.created"]]
+    assert [(c["sourceType"], c["status"]) for c in expense] == [
+        ("Accounting", "PendingAuth"),
+        ("Expense", "Linked"),
+    ]
+    assert all(p["referenceCompany"]["id"] == company_id for p in by_type["connection.deleted"])
+
+
+def test_failed_deliveries_are_retried_with_the_same_message_id(api, hooked):
+    hooked.fail_first = 2
+    company(api)
+    (delivery,) = settled(api, 1)
+    assert (delivery["attempts"], delivery["status"], delivery["delivered"]) == (3, 204, True)
+    assert len(delivery["errors"]) == 2 and "HTTP 500" in delivery["errors"][0]
+    assert {a["webhook-id"] for a in hooked.attempts} == {delivery["messageId"]}
+    assert len(hooked.bodies) == 1
+
+
+def test_legacy_mode_sends_data_connection_status_changed(api, hooked):
+    company_id = company(api)["id"]
+    assert api.post(f"/_sandbox/companies/{company_id}/legacy", json={"legacy": True}).json()[
+        "legacy"
+    ]
+    conn_id = connection(api, company_id)["id"]
+    admin(api, company_id, conn_id, "fail")  # no status change: the rules service is silent
+    admin(api, company_id, conn_id, "authorize")
+    settled(api, 3)
+    legacy = [b for b in hooked.bodies if "RuleType" in b]
+    # Deliveries run concurrently, so (as with Svix) their order is best effort only.
+    assert {(b["Data"]["oldStatus"], b["Data"]["newStatus"]) for b in legacy} == {
+        (None, "PendingAuth"),
+        ("PendingAuth", "Linked"),
+    }
+    assert len(legacy) == 2
+    assert all(b["CompanyId"] == company_id and b["DataConnectionId"] == conn_id for b in legacy)
+    assert {b["Data"]["platformKey"] for b in legacy} == {"gbol"}
+
+
+def test_admin_send_repeats_one_message(api, hooked):
+    body = company_event("company.created", new_company("Replayed Ltd"))
+    answer = api.post(
+        "/_sandbox/webhooks/send",
+        json={"body": body, "messageId": "msg_fixed", "repeat": 3, "concurrent": True},
+    )
+    assert answer.status_code == 200
+    deliveries = answer.json()["deliveries"]
+    assert [d["delivered"] for d in deliveries] == [True] * 3
+    assert [a["webhook-id"] for a in hooked.attempts] == ["msg_fixed"] * 3
+    assert hooked.bodies == [body] * 3
+
+
+def test_admin_send_with_a_wrong_secret_is_rejected(api, hooked):
+    answer = api.post("/_sandbox/webhooks/send", json={"raw": "{}", "secrets": [generate_secret()]})
+    (delivery,) = answer.json()["deliveries"]
+    assert delivery["delivered"] is False and delivery["status"] == 400
+    assert hooked.rejected == 1 + len(FAST_RETRIES)
+
+
+def test_admin_send_needs_a_configured_url(api):
+    answer = api.post("/_sandbox/webhooks/send", json={"body": {"eventType": "x"}})
+    assert answer.status_code == 409
+
+
+# --- The sender on its own ------------------------------------------------------------------
+
+
+def test_sender_signs_with_every_secret_and_svix_prefix(receiver):
+    old, new = generate_secret(), SECRET
+
+    async def send() -> Any:
+        async with WebhookSender(receiver.url, [old, new], header_prefix="svix") as sender:
+            return await sender.send(b'{"eventType":"company.created"}')
+
+    delivery = asyncio.run(send())
+    assert delivery.delivered and delivery.attempts == 1 and delivery.message_id.startswith("msg_")
+    (headers,) = receiver.attempts
+    assert len(headers["svix-signature"].split(" ")) == 2
+    assert "webhook-id" not in headers
+
+
+def test_sender_gives_up_after_its_retries():
+    with LoopbackServer(Starlette()) as server:
+        url = server.url  # nothing listens here once the server is stopped
+
+    async def send() -> Any:
+        async with WebhookSender(url, SECRET, retry_delays=(0, 0.01), timeout=1) as sender:
+            return await sender.send(b"{}", message_id="msg_1")
+
+    delivery = asyncio.run(send())
+    assert (delivery.message_id, delivery.attempts, delivery.delivered) == ("msg_1", 3, False)
+    assert delivery.status is None and len(delivery.errors) == 3
+
+
+def test_sign_headers_verify_with_svix():
+    body = '{"name":"Café"}'.encode()
+    headers = sign_headers([generate_secret(), SECRET], "msg_x", body)
+    Webhook(SECRET).verify(body, headers)
+    assert headers["webhook-id"] == "msg_x"
+    stale = sign_headers(SECRET, "msg_x", body, timestamp=int(time.time()) - 3600)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(SECRET).verify(body, stale)
+    assert sign_headers(SECRET, "m", b"\xff", timestamp=1)["webhook-signature"].startswith("v1,")
+
+
+def test_webhook_config_is_validated(api):
+    for config in (
+        {"secrets": ["not base64 !"]},
+        {"webhookUrl": "ftp://x"},
+        {"retryDelays": "soon"},
+        {"headerPrefix": ""},
+    ):
+        answer = api.post("/_sandbox/config", json=config)
+        assert answer.status_code == 400, config
+        assert "Invalid webhook config" in answer.json()["error"]
+    api.post("/_sandbox/config", json={"webhookUrl": "http://127.0.0.1:9/hook"})
+    answer = api.post("/_sandbox/webhooks/send", json={"raw": "{}"})
+    assert answer.status_code == 409 and "secret" in answer.json()["error"]

@@ -1,0 +1,214 @@
+"""The webhook body builders produce exactly the shapes Codat's published schemas describe."""
+
+import json
+import uuid
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+from jsonschema import Draft202012Validator
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
+
+from processor.platforms import PLATFORMS, UnknownPlatform, resolve_platform
+from processor.webhook_bodies import (
+    CONNECTION_EVENTS,
+    company_event,
+    connection_error,
+    connection_event,
+    encode,
+    legacy_status_changed,
+    new_company,
+    new_connection,
+)
+
+OAS = Path(__file__).parents[2] / "shared" / "codat-oas"
+PLATFORM_DOC = "Codat-Platform.json"
+
+
+def _nullable(node: Any) -> Any:
+    """Codat's 3.1 documents still say `nullable: true` (OpenAPI 3.0): make it JSON Schema."""
+    if isinstance(node, list):
+        return [_nullable(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    node = {key: _nullable(value) for key, value in node.items()}
+    if node.pop("nullable", False) is True:
+        if "$ref" in node:
+            node["anyOf"] = [{"$ref": node.pop("$ref")}, {"type": "null"}]
+        elif isinstance(node.get("type"), str):
+            node["type"] = [node["type"], "null"]
+        if "enum" in node:
+            node["enum"] = [*node["enum"], None]
+    return node
+
+
+@cache
+def _registry(document: str) -> Registry:
+    if not OAS.is_dir():
+        pytest.skip(f"Codat's OpenAPI documents are not in {OAS}")
+    contents = _nullable(json.loads((OAS / document).read_text()))
+    resource = Resource.from_contents(contents, default_specification=DRAFT202012)
+    return Registry().with_resource(f"urn:codat:{document}", resource)
+
+
+def conform(instance: Any, pointer: str, document: str = PLATFORM_DOC) -> None:
+    """Fail with every schema error of `instance` against `document#pointer`."""
+    schema = {"$ref": f"urn:codat:{document}#{pointer}"}
+    validator = Draft202012Validator(
+        schema, registry=_registry(document), format_checker=Draft202012Validator.FORMAT_CHECKER
+    )
+    errors = [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(instance)]
+    assert not errors, "\n".join(errors)
+
+
+def webhook_schema(event_type: str) -> str:
+    return f"/webhooks/{event_type}/post/requestBody/content/application~1json/schema"
+
+
+@pytest.fixture
+def company() -> dict[str, Any]:
+    return new_company("Bank of Dave", description="ours-42", tags={"region": "uk"})
+
+
+@pytest.fixture
+def connection(company: dict[str, Any]) -> dict[str, Any]:
+    return new_connection(company["id"], "gbol")
+
+
+def test_new_company_and_connection_match_codat_schemas(company, connection):
+    conform(company, "/components/schemas/Company")
+    conform(connection, "/components/schemas/Connection")
+    conform({**company, "dataConnections": [connection]}, "/components/schemas/Company")
+    assert connection["platformName"] == "Xero"
+    assert connection["linkUrl"].endswith(
+        f"/companies/{company['id']}/connections/{connection['id']}/start"
+    )
+
+
+def test_schema_check_catches_a_wrong_shape(connection):
+    with pytest.raises(AssertionError, match="Unlinkd"):
+        conform({**connection, "status": "Unlinkd"}, "/components/schemas/Connection")
+    with pytest.raises(AssertionError, match="extra"):
+        conform({**connection, "extra": 1}, "/components/schemas/Connection")
+
+
+@pytest.mark.parametrize("event_type", ["company.created", "company.deleted"])
+def test_company_events_match_codat_schema(event_type, company):
+    body = company_event(event_type, company, event_id="ba29118f-5406-4e59-b05c-ba307ca38d01")
+    conform(body, webhook_schema(event_type))
+    assert body["eventType"] == event_type
+    assert body["generatedDate"].endswith("Z")
+    assert body["payload"] == {
+        key: company[key] for key in ("id", "name", "description", "redirect", "created", "tags")
+    }
+
+
+@pytest.mark.parametrize("event_type", CONNECTION_EVENTS)
+def test_connection_events_match_codat_schema(event_type, company, connection):
+    if event_type == "connection.failed":
+        connection["dataConnectionErrors"].append(connection_error("The user cancelled."))
+    body = connection_event(event_type, company, connection)
+    conform(body, webhook_schema(event_type))
+    uuid.UUID(body["id"])
+    reference = body["payload"]["referenceCompany"]
+    assert reference["id"] == company["id"]
+    assert reference["links"]["portal"].endswith(f"/companies/{company['id']}/summary")
+    assert body["payload"]["connection"] == connection
+
+
+def test_partner_expense_connection_event_matches_schema(company):
+    connection = new_connection(
+        company["id"],
+        "expn",
+        platform_name="Partner Expense",
+        source_type="Expense",
+        status="Linked",
+    )
+    body = connection_event("connection.created", company, connection)
+    conform(body, webhook_schema("connection.created"))
+    assert body["payload"]["connection"]["lastSync"] is not None
+
+
+def test_connection_event_leaves_out_fields_codat_does_not_send(company, connection):
+    body = connection_event("connection.deleted", company, {**connection, "deleted": True})
+    assert "deleted" not in body["payload"]["connection"]
+
+
+def test_legacy_status_changed_shape(company, connection):
+    body = legacy_status_changed(company, connection, "PendingAuth", "Linked")
+    assert set(body) == {
+        "ClientId",
+        "ClientName",
+        "CompanyId",
+        "DataConnectionId",
+        "RuleId",
+        "RuleType",
+        "AlertId",
+        "Message",
+        "Data",
+    }
+    assert body["RuleType"] == "DataConnectionStatusChanged"
+    assert body["CompanyId"] == company["id"]
+    assert body["Data"] == {
+        "dataConnectionId": connection["id"],
+        "newStatus": "Linked",
+        "oldStatus": "PendingAuth",
+        "platformKey": "gbol",
+    }
+    uuid.UUID(body["AlertId"])
+    status_schema = "/components/schemas/Connection/definitions/dataConnectionStatus"
+    conform(body["Data"]["newStatus"], status_schema)
+    conform(body["Data"]["oldStatus"], status_schema)
+
+
+def test_legacy_created_has_no_old_status(company, connection):
+    body = legacy_status_changed(company, connection, None, "PendingAuth", alert_id="a-1")
+    assert body["Data"]["oldStatus"] is None
+    assert body["AlertId"] == "a-1"
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda c, n: company_event("company.updated", c),
+        lambda c, n: connection_event("read.completed", c, n),
+        lambda c, n: legacy_status_changed(c, n, "PendingAuth", "Connected"),
+        lambda c, n: new_connection(c["id"], "gbol", status="Active"),
+    ],
+)
+def test_builders_reject_values_codat_never_sends(build, company, connection):
+    with pytest.raises(ValueError, match="is not one of"):
+        build(company, connection)
+
+
+def test_encode_is_compact_utf8_json(company):
+    company["name"] = "Café Ltd"
+    raw = encode(company_event("company.created", company))
+    assert b": " not in raw and b", " not in raw
+    assert "Café".encode() in raw
+    assert json.loads(raw)["payload"]["name"] == "Café Ltd"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("gbol", ("gbol", "Xero")),
+        ("xero", ("gbol", "Xero")),
+        (" QuickBooks online ", ("qhyg", "QuickBooks Online")),
+        ("MQJO", ("mqjo", "Codat Sandbox")),
+    ],
+)
+def test_resolve_platform_by_key_or_name(value, expected):
+    assert resolve_platform(value) == expected
+
+
+def test_unknown_platform_lists_the_valid_ones():
+    with pytest.raises(UnknownPlatform) as raised:
+        resolve_platform("sage50")
+    assert isinstance(raised.value, ValueError)
+    assert "'sage50'" in str(raised.value)
+    assert all(key in str(raised.value) for key in PLATFORMS)
+    with pytest.raises(UnknownPlatform):
+        new_connection(str(uuid.uuid4()), "zzzz")
