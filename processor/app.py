@@ -19,6 +19,7 @@ from processor.codat import CodatClient, new_client
 from processor.config import Settings
 from processor.queries import get_company, healthz, list_companies
 from processor.readers import Readers
+from processor.reconcile import sweep_periodically
 from processor.signature import Verifier
 from processor.webhooks import error, receive_webhook
 from processor.worker import Worker
@@ -59,15 +60,21 @@ def create_app(
         )
         worker = Worker(writer, CodatClient(http), settings)
         services = Services(settings, Verifier(settings.webhook_secrets), writer, readers, worker)
-        task = asyncio.create_task(worker.run()) if run_worker else None
+        tasks = []
+        if run_worker:
+            tasks.append(asyncio.create_task(worker.run()))
+            if settings.reconcile_interval > 0:
+                sweep = sweep_periodically(writer, worker.codat, settings.reconcile_interval)
+                tasks.append(asyncio.create_task(sweep))
         try:
             yield {"services": services}
         finally:
-            if task is not None:
+            for task in tasks:
                 task.cancel()
+            for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-                await worker.drain()
+            await worker.drain()
             await http.aclose()
             readers.close()
             writer.stop()

@@ -21,9 +21,9 @@ def fail(message: str, code: int = 2) -> NoReturn:
     sys.exit(code)
 
 
-def load_settings(*, require_codat: bool) -> config.Settings:
+def load_settings(*, require: tuple[str, ...] = ()) -> config.Settings:
     try:
-        return config.load(require_codat=require_codat)
+        return config.load(require=require)
     except config.ConfigError as error:
         fail(str(error))
 
@@ -54,7 +54,7 @@ def serve(host: str, port: int | None) -> None:
 
     from processor.app import create_app
 
-    settings = load_settings(require_codat=True)
+    settings = load_settings(require=config.SERVE_REQUIRES)
     # Open (and migrate) the store before binding, so a bad database stops start-up at once.
     open_store(settings, readonly=False).close()
     uvicorn.run(
@@ -81,7 +81,7 @@ def status(
 
     if state is not None and state not in STATES:
         fail(f"expected --state to be one of {', '.join(STATES)}, found {state!r}")
-    settings = load_settings(require_codat=False)
+    settings = load_settings()
     store = open_store(settings, readonly=True)
     try:
         if company_id is not None:
@@ -195,3 +195,229 @@ def sandbox(
 
     split = [part for secret in secrets for part in secret.replace(",", " ").split()]
     serve_sandbox(host, port, api_key, webhook_url, split)
+
+
+def _codat(settings: config.Settings) -> Any:
+    from processor.codat import CodatClient, new_client
+
+    return CodatClient(
+        new_client(settings.base_url, settings.api_key, timeout=settings.codat_timeout)
+    )
+
+
+@main.command()
+@click.option("--company", "company_id", help="Only this company's events.")
+@click.option("--event", "event_id", help="Only this event (event id or webhook message id).")
+@click.option("--since", help="Only events generated at or after this ISO 8601 date.")
+@click.option("--type", "event_type", help="Only events of this type, e.g. connection.connected.")
+@click.option("--failed", is_flag=True, help="Only events whose commands failed; retry them.")
+@click.option("--dry-run", is_flag=True, help="Show what would change; change nothing.")
+def replay(
+    company_id: str | None,
+    event_id: str | None,
+    since: str | None,
+    event_type: str | None,
+    failed: bool,
+    dry_run: bool,
+) -> None:
+    """Re-run stored events through the handlers; carry out only the commands still needed.
+
+    Every company with a selected event is rebuilt from its whole event log. Exit status:
+    0 done, 1 some commands failed (listed), 2 bad arguments.
+    """
+    import asyncio
+
+    from processor import clock
+    from processor.replay import Selection, plan, select_companies
+    from processor.replay import replay as run_replay
+
+    if since is not None:
+        try:
+            since = clock.normalize(since)
+        except clock.InvalidDate as error:
+            fail(f"--since: {error}")
+    selection = Selection(company_id, event_id, since, event_type, failed)
+    if dry_run:
+        settings = load_settings()
+        store = open_store(settings, readonly=True)
+        try:
+            companies, events = select_companies(store, selection)
+            _print_plans([plan(store, c) for c in companies], events)
+        finally:
+            store.close()
+        return
+    settings = load_settings(require=("CODAT_API_KEY",))
+    store = open_store(settings, readonly=False)
+    try:
+        companies, events = select_companies(store, selection)
+        if not companies:
+            click.echo(f"no stored events match ({events} events, 0 companies); nothing to do")
+            return
+        codat = _codat(settings)
+        with _progress(len(companies)) as advance:
+            summary = asyncio.run(
+                _closing(
+                    codat,
+                    run_replay(store, codat, settings, companies, failed=failed, progress=advance),
+                )
+            )
+    finally:
+        store.close()
+    click.echo(
+        f"replayed {summary.events} events of {summary.companies} companies: "
+        f"{summary.changed} changed state, {summary.commands} commands run, "
+        f"{len(summary.failures)} failures"
+    )
+    for company in summary.waiting:
+        click.echo(f"  {company}: a command is in progress in another process; left to it")
+    for failure in summary.failures:
+        click.echo(f"  failed: {failure}", err=True)
+    sys.exit(1 if summary.failures else 0)
+
+
+async def _closing(codat: Any, work: Any) -> Any:
+    try:
+        return await work
+    finally:
+        await codat.http.aclose()
+
+
+def _progress(total: int) -> Any:
+    import contextlib
+
+    @contextlib.contextmanager
+    def plain() -> Any:
+        done = 0
+
+        def advance(company_id: str) -> None:
+            nonlocal done
+            done += 1
+            if done == total or done % 100 == 0:
+                click.echo(f"replayed {done}/{total} companies")
+
+        yield advance
+
+    if not sys.stderr.isatty():
+        return plain()
+
+    @contextlib.contextmanager
+    def bar() -> Any:
+        from rich.progress import Progress
+
+        with Progress(transient=True) as progress:
+            task = progress.add_task("replaying", total=total)
+            yield lambda company_id: progress.advance(task)
+
+    return bar()
+
+
+def _print_plans(plans: list[Any], events: int) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("company", "state now", "after replay", "events", "commands it would run")
+    for item in plans:
+        table.add_row(
+            item.company_id,
+            item.state_now or "-",
+            item.state_after,
+            str(item.events),
+            ", ".join(item.commands) or "-",
+        )
+    Console().print(table)
+    changes = sum(1 for p in plans if p.state_now != p.state_after)
+    click.echo(f"dry run: {events} matching events, {len(plans)} companies, {changes} would change")
+
+
+@main.command()
+@click.option("--name", required=True, help="The customer's company name.")
+@click.option("--platform", required=True, help="Platform key (gbol) or name (xero).")
+@click.option("--company", "company_id", help="Continue an earlier run for this company id.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def onboard(name: str, platform: str, company_id: str | None, as_json: bool) -> None:
+    """Create the company and its accounting connection; print the Link URL."""
+    import asyncio
+
+    from processor.onboarding import OnboardingError
+    from processor.onboarding import onboard as run_onboard
+    from processor.platforms import UnknownPlatform, resolve_platform
+
+    try:
+        platform_key, _ = resolve_platform(platform)
+    except UnknownPlatform as error:
+        fail(str(error))
+    settings = load_settings(require=("CODAT_API_KEY",))
+    store = open_store(settings, readonly=False)
+    codat = _codat(settings)
+    try:
+        result = asyncio.run(
+            _closing(
+                codat,
+                run_onboard(
+                    store, codat, name=name, platform_key=platform_key, company_id=company_id
+                ),
+            )
+        )
+    except OnboardingError as error:
+        if as_json:
+            click.echo(json.dumps({"error": str(error), "companyId": error.company_id}))
+        fail(str(error), 1)
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps(result.to_json()))
+        return
+    click.echo(f"company {result.company_id} ({result.company_name}): {result.state}")
+    click.echo(f"accounting connection {result.connection_id} ({result.platform_key})")
+    click.echo(f"Link URL: {result.link_url}")
+
+
+@main.command()
+@click.argument("company_id")
+def unlink(company_id: str) -> None:
+    """Unlink the company's accounting connection (Codat: PATCH status Unlinked)."""
+    import asyncio
+
+    from processor.onboarding import OnboardingError
+    from processor.onboarding import unlink as run_unlink
+
+    settings = load_settings(require=("CODAT_API_KEY",))
+    store = open_store(settings, readonly=False)
+    codat = _codat(settings)
+    try:
+        connection = asyncio.run(_closing(codat, run_unlink(store, codat, company_id)))
+    except OnboardingError as error:
+        fail(str(error), 1)
+    finally:
+        store.close()
+    click.echo(f"connection {connection['id']} of company {company_id} is {connection['status']}")
+
+
+@main.command()
+@click.option("--company", "company_id", help="Only this company.")
+def reconcile(company_id: str | None) -> None:
+    """Compare stored state with Codat's and record what differs (heals lost webhooks)."""
+    import asyncio
+
+    from processor import clock
+    from processor.reconcile import due_companies
+    from processor.reconcile import reconcile as run_reconcile
+    from processor.writer import DirectWriter
+
+    settings = load_settings(require=("CODAT_API_KEY",))
+    store = open_store(settings, readonly=False)
+    codat = _codat(settings)
+    try:
+        companies = [company_id] if company_id else due_companies(store, clock.now())
+        sweep = asyncio.run(_closing(codat, run_reconcile(DirectWriter(store), codat, companies)))
+    finally:
+        store.close()
+    click.echo(
+        f"checked {sweep.checked} companies against Codat: {len(sweep.corrected)} corrected, "
+        f"{len(sweep.errors)} errors"
+    )
+    for company in sweep.corrected:
+        click.echo(f"  corrected {company}")
+    for error in sweep.errors:
+        click.echo(f"  error: {error}", err=True)
+    sys.exit(1 if sweep.errors else 0)

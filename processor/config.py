@@ -51,16 +51,19 @@ def database_path(url: str) -> Path:
     return Path(url[len(prefix) :])
 
 
-def load(environ: Mapping[str, str] | None = None, *, require_codat: bool = True) -> Settings:
-    """Read settings; `require_codat` is for commands that talk to Codat or receive webhooks."""
+SERVE_REQUIRES = ("CODAT_API_KEY", "CODAT_WEBHOOK_SECRET")
+
+
+def load(
+    environ: Mapping[str, str] | None = None, *, require: tuple[str, ...] = SERVE_REQUIRES
+) -> Settings:
+    """Read settings; `require` names the variables the command cannot do without."""
     env = os.environ if environ is None else environ
     api_key = env.get("CODAT_API_KEY", "").strip()
     secrets = _split(env.get("CODAT_WEBHOOK_SECRET", ""))
-    if require_codat:
-        if not api_key:
-            raise ConfigError("Config 'CODAT_API_KEY' is missing, and has no default.")
-        if not secrets:
-            raise ConfigError("Config 'CODAT_WEBHOOK_SECRET' is missing, and has no default.")
+    for name in require:
+        if not env.get(name, "").strip():
+            raise ConfigError(f"Config {name!r} is missing, and has no default.")
     for secret in secrets:
         _check_secret(secret)
     base_url = env.get("CODAT_BASE_URL", DEFAULT_BASE_URL).strip().rstrip("/")

@@ -8,9 +8,11 @@ only then POST with the intent's recorded Idempotency-Key. The result is recorde
 from __future__ import annotations
 
 import json
+import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from handlers.events import EXPENSE, LINKED
 from handlers.transitions import (
@@ -21,8 +23,18 @@ from handlers.transitions import (
 )
 from processor import clock
 from processor.codat import CodatClient, CodatError
+from processor.config import Settings
 from processor.intake import INTERNAL, connection_fields
 from store import EFFECT_CANCELLED, EFFECT_DONE, EFFECT_FAILED, Effect, NewEvent, Store
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class Writes(Protocol):
+    """Something that runs a function on the store in one write transaction."""
+
+    async def call(self, fn: Callable[[Store], T]) -> T: ...
 
 
 @dataclass(frozen=True)
@@ -96,6 +108,41 @@ def record_failure(
     store.append_events([_event(effect, PARTNER_CONNECTION_FAILED, fields, None, now)])
     store.finish_effect(effect.id, status=EFFECT_FAILED, now=now, error=reason)
     return False
+
+
+def claim_seconds(settings: Settings) -> float:
+    """How long one attempt may hold an effect: its three Codat calls and some slack.
+
+    A claim that outlives a crashed worker only delays the next attempt; the recorded
+    Idempotency-Key and the look-before-create listing keep a late overlap harmless.
+    """
+    return 3 * settings.codat_timeout + 5
+
+
+async def carry_out(writer: Writes, codat: CodatClient, effect: Effect, settings: Settings) -> str:
+    """One attempt at an effect, recorded; returns the effect's status afterwards."""
+    try:
+        attempt = await create_partner_expense_connection(codat, effect)
+    except CodatError as error:
+        failure = error
+        retried = await writer.call(
+            lambda store: record_failure(
+                store,
+                effect,
+                failure,
+                now=clock.now(),
+                initial=settings.retry_initial,
+                maximum=settings.retry_max,
+                horizon=settings.retry_horizon,
+            )
+        )
+        level = logging.INFO if retried else logging.ERROR
+        outcome = "will retry" if retried else "gave up"
+        log.log(level, "company %s: %s (%s)", effect.company_id, error, outcome)
+        return "pending" if retried else EFFECT_FAILED
+    await writer.call(lambda store: record_attempt(store, effect, attempt, clock.now()))
+    log.info("company %s: partner expense connection %s", effect.company_id, attempt.note)
+    return attempt.effect_status
 
 
 def backoff(attempt: int, initial: float, maximum: float) -> float:

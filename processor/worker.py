@@ -16,9 +16,9 @@ from collections.abc import Callable
 from typing import Any
 
 from processor import clock
-from processor.codat import CodatClient, CodatError
+from processor.codat import CodatClient
 from processor.config import Settings
-from processor.effects import create_partner_expense_connection, record_attempt, record_failure
+from processor.effects import carry_out, claim_seconds
 from processor.folding import fold_pending
 from processor.writer import Writer
 from store import Effect, Store
@@ -108,7 +108,7 @@ class Worker:
 
     def _claim(self, effect: Effect) -> Callable[[Store], bool]:
         now = clock.now()
-        until = clock.after(4 * self.settings.codat_timeout + 30)
+        until = clock.after(claim_seconds(self.settings))
         return lambda store: store.claim_effect(effect.id, self.owner, until, now)
 
     async def _carry_out(self, effect: Effect) -> None:
@@ -125,32 +125,7 @@ class Worker:
             self.wake()
 
     async def _attempt(self, effect: Effect) -> None:
-        try:
-            attempt = await create_partner_expense_connection(self.codat, effect)
-        except CodatError as error:
-            failure, settings = error, self.settings
-            retried = await self.writer.call(
-                lambda store: record_failure(
-                    store,
-                    effect,
-                    failure,
-                    now=clock.now(),
-                    initial=settings.retry_initial,
-                    maximum=settings.retry_max,
-                    horizon=settings.retry_horizon,
-                )
-            )
-            level = logging.INFO if retried else logging.ERROR
-            log.log(
-                level,
-                "company %s: %s (%s)",
-                effect.company_id,
-                error,
-                "will retry" if retried else "gave up",
-            )
-            return
-        await self.writer.call(lambda store: record_attempt(store, effect, attempt, clock.now()))
-        log.info("company %s: partner expense connection %s", effect.company_id, attempt.note)
+        await carry_out(self.writer, self.codat, effect, self.settings)
 
 
 def _fold(company_id: str) -> Callable[[Store], Any]:

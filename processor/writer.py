@@ -150,3 +150,18 @@ def _settle(
     # A closed loop means nobody is waiting any more.
     with contextlib.suppress(RuntimeError):
         loop.call_soon_threadsafe(settle)
+
+
+class DirectWriter:
+    """The writer's interface for command-line tools: each call is one transaction, in-line.
+
+    Concurrent `serve` processes are safe: every transaction starts with BEGIN IMMEDIATE, so
+    writers queue on SQLite's lock (busy timeout) rather than overwrite each other.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def call(self, fn: Callable[[Store], T]) -> T:
+        with self.store.transaction():
+            return fn(self.store)

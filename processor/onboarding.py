@@ -1,0 +1,144 @@
+"""The seed page's own steps, from the command line: onboard a company, unlink its connection.
+
+Each Codat answer is recorded in the store as an event of its own (`source: onboard` or
+`command`) and folded at once, so the status document shows the company as Codat left it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from handlers.events import LINKED
+from handlers.transitions import COMPANY_CREATED, CONNECTION_CREATED, CONNECTION_DISCONNECTED
+from processor import clock
+from processor.codat import CodatClient, CodatError
+from processor.folding import fold_pending, load_state
+from processor.intake import INTERNAL, connection_fields
+from store import NewEvent, Store
+
+
+class OnboardingError(Exception):
+    """A step that could not be done; the message says what to do next."""
+
+    def __init__(self, message: str, *, company_id: str | None = None) -> None:
+        super().__init__(message)
+        self.company_id = company_id
+
+
+@dataclass(frozen=True)
+class Onboarded:
+    """The result of `onboard`: the company, its accounting connection and the Link URL."""
+
+    company_id: str
+    company_name: str
+    connection_id: str
+    platform_key: str
+    link_url: str
+    state: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "companyId": self.company_id,
+            "name": self.company_name,
+            "connectionId": self.connection_id,
+            "platformKey": self.platform_key,
+            "linkUrl": self.link_url,
+            "state": self.state,
+        }
+
+
+async def onboard(
+    store: Store,
+    codat: CodatClient,
+    *,
+    name: str,
+    platform_key: str,
+    company_id: str | None = None,
+) -> Onboarded:
+    """Create the company (unless `company_id` continues an earlier run) and its connection."""
+    if company_id is None:
+        company = await codat.create_company(name, idempotency_key=str(uuid.uuid4()))
+        company_id = str(company["id"])
+        _record(store, company_id, COMPANY_CREATED, company, "company")
+    else:
+        try:
+            company = await codat.get_company(company_id)
+        except CodatError as error:
+            raise OnboardingError(f"cannot continue with company {company_id}: {error}") from None
+        _record(store, company_id, COMPANY_CREATED, company, "company")
+    try:
+        connection = await codat.create_connection(
+            company_id, platform_key, idempotency_key=str(uuid.uuid4())
+        )
+    except CodatError as error:
+        raise OnboardingError(
+            f"company {company_id} was created, but its accounting connection was not: {error}. "
+            f"Run again with --company {company_id} to continue without creating another company.",
+            company_id=company_id,
+        ) from None
+    _record(store, company_id, CONNECTION_CREATED, connection, "connection")
+    state = load_state(store, company_id)
+    return Onboarded(
+        company_id=company_id,
+        company_name=str(company.get("name") or name),
+        connection_id=str(connection["id"]),
+        platform_key=platform_key,
+        link_url=str(connection.get("linkUrl") or ""),
+        state=state.state if state else "created",
+    )
+
+
+async def unlink(store: Store, codat: CodatClient, company_id: str) -> dict[str, Any]:
+    """PATCH the company's Linked accounting connection to Unlinked, and record it."""
+    state = load_state(store, company_id)
+    if state is None:
+        raise OnboardingError(f"no company {company_id!r} in the store")
+    accounting = state.accounting_connection
+    if accounting is None or accounting.status != LINKED:
+        found = f"it is {accounting.status}" if accounting else "it has no accounting connection"
+        raise OnboardingError(
+            f"company {company_id} has no Linked accounting connection to unlink: {found} "
+            f"(state {state.state})"
+        )
+    try:
+        connection = await codat.unlink_connection(
+            company_id, accounting.id, idempotency_key=str(uuid.uuid4())
+        )
+    except CodatError as error:
+        raise OnboardingError(f"Codat refused to unlink {accounting.id}: {error}") from None
+    _record(store, company_id, CONNECTION_DISCONNECTED, connection, "unlink")
+    return connection
+
+
+def _record(
+    store: Store, company_id: str, event_type: str, answer: dict[str, Any], what: str
+) -> None:
+    now = clock.now()
+    generated = now
+    if event_type == COMPANY_CREATED and isinstance(answer.get("created"), str):
+        with contextlib.suppress(clock.InvalidDate):
+            generated = clock.normalize(answer["created"])
+    fields: dict[str, Any] = {"company_id": company_id, "company_name": answer.get("name")}
+    if event_type != COMPANY_CREATED:
+        fields = {"company_id": company_id, "connection": connection_fields(answer)}
+    identifier = answer.get("id") or uuid.uuid4()
+    event = NewEvent(
+        message_id=f"{what}:{identifier}:{uuid.uuid4().hex[:8]}",
+        event_type=event_type,
+        body_format=INTERNAL,
+        source="onboard" if what in ("company", "connection") else "command",
+        generated_date=generated,
+        received_at=now,
+        body=json.dumps(answer).encode(),
+        headers={},
+        fields=fields,
+        company_id=company_id,
+        connection_id=(fields.get("connection") or {}).get("id"),
+    )
+    with store.transaction():
+        store.append_events([event])
+        fold_pending(store, company_id, now)

@@ -1,0 +1,182 @@
+"""Reconciliation: compare stored state with Codat's truth and record what differs.
+
+Codat gives up on a webhook after about 28 hours and disables an endpoint after 5 days of
+failures; a sweep heals what was never delivered. Differences are recorded as synthetic events
+(`source: reconcile`) that the handlers apply like any other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from handlers.events import ACCOUNTING, EXPENSE
+from handlers.state import DELETED, READY, STATES, CompanyState
+from handlers.transitions import COMPANY_DELETED, CONNECTION_DELETED, CONNECTION_OBSERVED
+from processor import clock
+from processor.codat import CodatClient, CodatError
+from processor.effects import Writes
+from processor.folding import fold_pending, load_state
+from processor.intake import INTERNAL, connection_fields
+from store import NewEvent, Store
+
+log = logging.getLogger(__name__)
+READY_RECHECK = timedelta(days=1)
+MAX_RATE_LIMIT_WAITS = 5
+
+
+@dataclass
+class Sweep:
+    """What one reconciliation did."""
+
+    checked: int = 0
+    corrected: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def due_companies(store: Store, now: str) -> list[str]:
+    """Companies not ready or deleted, and ready ones not checked for a day."""
+    stale_before = clock.format_datetime(clock.parse(now) - READY_RECHECK)
+    due = []
+    for state in STATES:
+        if state == DELETED:
+            continue
+        after = None
+        while True:
+            page = store.companies(state=state, limit=500, after=after)
+            for row in page.companies:
+                if state != READY or (row.checked_at or "") < stale_before:
+                    due.append(row.company_id)
+            if page.next_after is None:
+                break
+            after = page.next_after
+    return due
+
+
+async def reconcile(
+    writer: Writes, codat: CodatClient, company_ids: list[str], *, pause: float = 0.0
+) -> Sweep:
+    """Check each company against Codat; record a synthetic event where they differ."""
+    sweep = Sweep()
+    for company_id in company_ids:
+        try:
+            differences = await _check(writer, codat, company_id)
+        except CodatError as error:
+            sweep.errors.append(f"{company_id}: {error}")
+            continue
+        sweep.checked += 1
+        if differences:
+            sweep.corrected.append(company_id)
+        if pause:
+            await asyncio.sleep(pause)
+    return sweep
+
+
+async def _check(writer: Writes, codat: CodatClient, company_id: str) -> int:
+    state = await writer.call(lambda store: load_state(store, company_id))
+    try:
+        connections = await _with_rate_limit(codat, lambda: codat.list_connections(company_id))
+    except CodatError as error:
+        if error.status != 404:
+            raise
+        events = [] if state and state.deleted else [_synthetic(company_id, COMPANY_DELETED, None)]
+        return await _record(writer, company_id, events)
+    events = _differences(state or CompanyState(company_id=company_id), connections)
+    return await _record(writer, company_id, events)
+
+
+def _differences(state: CompanyState, connections: list[dict[str, Any]]) -> list[NewEvent]:
+    company_id = state.company_id
+    events = []
+    accounting = _newest(c for c in connections if c.get("sourceType") in (ACCOUNTING, None))
+    stored = state.accounting_connection
+    if accounting is not None:
+        if stored is None or stored.id != accounting["id"] or stored.status != accounting["status"]:
+            events.append(_synthetic(company_id, CONNECTION_OBSERVED, accounting))
+    elif stored is not None:
+        events.append(_synthetic(company_id, CONNECTION_DELETED, {"id": stored.id, "status": ""}))
+    expense = _newest(c for c in connections if c.get("sourceType") == EXPENSE)
+    known = state.expense_connection
+    if expense is not None and (known is None or known.id != expense["id"]):
+        events.append(_synthetic(company_id, CONNECTION_OBSERVED, expense))
+    return events
+
+
+def _newest(connections: Any) -> dict[str, Any] | None:
+    found = sorted(connections, key=lambda c: str(c.get("created") or ""))
+    return found[-1] if found else None
+
+
+def _synthetic(company_id: str, event_type: str, connection: dict[str, Any] | None) -> NewEvent:
+    now = clock.now()
+    fields: dict[str, Any] = {"company_id": company_id}
+    if connection is not None:
+        fields["connection"] = connection_fields(connection)
+    return NewEvent(
+        message_id=f"reconcile:{company_id}:{uuid.uuid4().hex}",
+        event_type=event_type,
+        body_format=INTERNAL,
+        source="reconcile",
+        generated_date=now,
+        received_at=now,
+        body=json.dumps({"eventType": event_type, "codat": connection}).encode(),
+        headers={},
+        fields=fields,
+        company_id=company_id,
+        connection_id=connection.get("id") if connection else None,
+    )
+
+
+async def _record(writer: Writes, company_id: str, events: list[NewEvent]) -> int:
+    def write(store: Store) -> int:
+        now = clock.now()
+        if events:
+            store.append_events(events)
+            fold_pending(store, company_id, now)
+        store.mark_checked(company_id, now)
+        return len(events)
+
+    return await writer.call(write)
+
+
+async def _with_rate_limit(codat: CodatClient, call: Any) -> Any:
+    """Wait out Codat's rate limit (429 with Retry-After) a few times before giving up."""
+    for _ in range(MAX_RATE_LIMIT_WAITS):
+        remaining = codat.rate_limit.remaining
+        if remaining is not None and remaining <= 1:
+            await asyncio.sleep(1.0)
+        try:
+            return await call()
+        except CodatError as error:
+            if error.status != 429:
+                raise
+            wait = min(error.retry_after or 1.0, 60.0)
+            log.info("Codat rate limit reached; waiting %.1f s", wait)
+            await asyncio.sleep(wait)
+    return await call()
+
+
+async def sweep_periodically(writer: Writes, codat: CodatClient, interval: float) -> None:
+    """The sweep inside `serve`: every `interval` seconds, until cancelled."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            due = await writer.call(lambda store: due_companies(store, clock.now()))
+            sweep = await reconcile(writer, codat, due)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("reconciliation sweep failed; next one in %.0f s", interval)
+            continue
+        if sweep.corrected or sweep.errors:
+            log.info(
+                "reconciliation: %d checked, %d corrected, %d errors",
+                sweep.checked,
+                len(sweep.corrected),
+                len(sweep.errors),
+            )

@@ -1,0 +1,162 @@
+"""Replay: re-run stored events through the same handlers as live processing.
+
+A replay rebuilds each selected company's state from its whole event log (the fold that live
+processing does, from an empty state), then carries out only the commands the rebuilt state
+still calls for. Every step is one transaction, so it is safe beside a running `serve` and safe
+to interrupt and run again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from handlers.commands import needed_commands
+from handlers.transitions import fold, initial_state
+from processor import clock
+from processor.codat import CodatClient
+from processor.config import Settings
+from processor.effects import carry_out, claim_seconds
+from processor.folding import load_state, rebuild, to_event
+from processor.writer import DirectWriter
+from store import EFFECT_PENDING, Store, StoredEvent
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which events to replay; every given criterion must hold."""
+
+    company_id: str | None = None
+    event_id: str | None = None
+    since: str | None = None
+    event_type: str | None = None
+    failed: bool = False
+
+    def events(self, store: Store) -> list[StoredEvent]:
+        return store.find_events(
+            company_id=self.company_id,
+            event_or_message_id=self.event_id,
+            since=self.since,
+            event_type=self.event_type,
+            failed=self.failed,
+        )
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a replay would do to one company."""
+
+    company_id: str
+    state_now: str | None
+    state_after: str
+    events: int
+    commands: list[str]
+
+
+@dataclass
+class Summary:
+    """What a replay did."""
+
+    events: int = 0
+    companies: int = 0
+    changed: int = 0
+    commands: int = 0
+    failures: list[str] = field(default_factory=list)
+    waiting: list[str] = field(default_factory=list)
+
+
+def select_companies(store: Store, selection: Selection) -> tuple[list[str], int]:
+    """The companies whose events match, and how many events matched."""
+    events = selection.events(store)
+    return sorted({e.company_id for e in events if e.company_id}), len(events)
+
+
+def plan(store: Store, company_id: str) -> Plan:
+    """What a replay of one company would produce, computed without writing anything."""
+    current = load_state(store, company_id)
+    events = store.folded_events(company_id) + store.pending_events(company_id)
+    final, _ = fold(initial_state(company_id), [to_event(e) for e in events])
+    open_kinds = {e.kind for e in store.open_effects(company_id)}
+    commands = sorted({c.kind for c in needed_commands(final)} | open_kinds)
+    return Plan(company_id, current.state if current else None, final.state, len(events), commands)
+
+
+async def replay(
+    store: Store,
+    codat: CodatClient,
+    settings: Settings,
+    company_ids: Iterable[str],
+    *,
+    failed: bool = False,
+    progress: Callable[[str], Any] = lambda _: None,
+) -> Summary:
+    """Rebuild each company from its log, then carry out the commands it still needs."""
+    writer = DirectWriter(store)
+    owner = f"replay:{socket.gethostname()}:{os.getpid()}"
+    summary = Summary()
+    for company_id in company_ids:
+        with store.transaction():
+            if failed:
+                _requeue_failed(store, company_id)
+            report = rebuild(store, company_id, clock.now())
+        summary.companies += 1
+        summary.events += report.events
+        await _run_effects(writer, store, codat, settings, company_id, owner, summary)
+        after = load_state(store, company_id)
+        summary.changed += report.before != (after.state if after else None)
+        progress(company_id)
+    return summary
+
+
+async def _run_effects(
+    writer: DirectWriter,
+    store: Store,
+    codat: CodatClient,
+    settings: Settings,
+    company_id: str,
+    owner: str,
+    summary: Summary,
+) -> None:
+    deadline = asyncio.get_running_loop().time() + claim_seconds(settings) + 5
+    while True:
+        effects = store.open_effects(company_id)
+        if not effects:
+            return
+        effect = effects[0]
+        with store.transaction():
+            until = clock.after(claim_seconds(settings))
+            claimed = store.claim_effect(effect.id, owner, until, clock.now())
+        if not claimed:
+            # Another process (serve, or an interrupted replay's stale claim) holds it.
+            if asyncio.get_running_loop().time() > deadline:
+                summary.waiting.append(company_id)
+                return
+            await asyncio.sleep(0.2)
+            continue
+        status = await carry_out(writer, codat, effect, settings)
+        summary.commands += 1
+        if status == EFFECT_PENDING:
+            refreshed = store.effect(effect.id)
+            error = refreshed.last_error if refreshed else "unknown error"
+            summary.failures.append(f"{company_id}: {error} (left pending; serve retries it)")
+            return
+        if status == "failed":
+            refreshed = store.effect(effect.id)
+            summary.failures.append(f"{company_id}: {refreshed.last_error if refreshed else ''}")
+            return
+        # The recorded result is an event of its own: fold it in.
+        with store.transaction():
+            rebuild(store, company_id, clock.now())
+
+
+def _requeue_failed(store: Store, company_id: str) -> int:
+    now = clock.now()
+    return sum(
+        store.requeue_effect(effect.id, now)
+        for effect in store.company_effects(company_id)
+        if effect.status == "failed"
+    )
