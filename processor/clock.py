@@ -6,8 +6,8 @@ import re
 from datetime import UTC, datetime, timedelta
 
 _ISO = re.compile(
-    r"^(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2}:\d{2})(?:\.(\d+))?(Z|[+-]\d{2}:?\d{2})?$",
-    re.IGNORECASE,
+    r"(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2}:\d{2})(?:\.(\d+))?(Z|[+-]\d{2}:?\d{2})?",
+    re.IGNORECASE | re.ASCII,
 )
 
 
@@ -34,14 +34,14 @@ def after(seconds: float, start: datetime | None = None) -> str:
 
 def normalize(text: str) -> str:
     """Codat's dates (Z, an offset, or no zone meaning UTC; up to 7 digits) as our UTC form."""
-    match = _ISO.match(text.strip())
+    match = _ISO.fullmatch(text.strip())
     if match is None:
         raise InvalidDate(f"expected an ISO 8601 date such as 2023-09-06T09:13:35Z, found {text!r}")
     day, clock, fraction, zone = match.groups()
     zone = "+00:00" if zone is None or zone.upper() == "Z" else zone
     try:
         moment = datetime.fromisoformat(f"{day}T{clock}{zone}").astimezone(UTC)
-    except ValueError as error:
+    except (ValueError, OverflowError) as error:
         raise InvalidDate(f"expected a valid ISO 8601 date, found {text!r}: {error}") from error
     digits = (fraction or "")[:7].ljust(7, "0")
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + digits + "Z"

@@ -56,7 +56,7 @@ def webhook_event(
     fields: dict[str, Any]
     if isinstance(data.get("eventType"), str):
         body_format = CURRENT
-        event_type = data["eventType"]
+        event_type = clean(data["eventType"])
         event_id = _text(data.get("id"))
         generated = _date(data.get("generatedDate")) or clock.from_timestamp(timestamp)
         fields = _current_fields(event_type, data.get("payload"))
@@ -70,7 +70,7 @@ def webhook_event(
         body_format = LEGACY if "RuleType" in data else UNKNOWN
         event_id = _text(data.get("AlertId") or data.get("id"))
         generated = clock.from_timestamp(timestamp)
-        event_type = f"legacy.{data['RuleType']}" if "RuleType" in data else "unknown"
+        event_type = clean(f"legacy.{data['RuleType']}") if "RuleType" in data else "unknown"
         fields = {"company_id": _text(data.get("CompanyId") or data.get("companyId"))}
     company_id = fields.get("company_id")
     connection = fields.get("connection") or {}
@@ -177,7 +177,12 @@ def _text(value: Any) -> str | None:
     if value is None:
         return None
     text = value if isinstance(value, str) else str(value)
-    return text[:500] or None
+    return clean(text[:500]) or None
+
+
+def clean(text: str) -> str:
+    """Text SQLite can store: lone surrogates (valid in JSON, not in UTF-8) become U+FFFD."""
+    return text.encode("utf-8", "replace").decode("utf-8") if not text.isascii() else text
 
 
 def _json_kind(value: Any) -> str:

@@ -16,7 +16,7 @@ from processor.documents import company_document, summary
 from processor.webhooks import error
 from store import Store
 
-COMPANY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
+COMPANY_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}", re.ASCII)
 MAX_LIMIT = 1000
 
 
@@ -47,8 +47,9 @@ def authorized(request: Request) -> Response | None:
 async def get_company(request: Request) -> Response:
     if (refusal := authorized(request)) is not None:
         return refusal
-    company_id = request.path_params["company_id"]
-    if not COMPANY_ID.match(company_id):
+    # The raw path, not the route's capture: a route's `$` also matches before a final newline.
+    company_id = request.scope["path"].removeprefix("/companies/")
+    if not COMPANY_ID.fullmatch(company_id):
         return error(400, f"expected a Codat company id (a UUID), found {company_id[:100]!r}")
     document = await request.state.services.readers.run(
         lambda store: company_document(store, company_id)
@@ -66,7 +67,7 @@ async def list_companies(request: Request) -> Response:
     if state is not None and state not in STATES:
         return error(400, f"expected state to be one of {', '.join(STATES)}, found {state!r}")
     raw_limit = params.get("limit", "100")
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
+    if not (raw_limit.isascii() and raw_limit.isdigit()) or not 1 <= int(raw_limit) <= MAX_LIMIT:
         return error(400, f"expected limit between 1 and {MAX_LIMIT}, found {raw_limit!r}")
     after = None
     if params.get("cursor"):
@@ -105,4 +106,4 @@ def decode_cursor(cursor: str) -> str | None:
         decoded = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except (binascii.Error, ValueError):
         return None
-    return decoded if COMPANY_ID.match(decoded) else None
+    return decoded if COMPANY_ID.fullmatch(decoded) else None

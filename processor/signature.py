@@ -7,6 +7,8 @@ UnicodeDecodeError) into a 400, and bad signatures or timestamps into a 401.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 import time
 from collections.abc import Mapping, Sequence
@@ -17,7 +19,7 @@ from svix.webhooks import Webhook, WebhookVerificationError
 TOLERANCE_SECONDS = 5 * 60
 MAX_SIGNATURES = 64
 MAX_HEADER_CHARS = 8192
-_SIGNATURE_ENTRY = re.compile(r"^v[0-9a-z]+,[A-Za-z0-9+/=_-]+$")
+_SIGNATURE_ENTRY = re.compile(r"v[0-9a-z]+,[A-Za-z0-9+/=]+")
 
 
 class SignatureError(Exception):
@@ -52,11 +54,11 @@ class Verifier:
         message_id = _header(headers, "id")
         stamp = _header(headers, "timestamp")
         signature = _header(headers, "signature")
-        if not stamp.isdigit() or len(stamp) > 12:
+        if not (stamp.isascii() and stamp.isdigit()) or len(stamp) > 12:
             raise SignatureError(
                 400, f"expected webhook-timestamp to be Unix seconds, found {_shown(stamp)}"
             )
-        _check_signature_header(signature)
+        signature = _check_signature_header(signature)
         timestamp = int(stamp)
         skew = timestamp - (time.time() if now is None else now)
         if abs(skew) > TOLERANCE_SECONDS:
@@ -100,7 +102,8 @@ def _header(headers: Mapping[str, str], name: str) -> str:
     return value
 
 
-def _check_signature_header(signature: str) -> None:
+def _check_signature_header(signature: str) -> str:
+    """Check every entry's shape and base64; returns the entries joined by single spaces."""
     entries = signature.split()
     if len(entries) > MAX_SIGNATURES:
         raise SignatureError(
@@ -109,12 +112,19 @@ def _check_signature_header(signature: str) -> None:
             f"found {len(entries)}",
         )
     for entry in entries:
-        if not _SIGNATURE_ENTRY.match(entry):
+        if not _SIGNATURE_ENTRY.fullmatch(entry):
             raise SignatureError(
                 400, f"expected webhook-signature entries like 'v1,<base64>', found {_shown(entry)}"
             )
+        try:
+            base64.b64decode(entry.partition(",")[2], validate=True)
+        except (binascii.Error, ValueError):
+            raise SignatureError(
+                400, f"expected base64 after the comma in webhook-signature, found {_shown(entry)}"
+            ) from None
     if not any(entry.startswith("v1,") for entry in entries):
         raise SignatureError(401, "expected at least one 'v1,' signature in webhook-signature")
+    return " ".join(entries)
 
 
 def _kept_headers(headers: Mapping[str, str]) -> dict[str, str]:

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import queue
+import sqlite3
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -105,8 +106,14 @@ class Writer:
             with store.transaction():
                 results = store.append_events([job.event for job in jobs])
         except Exception as error:
+            if len(jobs) > 1 and not isinstance(error, sqlite3.OperationalError):
+                # One bad row must not fail the others: store them one by one.
+                for job in jobs:
+                    self._append_batch([job])
+                return
             log.error("could not store %d webhook event(s): %s", len(jobs), error)
-            self.last_error = f"could not store webhook events: {error}"
+            if isinstance(error, sqlite3.OperationalError):
+                self.last_error = f"could not store webhook events: {error}"
             for job in jobs:
                 _settle(job.loop, job.future, error=error)
             return

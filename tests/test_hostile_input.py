@@ -1,0 +1,355 @@
+"""Hostile input against the running app: never a 5xx, never stored, and it keeps serving."""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from processor.sender import generate_secret, new_message_id, sign_headers
+from processor.webhook_bodies import encode, utc_now
+from store import Store, StoredEvent
+from tests.support import API_KEY, ServeProcess
+
+SECRET = generate_secret()
+LIMIT = 256 * 1024
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
+    database = tmp_path_factory.mktemp("hostile") / "processor.db"
+    env = {
+        "CODAT_API_KEY": API_KEY,
+        "CODAT_BASE_URL": "http://127.0.0.1:9",
+        "CODAT_WEBHOOK_SECRET": SECRET,
+    }
+    with ServeProcess(database, env) as process:
+        yield process
+
+
+@pytest.fixture(scope="module")
+def http(server: ServeProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        yield client
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+
+def rate_limit_reached(**extra: Any) -> dict[str, Any]:
+    return {
+        "id": str(uuid.uuid4()),
+        "eventType": "client.rateLimit.reached",
+        "generatedDate": utc_now(),
+        "payload": {"dailyQuota": 1000, "quotaRemaining": 0},
+        **extra,
+    }
+
+
+def signed(raw: bytes, message_id: str | None = None, **kwargs: Any) -> dict[str, Any]:
+    return dict(sign_headers(SECRET, message_id or new_message_id(), raw, **kwargs))
+
+
+def send(http: httpx.Client, raw: bytes, headers: dict[str, Any]) -> httpx.Response:
+    return http.post("/webhooks/codat", content=raw, headers=headers)
+
+
+def events(server: ServeProcess, event_or_message_id: str) -> list[StoredEvent]:
+    store = Store.open(server.database, readonly=True)
+    try:
+        return store.find_events(event_or_message_id=event_or_message_id)
+    finally:
+        store.close()
+
+
+def event_count(server: ServeProcess) -> int:
+    store = Store.open(server.database, readonly=True)
+    try:
+        return store.count_events()
+    finally:
+        store.close()
+
+
+def assert_error(response: httpx.Response, status: int, *fragments: str) -> None:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert set(body) == {"error"}, body
+    for fragment in fragments:
+        assert fragment in body["error"], body
+
+
+def assert_not_stored(server: ServeProcess, before: int, *ids: str) -> None:
+    assert event_count(server) == before
+    for some_id in ids:
+        assert events(server, some_id) == []
+
+
+def assert_still_serving(http: httpx.Client, server: ServeProcess) -> None:
+    """A fresh, valid webhook is stored and /healthz is ok."""
+    body = rate_limit_reached()
+    raw, message_id = encode(body), new_message_id()
+    response = send(http, raw, signed(raw, message_id))
+    assert response.status_code == 200, response.text
+    assert len(events(server, message_id)) == 1
+    health = http.get("/healthz")
+    assert (health.status_code, health.json()) == (200, {"status": "ok"})
+
+
+def raw_head(server: ServeProcess, headers: dict[str, str]) -> bytes:
+    lines = ["POST /webhooks/codat HTTP/1.1", f"Host: 127.0.0.1:{server.port}"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def read_response(sock: socket.socket) -> tuple[int, Any]:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed before a full response: {data!r}"
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v for k, v in (line.split(": ", 1) for line in lines[1:])}
+    length = int(headers["content-length"])
+    while len(rest) < length:
+        chunk = sock.recv(65536)
+        assert chunk, "connection closed in the middle of the response body"
+        rest += chunk
+    return int(lines[0].split()[1]), json.loads(rest[:length])
+
+
+# -- forged and mangled signatures -----------------------------------------------------------------
+
+
+def test_replayed_signature_with_a_new_body_is_401_and_not_stored(
+    http: httpx.Client, server: ServeProcess
+) -> None:
+    genuine = rate_limit_reached()
+    raw, message_id = encode(genuine), new_message_id()
+    headers = signed(raw, message_id)
+    assert send(http, raw, headers).status_code == 200
+    forged = rate_limit_reached()
+    before = event_count(server)
+    response = send(http, encode(forged), headers)
+    assert_error(response, 401, "no signature in webhook-signature matches")
+    assert_not_stored(server, before, forged["id"])
+    assert events(server, message_id)[0].deliveries == 1  # not even counted as a redelivery
+
+
+def test_v1a_only_signature_is_401_and_not_stored(http: httpx.Client, server: ServeProcess) -> None:
+    body, before = rate_limit_reached(), event_count(server)
+    raw, message_id = encode(body), new_message_id()
+    headers = signed(raw, message_id)
+    headers["webhook-signature"] = headers["webhook-signature"].replace("v1,", "v1a,")
+    assert_error(send(http, raw, headers), 401, "expected at least one 'v1,' signature")
+    assert_not_stored(server, before, message_id, body["id"])
+
+
+def test_empty_signature_header_is_400_and_not_stored(
+    http: httpx.Client, server: ServeProcess
+) -> None:
+    body, before = rate_limit_reached(), event_count(server)
+    raw, message_id = encode(body), new_message_id()
+    headers = signed(raw, message_id)
+    headers["webhook-signature"] = ""
+    assert_error(send(http, raw, headers), 400, "missing header 'webhook-signature'")
+    assert_not_stored(server, before, message_id, body["id"])
+
+
+@pytest.mark.parametrize(
+    ("count", "expected"),
+    [(10_000, "under 8192 characters"), (100, "at most 64 signatures")],
+    ids=["10000-signatures", "100-short-signatures"],
+)
+def test_many_signatures_in_one_header_are_refused_quickly(
+    http: httpx.Client, server: ServeProcess, count: int, expected: str
+) -> None:
+    body, before = rate_limit_reached(), event_count(server)
+    raw, message_id = encode(body), new_message_id()
+    headers = signed(raw, message_id)
+    decoy = "v1," + base64.b64encode(b"\0" * 32).decode() if count > 100 else "v1,AA=="
+    headers["webhook-signature"] = " ".join([decoy] * (count - 1) + [headers["webhook-signature"]])
+    started = time.monotonic()
+    response = send(http, raw, headers)
+    assert time.monotonic() - started < 2
+    assert_error(response, 400, expected)
+    assert_not_stored(server, before, message_id, body["id"])
+
+
+@pytest.mark.parametrize("name", ["webhook-id", "webhook-timestamp", "webhook-signature"])
+def test_100_kb_header_value_is_400_and_the_server_keeps_serving(
+    http: httpx.Client, server: ServeProcess, name: str
+) -> None:
+    body, before = rate_limit_reached(), event_count(server)
+    raw = encode(body)
+    headers = signed(raw)
+    headers[name] = headers[name][:3] + "1" * 100_000
+    assert_error(send(http, raw, headers), 400, f"expected header '{name}' under 8192 characters")
+    assert_not_stored(server, before, body["id"])
+    assert_still_serving(http, server)
+
+
+# -- hostile bodies, correctly signed --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"id": "a\x00b", "eventType": "client.rateLimit.reached"}',
+        b'{"id": "nul-after", "eventType": "client.rateLimit.reached"}\x00',
+        b"\x00",
+    ],
+    ids=["inside-a-string", "after-the-object", "only-nul"],
+)
+def test_nul_bytes_in_the_body_are_400_and_not_stored(
+    http: httpx.Client, server: ServeProcess, raw: bytes
+) -> None:
+    before, message_id = event_count(server), new_message_id()
+    response = send(http, raw, signed(raw, message_id))
+    assert_error(response, 400, "expected a JSON object, found invalid JSON")
+    assert_not_stored(server, before, message_id, "nul-after")
+
+
+@pytest.mark.parametrize("opener", ["[", '{"a":'], ids=["arrays", "objects"])
+def test_json_nested_10000_levels_deep_is_400_and_not_stored(
+    http: httpx.Client, server: ServeProcess, opener: str
+) -> None:
+    closer = "]" if opener == "[" else "}"
+    raw = (
+        '{"eventType": "x", "payload": ' + opener * 10_000 + "1" + closer * 10_000 + "}"
+    ).encode()
+    before, message_id = event_count(server), new_message_id()
+    response = send(http, raw, signed(raw, message_id))
+    assert_error(response, 400, "expected a JSON object nested at most 64 levels deep")
+    assert_not_stored(server, before, message_id)
+    assert_still_serving(http, server)
+
+
+def test_duplicate_json_keys_store_the_last_value(http: httpx.Client, server: ServeProcess) -> None:
+    """Python's json module keeps the last of duplicate keys; the event is stored under it."""
+    first, last = f"first-{uuid.uuid4()}", f"last-{uuid.uuid4()}"
+    raw = (
+        f'{{"id": "{first}", "eventType": "company.created", '
+        f'"eventType": "client.rateLimit.reached", "payload": {{}}, "id": "{last}"}}'
+    ).encode()
+    message_id = new_message_id()
+    response = send(http, raw, signed(raw, message_id))
+    assert response.status_code == 200, response.text
+    assert response.json() == {"status": "stored", "messageId": message_id}
+    (stored,) = events(server, message_id)
+    assert (stored.event_id, stored.event_type) == (last, "client.rateLimit.reached")
+    assert events(server, first) == []
+
+
+def test_lone_surrogate_in_a_signed_body_is_never_a_5xx(
+    http: httpx.Client, server: ServeProcess
+) -> None:
+    """`\\ud800` is valid JSON escaping but not encodable as UTF-8 text for SQLite."""
+    raw = b'{"id": "\\ud800", "eventType": "client.rateLimit.reached", "payload": {}}'
+    message_id = new_message_id()
+    response = send(http, raw, signed(raw, message_id))
+    assert response.status_code in (200, 400), response.text
+    assert len(events(server, message_id)) == (1 if response.status_code == 200 else 0)
+    assert_still_serving(http, server)
+
+
+@pytest.mark.parametrize("date", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
+def test_generated_date_out_of_range_is_stored_like_any_unreadable_date(
+    http: httpx.Client, server: ServeProcess, date: str
+) -> None:
+    """intake.py: an unreadable generatedDate falls back to the webhook timestamp; never a 5xx."""
+    body = rate_limit_reached(generatedDate=date)
+    raw, message_id = encode(body), new_message_id()
+    response = send(http, raw, signed(raw, message_id))
+    assert response.status_code == 200, response.text
+    assert response.json() == {"status": "stored", "messageId": message_id}
+    assert len(events(server, body["id"])) == 1
+
+
+# -- how the body arrives --------------------------------------------------------------------------
+
+
+def test_streamed_body_without_content_length_over_the_limit_is_413(
+    http: httpx.Client, server: ServeProcess
+) -> None:
+    chunk, chunks = b" " * 16384, LIMIT // 16384 + 4
+    raw = b"{" + chunk * chunks + b"}"
+    before, message_id = event_count(server), new_message_id()
+    headers = signed(raw, message_id)
+
+    def stream() -> Iterator[bytes]:
+        yield b"{"
+        for _ in range(chunks):
+            yield chunk
+        yield b"}"
+
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        response = client.post("/webhooks/codat", content=stream(), headers=headers)
+    assert "content-length" not in response.request.headers
+    assert response.request.headers["transfer-encoding"] == "chunked"
+    assert_error(response, 413, f"expected a body of at most {LIMIT} bytes", "more than that")
+    assert_not_stored(server, before, message_id)
+    assert_still_serving(http, server)
+
+
+def test_slow_body_does_not_hold_up_other_webhooks(
+    http: httpx.Client, server: ServeProcess
+) -> None:
+    slow_body = rate_limit_reached()
+    slow_raw, slow_id = encode(slow_body), new_message_id()
+    head = raw_head(server, {**signed(slow_raw, slow_id), "Content-Length": str(len(slow_raw))})
+    half = len(slow_raw) // 2
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        started = time.monotonic()
+        sock.sendall(head + slow_raw[:half])
+        other = rate_limit_reached()
+        other_raw, other_id = encode(other), new_message_id()
+        response = send(http, other_raw, signed(other_raw, other_id))
+        answered = time.monotonic() - started
+        assert response.status_code == 200, response.text
+        assert answered < 1.0
+        assert len(events(server, other_id)) == 1
+        assert events(server, slow_id) == []
+        time.sleep(max(0.0, 2.0 - (time.monotonic() - started)))
+        sock.sendall(slow_raw[half:])
+        status, answer = read_response(sock)
+    assert (status, answer) == (200, {"status": "stored", "messageId": slow_id})
+    assert len(events(server, slow_body["id"])) == 1
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "PATCH", "DELETE"])
+def test_wrong_method_is_405_json(http: httpx.Client, server: ServeProcess, method: str) -> None:
+    body, before = rate_limit_reached(), event_count(server)
+    raw = encode(body)
+    response = http.request(method, "/webhooks/codat", content=raw, headers=signed(raw))
+    assert_error(response, 405, f"{method} is not allowed on /webhooks/codat")
+    assert response.headers["allow"] == "POST"
+    assert_not_stored(server, before, body["id"])
+
+
+def test_content_type_is_not_checked_because_the_signature_covers_the_raw_bytes(
+    http: httpx.Client, server: ServeProcess
+) -> None:
+    """A signed JSON object sent as text/plain is accepted; unsigned as text/plain is not."""
+    body = rate_limit_reached()
+    raw, message_id = encode(body), new_message_id()
+    headers = {**signed(raw, message_id), "content-type": "text/plain; charset=latin-1"}
+    response = send(http, raw, headers)
+    assert response.status_code == 200, response.text
+    assert response.json() == {"status": "stored", "messageId": message_id}
+    assert len(events(server, body["id"])) == 1
+
+    forged, before = rate_limit_reached(), event_count(server)
+    forged_raw = encode(forged)
+    headers = {**sign_headers(generate_secret(), new_message_id(), forged_raw)}
+    headers["content-type"] = "text/plain"
+    assert_error(send(http, forged_raw, headers), 401, "no signature in webhook-signature matches")
+    assert_not_stored(server, before, forged["id"])
