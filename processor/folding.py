@@ -6,6 +6,7 @@ the log, apply the pure handlers and write the new state and the intents it call
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -13,9 +14,11 @@ from typing import Any
 
 from handlers.commands import Command, needed_commands, still_needed
 from handlers.events import Connection, Event
-from handlers.state import CompanyState
+from handlers.state import LINKED_STATE, CompanyState
 from handlers.transitions import fold, initial_state
 from store import EFFECT_CANCELLED, Store, StoredEvent
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -40,7 +43,10 @@ def to_event(stored: StoredEvent) -> Event:
         company_id=stored.company_id or "",
         generated_date=stored.generated_date,
         company_name=fields.get("company_name"),
-        connection=_connection(connection) if isinstance(connection, dict) else None,
+        # A connection event that names no connection cannot be about the one we follow.
+        connection=_connection(connection)
+        if isinstance(connection, dict) and connection.get("id")
+        else None,
         error=fields.get("error"),
         source=stored.source,
     )
@@ -70,8 +76,26 @@ def fold_pending(store: Store, company_id: str, now: str) -> FoldReport:
         for command in step.commands
         if still_needed(final, command)
     ]
-    _settle_effects(store, final, causes, now, report)
+    # Intents only open in `linked`: nothing to open or close unless the fold touched it.
+    if causes or LINKED_STATE in (report.before, report.after):
+        _settle_effects(store, final, causes, now, report)
     return report
+
+
+def fold_companies(store: Store, company_ids: Sequence[str], now: str) -> list[FoldReport]:
+    """Fold several companies in one transaction, each in a savepoint of its own.
+
+    One commit (one fsync) serves them all; a company whose fold fails is undone alone and
+    stays pending, so it is tried again and cannot hold the others back.
+    """
+    reports = []
+    for company_id in company_ids:
+        try:
+            with store.savepoint():
+                reports.append(fold_pending(store, company_id, now))
+        except Exception:
+            log.exception("folding company %s failed; its events stay pending", company_id)
+    return reports
 
 
 def rebuild(store: Store, company_id: str, now: str) -> FoldReport:
@@ -104,12 +128,15 @@ def _settle_effects(
 ) -> None:
     """Open the intents the final state calls for; close those it no longer does."""
     wanted = {command.kind for command, _ in causes}
-    for effect in store.open_effects(final.company_id):
-        if effect.kind not in wanted and not _wanted_by(final, effect.kind):
-            store.close_effects(final.company_id, effect.kind, EFFECT_CANCELLED, now)
+    open_kinds = {effect.kind for effect in store.open_effects(final.company_id)}
+    for kind in sorted(open_kinds):
+        if kind not in wanted and not _wanted_by(final, kind):
+            store.close_effects(final.company_id, kind, EFFECT_CANCELLED, now)
+            open_kinds.discard(kind)
     for command, cause in causes:
-        if any(e.kind == command.kind for e in store.open_effects(final.company_id)):
+        if command.kind in open_kinds:
             continue
+        open_kinds.add(command.kind)
         effect_id = store.open_effect(
             company_id=command.company_id,
             kind=command.kind,

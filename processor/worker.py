@@ -13,18 +13,18 @@ import logging
 import os
 import socket
 from collections.abc import Callable
-from typing import Any
 
 from processor import clock
 from processor.codat import CodatClient
 from processor.config import Settings
 from processor.effects import carry_out, claim_seconds
-from processor.folding import fold_pending
+from processor.folding import FoldReport, fold_companies
 from processor.writer import Writer
 from store import Effect, Store
 
 log = logging.getLogger(__name__)
 IDLE_SECONDS = 1.0
+FOLD_BATCH = 200
 
 
 class Worker:
@@ -80,17 +80,20 @@ class Worker:
 
     async def _fold_pending(self) -> None:
         company_ids = await self.writer.call(lambda store: store.pending_company_ids())
-        for company_id in company_ids:
-            report = await self.writer.call(_fold(company_id))
-            self.folds += 1
-            if report.before != report.after:
-                log.info(
-                    "company %s: %s -> %s (%d events)",
-                    company_id,
-                    report.before,
-                    report.after,
-                    report.events,
-                )
+        for start in range(0, len(company_ids), FOLD_BATCH):
+            chunk = company_ids[start : start + FOLD_BATCH]
+            reports = await self.writer.call(_folder(chunk))
+            self.folds += len(reports)
+            for report in reports:
+                if report.before != report.after:
+                    log.log(
+                        logging.DEBUG if report.before is None else logging.INFO,
+                        "company %s: %s -> %s (%d events)",
+                        report.company_id,
+                        report.before,
+                        report.after,
+                        report.events,
+                    )
 
     async def _start_due_effects(self) -> None:
         now = clock.now()
@@ -128,5 +131,5 @@ class Worker:
         await carry_out(self.writer, self.codat, effect, self.settings)
 
 
-def _fold(company_id: str) -> Callable[[Store], Any]:
-    return lambda store: fold_pending(store, company_id, clock.now())
+def _folder(company_ids: list[str]) -> Callable[[Store], list[FoldReport]]:
+    return lambda store: fold_companies(store, company_ids, clock.now())

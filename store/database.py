@@ -54,6 +54,7 @@ class Store:
         self.db = Database(conn, execute_plugins=False)
         self.path = path
         self.readonly = readonly
+        self._savepoints = 0
 
     @classmethod
     def open(cls, path: str | Path, *, readonly: bool = False, timeout: float = 5.0) -> Store:
@@ -104,6 +105,21 @@ class Store:
                 self.conn.execute("ROLLBACK")
             raise
 
+    @contextmanager
+    def savepoint(self) -> Iterator[Store]:
+        """A nested unit inside a transaction: undone alone if it fails."""
+        self._savepoints += 1
+        name = f"unit_{self._savepoints}"
+        self.conn.execute(f"SAVEPOINT {name}")
+        try:
+            yield self
+        except BaseException:
+            if self.conn.in_transaction:
+                self.conn.execute(f"ROLLBACK TO {name}")
+                self.conn.execute(f"RELEASE {name}")
+            raise
+        self.conn.execute(f"RELEASE {name}")
+
     def migrate(self) -> int:
         """Apply the migrations not yet applied; returns the schema version."""
         with self.transaction():
@@ -139,6 +155,11 @@ class Store:
         return [self._append(event) for event in events]
 
     def _append(self, event: NewEvent) -> InsertResult:
+        # The common case, a new event, costs one statement; a conflict on either unique key
+        # (message id, event id) inserts nothing and is sorted out below.
+        cursor = self._insert(event, None, "ON CONFLICT DO NOTHING")
+        if cursor.rowcount == 1:
+            return InsertResult(int(cursor.lastrowid or 0), STORED)
         existing = self.conn.execute(
             "SELECT seq FROM events WHERE message_id = ?", [event.message_id]
         ).fetchone()
@@ -151,19 +172,22 @@ class Store:
             )
             requeued = self._requeue_failed(seq, event.received_at)
             return InsertResult(seq, REQUEUED if requeued else DUPLICATE_MESSAGE)
-        original = None
-        if event.event_id is not None:
-            original = self.conn.execute(
-                "SELECT seq FROM events WHERE event_id = ? AND duplicate_of IS NULL",
-                [event.event_id],
-            ).fetchone()
-        processed = event.received_at if original is not None or event.outcome else None
-        outcome = "duplicate" if original is not None else event.outcome
-        cursor = self.conn.execute(
+        # Same event id under another message id: kept, marked as a duplicate, not folded.
+        original = self.conn.execute(
+            "SELECT seq FROM events WHERE event_id = ? AND duplicate_of IS NULL",
+            [event.event_id],
+        ).fetchone()
+        cursor = self._insert(event, int(original[0]), "")
+        return InsertResult(int(cursor.lastrowid or 0), DUPLICATE_MESSAGE)
+
+    def _insert(self, event: NewEvent, duplicate_of: int | None, conflict: str) -> sqlite3.Cursor:
+        duplicate = duplicate_of is not None
+        processed = event.received_at if duplicate or event.outcome else None
+        return self.conn.execute(
             "INSERT INTO events (message_id, event_id, event_type, body_format, source, "
             "company_id, connection_id, generated_date, received_at, fields, body, headers, "
             "last_delivered_at, duplicate_of, processed_at, outcome) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) {conflict}",
             [
                 event.message_id,
                 event.event_id,
@@ -178,15 +202,11 @@ class Store:
                 event.body,
                 json.dumps(event.headers, separators=(",", ":")),
                 event.received_at,
-                original[0] if original is not None else None,
+                duplicate_of,
                 processed,
-                outcome,
+                "duplicate" if duplicate else event.outcome,
             ],
         )
-        seq = int(cursor.lastrowid or 0)
-        if original is not None:
-            return InsertResult(seq, DUPLICATE_MESSAGE)
-        return InsertResult(seq, STORED)
 
     def _requeue_failed(self, seq: int, now: str) -> bool:
         """A new delivery of an event whose effect failed puts that effect back in line."""
