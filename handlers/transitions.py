@@ -50,6 +50,10 @@ _LIFECYCLE_RANK = {
 }
 CONNECTION_EVENTS = frozenset(_LIFECYCLE_RANK)
 
+# Watermark keys of the two roles a connection can play in onboarding.
+ACCOUNTING_ROLE = "role:accounting"
+EXPENSE_ROLE = "role:expense"
+
 APPLIED = "applied"
 STALE = "stale"
 IGNORED = "ignored"
@@ -109,19 +113,36 @@ def _company_created(state: CompanyState, event: Event) -> Transition:
 def _connection_event(state: CompanyState, event: Event, connection: Connection) -> Transition:
     if _is_stale(state, connection.id, event):
         return Transition(state, (), STALE)
-    marked = state.with_watermark(connection.id, _mark(event))
     if _is_expense(state, event, connection):
-        return _applied(_expense_event(marked, event, connection))
+        return _role_event(state, event, connection, EXPENSE_ROLE, state.expense_connection)
     if connection.source_type not in (None, ACCOUNTING):
         # Banking, commerce and other connections play no part in onboarding.
         return Transition(state, (), IGNORED)
-    current = state.accounting_connection
-    if current is not None and current.id != connection.id:
-        # Information about a connection older than the one we follow changes nothing.
-        if _mark(event) < state.watermarks.get(current.id, ""):
-            return Transition(marked, (), STALE)
-        if event.event_type == CONNECTION_DELETED:
-            return Transition(marked, (), IGNORED)
+    return _role_event(state, event, connection, ACCOUNTING_ROLE, state.accounting_connection)
+
+
+def _role_event(
+    state: CompanyState,
+    event: Event,
+    connection: Connection,
+    role: str,
+    current: Connection | None,
+) -> Transition:
+    """An event about the accounting or the expense connection.
+
+    Besides each connection's own watermark, each role keeps the newest event applied to it:
+    an older event about another connection than the one followed (even one since deleted)
+    is stale, so a late delivery cannot bring back a replaced or deleted connection.
+    """
+    mark = _mark(event)
+    other = current is None or current.id != connection.id
+    if other and mark < state.watermarks.get(role, ""):
+        return Transition(state, (), STALE)
+    marked = state.with_watermark(connection.id, mark).with_watermark(role, mark)
+    if other and current is not None and event.event_type == CONNECTION_DELETED:
+        return Transition(marked, (), IGNORED)
+    if role == EXPENSE_ROLE:
+        return _applied(_expense_event(marked, event, connection))
     return _accounting_event(marked, event, connection)
 
 

@@ -127,12 +127,14 @@ def _settle_effects(
     report: FoldReport,
 ) -> None:
     """Open the intents the final state calls for; close those it no longer does."""
-    wanted = {command.kind for command, _ in causes}
-    open_kinds = {effect.kind for effect in store.open_effects(final.company_id)}
-    for kind in sorted(open_kinds):
-        if kind not in wanted and not _wanted_by(final, kind):
-            store.close_effects(final.company_id, kind, EFFECT_CANCELLED, now)
-            open_kinds.discard(kind)
+    wanted = {(c.kind, c.accounting_connection_id) for c in needed_commands(final)}
+    open_kinds = set()
+    for effect in store.open_effects(final.company_id):
+        if (effect.kind, effect.connection_id) in wanted:
+            open_kinds.add(effect.kind)
+        else:
+            # The state moved on (unlinked, another connection, already ready): drop it.
+            store.close_effect(effect.id, EFFECT_CANCELLED, now)
     for command, cause in causes:
         if command.kind in open_kinds:
             continue
@@ -148,10 +150,6 @@ def _settle_effects(
         report.commands.append(command)
         if effect_id is not None:
             report.opened_effects.append(effect_id)
-
-
-def _wanted_by(state: CompanyState, kind: str) -> bool:
-    return any(command.kind == kind for command in needed_commands(state))
 
 
 def _connection(data: dict[str, Any]) -> Connection:

@@ -18,7 +18,6 @@ from sqlite_utils import Database
 
 from store.records import (
     DUPLICATE_MESSAGE,
-    EFFECT_DONE,
     EFFECT_FAILED,
     EFFECT_PENDING,
     REQUEUED,
@@ -475,21 +474,13 @@ class Store:
         )
         return cursor.rowcount == 1
 
-    def close_effects(self, company_id: str, kind: str, status: str, now: str) -> int:
-        """Close every open effect of a kind for a company (the state no longer calls for it)."""
-        cursor = self.conn.execute(
+    def close_effect(self, effect_id: int, status: str, now: str) -> None:
+        """Close an open effect the state no longer calls for (cancelled)."""
+        self.conn.execute(
             "UPDATE effects SET status = ?, claimed_by = NULL, claim_expires_at = NULL, "
-            "updated_at = ? WHERE company_id = ? AND kind = ? AND status = ?",
-            [status, now, company_id, kind, EFFECT_PENDING],
+            "updated_at = ? WHERE id = ? AND status = ?",
+            [status, now, effect_id, EFFECT_PENDING],
         )
-        return cursor.rowcount
-
-    def done_effect_exists(self, company_id: str, kind: str) -> bool:
-        row = self.conn.execute(
-            "SELECT 1 FROM effects WHERE company_id = ? AND kind = ? AND status = ? LIMIT 1",
-            [company_id, kind, EFFECT_DONE],
-        ).fetchone()
-        return row is not None
 
     def _effects(self, where: str, params: Sequence[Any]) -> list[Effect]:
         rows = self.conn.execute(f"SELECT {_EFFECT_COLUMNS} FROM effects {where}", list(params))
