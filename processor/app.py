@@ -49,7 +49,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Services]]:
-        writer = Writer(settings.database_path)
+        writer = Writer(settings.database_path, busy_timeout=settings.busy_timeout)
         writer.start()
         readers = Readers(settings.database_path)
         http = new_client(

@@ -38,6 +38,7 @@ class Settings:
     retry_horizon: float = 24 * 3600.0
     reconcile_interval: float = 15 * 60.0
     worker_concurrency: int = 8
+    busy_timeout: float = 5.0
 
 
 def database_path(url: str) -> Path:
@@ -86,6 +87,7 @@ def load(
         retry_horizon=_number(env, "RETRY_HORIZON_SECONDS", 86400.0, float, 0.1, 30 * 86400),
         reconcile_interval=_number(env, "RECONCILE_INTERVAL_SECONDS", 900.0, float, 0, 7 * 86400),
         worker_concurrency=_number(env, "WORKER_CONCURRENCY", 8, int, 1, 256),
+        busy_timeout=_number(env, "DATABASE_BUSY_TIMEOUT_SECONDS", 5.0, float, 0.01, 60),
     )
 
 

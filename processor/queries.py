@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hmac
@@ -12,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from handlers.state import STATES
+from processor import clock
 from processor.documents import company_document, summary
 from processor.webhooks import error
 from store import Store
@@ -87,14 +89,23 @@ async def list_companies(request: Request) -> Response:
 
 
 async def healthz(request: Request) -> Response:
+    """200 when the store answers a read and commits a one-row write; 503 saying why if not."""
     services = request.state.services
     try:
         await services.readers.run(lambda store: store.ping())
+        await asyncio.wait_for(
+            services.writer.call(lambda store: store.heartbeat(clock.now())),
+            timeout=services.settings.busy_timeout + 1,
+        )
+    except TimeoutError:
+        return _unhealthy("the store did not commit a write in time (locked or stalled)")
     except Exception as failure:
-        return JSONResponse({"status": "error", "error": f"store unreachable: {failure}"}, 503)
-    if services.writer.last_error is not None:
-        return JSONResponse({"status": "error", "error": services.writer.last_error}, 503)
+        return _unhealthy(f"the store cannot commit: {failure}")
     return JSONResponse({"status": "ok"})
+
+
+def _unhealthy(message: str) -> JSONResponse:
+    return JSONResponse({"status": "error", "error": message}, status_code=503)
 
 
 def encode_cursor(company_id: str) -> str:

@@ -43,18 +43,17 @@ class _Call:
 class Writer:
     """Owns the writable store connection and a thread that runs every write."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, busy_timeout: float = 5.0) -> None:
         self.path = path
+        self.busy_timeout = busy_timeout
         self._queue: queue.SimpleQueue[_Append | _Call | None] = queue.SimpleQueue()
         self._store: Store | None = None
         self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
         self.batches = 0
         self.appended = 0
-        # The latest failure to store webhook events, cleared by the next success (for /healthz).
-        self.last_error: str | None = None
 
     def start(self) -> None:
-        self._store = Store.open(self.path)
+        self._store = Store.open(self.path, timeout=self.busy_timeout)
         self._thread.start()
 
     def stop(self) -> None:
@@ -112,14 +111,11 @@ class Writer:
                     self._append_batch([job])
                 return
             log.error("could not store %d webhook event(s): %s", len(jobs), error)
-            if isinstance(error, sqlite3.OperationalError):
-                self.last_error = f"could not store webhook events: {error}"
             for job in jobs:
                 _settle(job.loop, job.future, error=error)
             return
         self.batches += 1
         self.appended += len(jobs)
-        self.last_error = None
         for job, result in zip(jobs, results, strict=True):
             _settle(job.loop, job.future, result=result)
 

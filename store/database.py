@@ -11,6 +11,7 @@ import json
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,9 @@ class Store:
             store = cls(conn, path, readonly=readonly)
             if not readonly:
                 store.migrate()
+                # Fail now, not at the first webhook, if the file cannot be written.
+                with store.transaction():
+                    store.heartbeat(datetime.now(UTC).isoformat())
             return store
         except sqlite3.Error as error:
             raise StoreError(f"cannot open database {str(path)!r}: {error}") from error
@@ -139,6 +143,13 @@ class Store:
     def schema_version(self) -> int:
         row = self.conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()
         return int(row[0] or 0)
+
+    def heartbeat(self, now: str) -> None:
+        """A one-row write: proves the store can still commit (disk not full, not read-only)."""
+        self.conn.execute(
+            "INSERT INTO heartbeat (id, at) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET at = ?",
+            [now, now],
+        )
 
     def ping(self) -> None:
         """Raise StoreError unless the store answers a query."""

@@ -67,4 +67,13 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
 
         """,
     ),
+    (
+        2,
+        """
+        CREATE TABLE heartbeat (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            at TEXT NOT NULL
+        ) STRICT;
+        """,
+    ),
 )
