@@ -179,7 +179,16 @@ def _expense_event(state: CompanyState, event: Event, connection: Connection) ->
     if event.event_type == CONNECTION_DELETED:
         current = state.expense_connection
         if current is not None and current.id == connection.id:
-            return replace(state, expense_connection=None)
+            # Expense events never trigger a creation: say why the company is back in linked
+            # and how an operator asks for a new one.
+            return replace(
+                state,
+                expense_connection=None,
+                last_error=f"the partner expense connection {connection.id} was deleted in "
+                "Codat; `codat-expenses replay --company "
+                f"{state.company_id}` creates a new one",
+                last_error_at=event.generated_date,
+            )
         return state
     expense = replace(connection, status=_status_after(event, connection), source_type=EXPENSE)
     return replace(state, expense_connection=expense)

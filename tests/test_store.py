@@ -1,0 +1,560 @@
+"""The SQLite store on real files: migrations, the event log, effects, read-only use, pages."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from store import (
+    EFFECT_CANCELLED,
+    EFFECT_DONE,
+    EFFECT_FAILED,
+    EFFECT_PENDING,
+    NewEvent,
+    Store,
+    StoreError,
+)
+from store.schema import MIGRATIONS
+
+COMPANY = "8a210b68-6988-11ed-a1eb-0242ac120002"
+KIND = "create_partner_expense_connection"
+T0 = "2024-03-01T10:00:00.0000000Z"
+T1 = "2024-03-01T10:00:10.0000000Z"
+T2 = "2024-03-01T10:00:20.0000000Z"
+T3 = "2024-03-01T10:00:30.0000000Z"
+T4 = "2024-03-01T10:00:40.0000000Z"
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "processor.db"
+
+
+@pytest.fixture
+def store(path: Path) -> Iterator[Store]:
+    opened = Store.open(path)
+    yield opened
+    opened.close()
+
+
+def new_event(
+    message_id: str,
+    *,
+    event_id: str | None = "evt-1",
+    company_id: str | None = COMPANY,
+    event_type: str = "connection.connected",
+    generated_date: str = T0,
+    received_at: str = T0,
+    outcome: str | None = None,
+) -> NewEvent:
+    connection = {
+        "id": "conn-1",
+        "status": "Linked",
+        "platform_key": "gbol",
+        "platform_name": "Xero",
+        "source_type": "Accounting",
+    }
+    fields: dict[str, Any] = {"company_id": company_id, "connection": connection}
+    return NewEvent(
+        message_id=message_id,
+        event_type=event_type,
+        body_format="current",
+        source="webhook",
+        generated_date=generated_date,
+        received_at=received_at,
+        body=b'{"eventType":"connection.connected"}',
+        headers={"webhook-id": message_id},
+        fields=fields,
+        event_id=event_id,
+        company_id=company_id,
+        connection_id="conn-1",
+        outcome=outcome,
+    )
+
+
+def open_intent(store: Store, key: str, *, company_id: str = COMPANY, kind: str = KIND) -> Any:
+    return store.open_effect(
+        company_id=company_id,
+        kind=kind,
+        connection_id="conn-1",
+        idempotency_key=key,
+        caused_by=None,
+        now=T0,
+    )
+
+
+def count_rows(store: Store, table: str) -> int:
+    return int(store.conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+
+
+# -- migrations -----------------------------------------------------------------------------------
+
+
+def test_migrations_are_idempotent_and_keep_the_data(path: Path) -> None:
+    first = Store.open(path)
+    latest = max(version for version, _ in MIGRATIONS)
+    assert first.schema_version() == latest
+    with first.transaction():
+        first.append_events([new_event("msg-1")])
+    first.close()
+
+    second = Store.open(path)
+    try:
+        assert second.schema_version() == latest
+        assert second.migrate() == latest
+        assert second.migrate() == latest
+        versions = [row[0] for row in second.conn.execute("SELECT version FROM schema_migrations")]
+        assert versions == [version for version, _ in MIGRATIONS]
+        assert count_rows(second, "events") == 1
+        assert second.count_events(pending=True) == 1
+        second.ping()
+    finally:
+        second.close()
+
+
+def test_schema_has_the_declared_tables(store: Store) -> None:
+    tables = {
+        row[0] for row in store.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+    }
+    assert {"events", "companies", "effects", "schema_migrations"} <= tables
+    assert store.schema_version() == max(version for version, _ in MIGRATIONS)
+    assert store.schema_version() >= 1
+    journal = store.conn.execute("PRAGMA journal_mode").fetchone()[0]
+    assert journal.lower() == "wal"
+
+
+def test_an_older_database_is_migrated_forward_once(path: Path) -> None:
+    # A database written by the first release: only migration 1 applied, one event stored.
+    first_version, first_script = MIGRATIONS[0]
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute(
+        "CREATE TABLE schema_migrations "
+        "(version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)"
+    )
+    for statement in first_script.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+    conn.execute("INSERT INTO schema_migrations (version) VALUES (?)", [first_version])
+    conn.execute(
+        "INSERT INTO events (message_id, event_type, body_format, source, generated_date, "
+        "received_at, fields, body, headers, last_delivered_at) "
+        "VALUES ('msg-old', 'company.created', 'current', 'webhook', ?, ?, '{}', X'7B7D', '{}', ?)",
+        [T0, T0, T0],
+    )
+    conn.close()
+    for _ in range(2):
+        reopened = Store.open(path)
+        try:
+            assert reopened.schema_version() == max(version for version, _ in MIGRATIONS)
+            versions = [
+                row[0] for row in reopened.conn.execute("SELECT version FROM schema_migrations")
+            ]
+            assert versions == [version for version, _ in MIGRATIONS]
+            assert count_rows(reopened, "events") == 1
+        finally:
+            reopened.close()
+
+
+def test_open_fails_clearly_for_a_path_that_cannot_be_a_database(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="cannot open database"):
+        Store.open(tmp_path / "missing-directory" / "processor.db")
+
+
+# -- the event log --------------------------------------------------------------------------------
+
+
+def test_duplicate_message_id_is_one_row_with_two_deliveries(store: Store) -> None:
+    with store.transaction():
+        [first] = store.append_events([new_event("msg-1", received_at=T0)])
+        [second] = store.append_events([new_event("msg-1", received_at=T1)])
+    assert first.status == "stored"
+    assert second.status == "duplicate"
+    assert second.seq == first.seq
+    assert count_rows(store, "events") == 1
+    stored = store.event(first.seq)
+    assert stored is not None
+    assert stored.deliveries == 2
+    assert stored.received_at == T0
+    last = store.conn.execute(
+        "SELECT last_delivered_at FROM events WHERE seq = ?", [first.seq]
+    ).fetchone()[0]
+    assert last == T1
+    assert [e.seq for e in store.pending_events(COMPANY)] == [first.seq]
+
+
+def test_duplicate_message_id_in_one_batch_is_one_row(store: Store) -> None:
+    with store.transaction():
+        results = store.append_events([new_event("msg-1"), new_event("msg-1")])
+    assert [r.status for r in results] == ["stored", "duplicate"]
+    assert count_rows(store, "events") == 1
+    stored = store.event(results[0].seq)
+    assert stored is not None
+    assert stored.deliveries == 2
+
+
+def test_same_event_id_with_another_message_id_is_a_recorded_duplicate(store: Store) -> None:
+    with store.transaction():
+        [first] = store.append_events([new_event("msg-1", event_id="evt-1")])
+        [second] = store.append_events([new_event("msg-2", event_id="evt-1", received_at=T1)])
+    assert second.seq != first.seq
+    assert second.status == "duplicate"
+    assert count_rows(store, "events") == 2
+    duplicate = store.event(second.seq)
+    assert duplicate is not None
+    assert duplicate.duplicate_of == first.seq
+    assert duplicate.outcome == "duplicate"
+    assert duplicate.processed_at == T1
+    original = store.event(first.seq)
+    assert original is not None
+    assert original.duplicate_of is None
+    assert original.outcome is None
+    # Only the original waits to be folded.
+    assert [e.seq for e in store.pending_events(COMPANY)] == [first.seq]
+    found = store.find_events(event_or_message_id="evt-1")
+    assert [e.seq for e in found] == [first.seq, second.seq]
+
+
+def test_events_without_an_event_id_are_never_duplicates_of_each_other(store: Store) -> None:
+    with store.transaction():
+        results = store.append_events(
+            [new_event("msg-1", event_id=None), new_event("msg-2", event_id=None)]
+        )
+    assert [r.status for r in results] == ["stored", "stored"]
+    assert len(store.pending_events(COMPANY)) == 2
+
+
+def test_event_without_company_is_stored_already_processed(store: Store) -> None:
+    with store.transaction():
+        [result] = store.append_events([new_event("msg-1", company_id=None, outcome="ignored")])
+    stored = store.event(result.seq)
+    assert stored is not None
+    assert stored.outcome == "ignored"
+    assert stored.processed_at == T0
+    assert store.pending_company_ids() == []
+    assert store.count_events(pending=True) == 0
+    assert store.count_events() == 1
+
+
+def test_pending_events_are_oldest_generated_first_and_fold_marks_them(store: Store) -> None:
+    with store.transaction():
+        store.append_events(
+            [
+                new_event("msg-1", event_id="evt-1", generated_date=T2),
+                new_event("msg-2", event_id="evt-2", generated_date=T0),
+                new_event("msg-3", event_id="evt-3", generated_date=T1),
+            ]
+        )
+    pending = store.pending_events(COMPANY)
+    assert [e.message_id for e in pending] == ["msg-2", "msg-3", "msg-1"]
+    with store.transaction():
+        store.mark_folded([(e.seq, "applied") for e in pending], T3)
+    assert store.pending_events(COMPANY) == []
+    folded = store.folded_events(COMPANY)
+    assert [e.message_id for e in folded] == ["msg-2", "msg-3", "msg-1"]
+    assert {e.outcome for e in folded} == {"applied"}
+
+
+def test_raw_body_and_headers_are_kept_as_received(store: Store) -> None:
+    with store.transaction():
+        [result] = store.append_events([new_event("msg-1")])
+    raw = store.raw_event(result.seq)
+    assert raw == (b'{"eventType":"connection.connected"}', {"webhook-id": "msg-1"})
+
+
+def test_a_rolled_back_transaction_leaves_nothing(store: Store) -> None:
+    with pytest.raises(RuntimeError), store.transaction():
+        store.append_events([new_event("msg-1")])
+        raise RuntimeError("crash before commit")
+    assert count_rows(store, "events") == 0
+
+
+# -- effects --------------------------------------------------------------------------------------
+
+
+def test_only_one_pending_effect_per_company_and_kind(store: Store) -> None:
+    with store.transaction():
+        first = open_intent(store, "key-1")
+        again = open_intent(store, "key-2")
+        other_kind = open_intent(store, "key-3", kind="another_kind")
+        other_company = open_intent(store, "key-4", company_id="another-company")
+    assert first is not None
+    assert again is None
+    assert other_kind is not None
+    assert other_company is not None
+    assert [e.id for e in store.open_effects(COMPANY) if e.kind == KIND] == [first]
+    effect = store.effect(first)
+    assert effect is not None
+    assert effect.status == EFFECT_PENDING
+    assert effect.idempotency_key == "key-1"
+    assert effect.attempts == 0
+
+
+@pytest.mark.parametrize("closed", [EFFECT_DONE, EFFECT_FAILED, EFFECT_CANCELLED])
+def test_a_closed_effect_lets_a_new_one_open(store: Store, closed: str) -> None:
+    with store.transaction():
+        first = open_intent(store, "key-1")
+        store.finish_effect(first, status=closed, now=T1)
+        second = open_intent(store, "key-2")
+        third = open_intent(store, "key-3")
+    assert second is not None
+    assert second != first
+    assert third is None
+    assert [e.id for e in store.open_effects(COMPANY)] == [second]
+
+
+def test_the_same_idempotency_key_is_never_recorded_twice(store: Store) -> None:
+    with store.transaction():
+        first = open_intent(store, "key-1")
+        store.finish_effect(first, status=EFFECT_DONE, now=T1)
+        again = open_intent(store, "key-1")
+    assert again is None
+    assert count_rows(store, "effects") == 1
+
+
+def test_claim_is_exclusive_until_it_expires(store: Store) -> None:
+    with store.transaction():
+        effect_id = open_intent(store, "key-1")
+    assert [e.id for e in store.due_effects(T0)] == [effect_id]
+    assert store.claim_effect(effect_id, "worker-a", until=T2, now=T0)
+    assert store.due_effects(T1) == []
+    assert not store.claim_effect(effect_id, "worker-b", until=T3, now=T1)
+    assert not store.claim_effect(effect_id, "worker-a", until=T3, now=T1)
+    # At the expiry the claim is free again, for anyone.
+    assert [e.id for e in store.due_effects(T2)] == [effect_id]
+    assert store.claim_effect(effect_id, "worker-b", until=T4, now=T2)
+    owner = store.conn.execute(
+        "SELECT claimed_by, claim_expires_at FROM effects WHERE id = ?", [effect_id]
+    ).fetchone()
+    assert tuple(owner) == ("worker-b", T4)
+    assert not store.claim_effect(effect_id, "worker-a", until=T4, now=T3)
+
+
+def test_retry_releases_the_claim_and_a_closed_effect_cannot_be_claimed(store: Store) -> None:
+    with store.transaction():
+        effect_id = open_intent(store, "key-1")
+    assert store.claim_effect(effect_id, "worker-a", until=T4, now=T0)
+    store.retry_effect(effect_id, error="503 maintenance", next_attempt_at=T2, now=T1)
+    effect = store.effect(effect_id)
+    assert effect is not None
+    assert effect.attempts == 1
+    assert effect.last_error == "503 maintenance"
+    assert store.due_effects(T1) == []
+    assert [e.id for e in store.due_effects(T2)] == [effect_id]
+    assert store.claim_effect(effect_id, "worker-b", until=T3, now=T2)
+    store.finish_effect(effect_id, status=EFFECT_DONE, now=T3, result={"connectionId": "x"})
+    assert not store.claim_effect(effect_id, "worker-c", until=T4, now=T4)
+    done = store.effect(effect_id)
+    assert done is not None
+    assert done.status == EFFECT_DONE
+    assert done.result == {"connectionId": "x"}
+    assert done.attempts == 2
+
+
+def _failed_effect_caused_by(store: Store, message_id: str) -> tuple[int, int]:
+    with store.transaction():
+        [stored] = store.append_events([new_event(message_id)])
+        effect_id = store.open_effect(
+            company_id=COMPANY,
+            kind=KIND,
+            connection_id="conn-1",
+            idempotency_key="key-1",
+            caused_by=stored.seq,
+            now=T0,
+        )
+        assert effect_id is not None
+        store.finish_effect(effect_id, status=EFFECT_FAILED, now=T1, error="402 limit")
+    return stored.seq, effect_id
+
+
+def test_redelivery_requeues_the_failed_effect_it_caused(store: Store) -> None:
+    seq, effect_id = _failed_effect_caused_by(store, "msg-1")
+    assert [e.id for e in store.failed_effects()] == [effect_id]
+    assert [e.seq for e in store.find_events(failed=True)] == [seq]
+    with store.transaction():
+        [again] = store.append_events([new_event("msg-1", received_at=T2)])
+    assert again.status == "requeued"
+    assert again.seq == seq
+    effect = store.effect(effect_id)
+    assert effect is not None
+    assert effect.status == EFFECT_PENDING
+    assert effect.attempts == 0
+    assert effect.next_attempt_at == T2
+    assert effect.idempotency_key == "key-1"
+    assert store.failed_effects() == []
+    assert [e.id for e in store.due_effects(T2)] == [effect_id]
+    # A further delivery finds nothing failed: a plain duplicate.
+    with store.transaction():
+        [third] = store.append_events([new_event("msg-1", received_at=T3)])
+    assert third.status == "duplicate"
+    stored = store.event(seq)
+    assert stored is not None
+    assert stored.deliveries == 3
+
+
+def test_redelivery_does_not_requeue_when_another_effect_is_open(store: Store) -> None:
+    _, failed_id = _failed_effect_caused_by(store, "msg-1")
+    with store.transaction():
+        open_id = open_intent(store, "key-2")
+        [again] = store.append_events([new_event("msg-1", received_at=T2)])
+    assert again.status == "duplicate"
+    failed = store.effect(failed_id)
+    assert failed is not None
+    assert failed.status == EFFECT_FAILED
+    assert [e.id for e in store.open_effects(COMPANY)] == [open_id]
+
+
+def test_close_effect_cancels_an_open_effect_and_frees_its_slot(store: Store) -> None:
+    with store.transaction():
+        effect_id = open_intent(store, "key-1")
+        assert store.claim_effect(effect_id, "worker-a", until=T4, now=T0)
+        store.close_effect(effect_id, EFFECT_CANCELLED, T1)
+        # Closing is only for open effects: a closed one keeps its status.
+        store.close_effect(effect_id, EFFECT_DONE, T2)
+        replacement = open_intent(store, "key-2")
+    effect = store.effect(effect_id)
+    assert effect is not None
+    assert effect.status == EFFECT_CANCELLED
+    assert effect.updated_at == T1
+    assert replacement is not None
+    assert [e.id for e in store.open_effects(COMPANY)] == [replacement]
+    assert not store.claim_effect(effect_id, "worker-b", until=T4, now=T3)
+
+
+def test_a_failed_savepoint_is_undone_alone(store: Store) -> None:
+    with store.transaction():
+        store.append_events([new_event("msg-1", event_id="evt-1")])
+        with pytest.raises(RuntimeError), store.savepoint():
+            store.append_events([new_event("msg-2", event_id="evt-2")])
+            raise RuntimeError("this company's fold failed")
+        with store.savepoint():
+            store.append_events([new_event("msg-3", event_id="evt-3")])
+    assert [e.message_id for e in store.pending_events(COMPANY)] == ["msg-1", "msg-3"]
+
+
+# -- read-only use --------------------------------------------------------------------------------
+
+
+def test_readonly_store_reads_but_cannot_write(store: Store, path: Path) -> None:
+    with store.transaction():
+        store.append_events([new_event("msg-1")])
+        store.save_company(COMPANY, "linked", {"company_id": COMPANY}, T0)
+    reader = Store.open(path, readonly=True)
+    try:
+        assert reader.readonly
+        row = reader.company(COMPANY)
+        assert row is not None
+        assert row.state == "linked"
+        assert len(reader.pending_events(COMPANY)) == 1
+        writes: list[Callable[[], object]] = [
+            lambda: reader.append_events([new_event("msg-2", event_id="evt-2")]),
+            lambda: reader.save_company(COMPANY, "ready", {"company_id": COMPANY}, T1),
+            lambda: reader.open_effect(
+                company_id=COMPANY,
+                kind=KIND,
+                connection_id=None,
+                idempotency_key="key-1",
+                caused_by=None,
+                now=T1,
+            ),
+            lambda: reader.mark_folded([(1, "applied")], T1),
+            lambda: reader.delete_company_state(COMPANY),
+            lambda: reader.heartbeat(T1),
+        ]
+        for write in writes:
+            with pytest.raises((StoreError, sqlite3.Error)):
+                write()
+        # A readonly reader sees what the writer commits later.
+        with store.transaction():
+            store.save_company(COMPANY, "ready", {"company_id": COMPANY}, T2)
+        later = reader.company(COMPANY)
+        assert later is not None
+        assert later.state == "ready"
+    finally:
+        reader.close()
+    assert count_rows(store, "events") == 1
+    assert count_rows(store, "effects") == 0
+
+
+def test_readonly_open_of_a_missing_file_fails_and_creates_nothing(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.db"
+    with pytest.raises(StoreError, match="does not exist"):
+        Store.open(missing, readonly=True)
+    assert not missing.exists()
+
+
+# -- company pages --------------------------------------------------------------------------------
+
+
+def _save_companies(store: Store, count: int) -> list[str]:
+    states = ("created", "pending_auth", "linked", "ready", "disconnected")
+    ids = [f"company-{n:03d}" for n in range(count)]
+    with store.transaction():
+        # Saved out of order: pages come back ordered by id regardless.
+        for n, company_id in reversed(list(enumerate(ids))):
+            data = {"company_id": company_id}
+            store.save_company(company_id, states[n % len(states)], data, T0)
+    return ids
+
+
+def _all_pages(store: Store, *, state: str | None, limit: int) -> list[list[str]]:
+    pages, after = [], None
+    while True:
+        page = store.companies(state=state, limit=limit, after=after)
+        pages.append([row.company_id for row in page.companies])
+        if page.next_after is None:
+            return pages
+        assert page.next_after == page.companies[-1].company_id
+        after = page.next_after
+
+
+def test_companies_are_paged_by_id_without_overlap_or_gaps(store: Store) -> None:
+    ids = _save_companies(store, 25)
+    pages = _all_pages(store, state=None, limit=10)
+    assert [len(page) for page in pages] == [10, 10, 5]
+    assert [company for page in pages for company in page] == ids
+
+
+def test_last_full_page_has_no_next_cursor(store: Store) -> None:
+    ids = _save_companies(store, 20)
+    pages = _all_pages(store, state=None, limit=10)
+    assert [len(page) for page in pages] == [10, 10]
+    assert [company for page in pages for company in page] == ids
+    single = store.companies(state=None, limit=50, after=None)
+    assert single.next_after is None
+    assert len(single.companies) == 20
+
+
+def test_companies_filtered_by_state_are_paged(store: Store) -> None:
+    ids = _save_companies(store, 25)
+    pages = _all_pages(store, state="linked", limit=2)
+    linked = [company for n, company in enumerate(ids) if n % 5 == 2]
+    assert [company for page in pages for company in page] == linked
+    assert [len(page) for page in pages] == [2, 2, 1]
+    assert store.state_counts() == {
+        "created": 5,
+        "pending_auth": 5,
+        "linked": 5,
+        "ready": 5,
+        "disconnected": 5,
+    }
+
+
+def test_empty_store_has_one_empty_page(store: Store) -> None:
+    page = store.companies(state=None, limit=10, after=None)
+    assert page.companies == []
+    assert page.next_after is None
+    assert store.companies(state="ready", limit=10, after="zzz").companies == []
+
+
+def test_save_company_updates_in_place(store: Store) -> None:
+    with store.transaction():
+        store.save_company(COMPANY, "created", {"company_id": COMPANY, "name": "A"}, T0)
+        store.save_company(COMPANY, "pending_auth", {"company_id": COMPANY, "name": "B"}, T1)
+    row = store.company(COMPANY)
+    assert row is not None
+    assert (row.state, row.data["name"], row.updated_at) == ("pending_auth", "B", T1)
+    assert count_rows(store, "companies") == 1

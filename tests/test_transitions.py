@@ -1,0 +1,777 @@
+"""Table-driven unit tests of the pure onboarding state machine, `handlers.transitions`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import pytest
+
+from handlers.commands import CreatePartnerExpenseConnection
+from handlers.events import (
+    ACCOUNTING,
+    DEAUTHORIZED,
+    EXPENSE,
+    LINKED,
+    PENDING_AUTH,
+    UNLINKED,
+    Connection,
+    Event,
+)
+from handlers.state import (
+    CREATED,
+    DELETED,
+    DISCONNECTED,
+    LINKED_STATE,
+    PENDING_AUTH_STATE,
+    READY,
+    STATES,
+    CompanyState,
+)
+from handlers.transitions import (
+    APPLIED,
+    COMPANY_CREATED,
+    COMPANY_DELETED,
+    CONNECTION_CONNECTED,
+    CONNECTION_CREATED,
+    CONNECTION_DELETED,
+    CONNECTION_DISCONNECTED,
+    CONNECTION_FAILED,
+    CONNECTION_OBSERVED,
+    CONNECTION_RECONNECTED,
+    IGNORED,
+    PARTNER_CONNECTION_CREATED,
+    PARTNER_CONNECTION_FAILED,
+    STALE,
+    fold,
+    initial_state,
+    transition,
+)
+
+COMPANY = "8a210b68-6988-11ed-a1eb-0242ac120002"
+ACC = "51baa045-4836-4317-a42e-3542e991e581"
+ACC2 = "ee2eb431-c0fa-4dc9-93fa-d29781c12bcd"
+EXP = "2e9d2c44-f675-40ba-8049-353bfcb5e171"
+BANK = "9fd6a1c8-2a6e-4b0e-9d3a-6d1f3c8e1a11"
+
+
+def at(second: int) -> str:
+    """A normalised generatedDate, `second` seconds after a fixed instant."""
+    minutes, seconds = divmod(second, 60)
+    return f"2024-03-01T10:{minutes:02d}:{seconds:02d}.0000000Z"
+
+
+def acc(
+    status: str = PENDING_AUTH,
+    connection_id: str = ACC,
+    source_type: str | None = ACCOUNTING,
+) -> Connection:
+    legacy = source_type is None
+    return Connection(
+        id=connection_id,
+        status=status,
+        platform_key="gbol",
+        platform_name=None if legacy else "Xero",
+        source_type=source_type,
+    )
+
+
+def exp(status: str = LINKED, connection_id: str = EXP) -> Connection:
+    return Connection(
+        id=connection_id,
+        status=status,
+        platform_key="xpns",
+        platform_name="Partner Expense",
+        source_type=EXPENSE,
+    )
+
+
+def ev(
+    event_type: str,
+    second: int,
+    connection: Connection | None = None,
+    *,
+    error: str | None = None,
+    name: str | None = None,
+) -> Event:
+    return Event(
+        event_type=event_type,
+        company_id=COMPANY,
+        generated_date=at(second),
+        company_name=name,
+        connection=connection,
+        error=error,
+    )
+
+
+def build(*events: Event) -> CompanyState:
+    state, _ = fold(initial_state(COMPANY), list(events))
+    return state
+
+
+# Histories that reach each state, built with the handlers themselves.
+H_CREATED = (ev(COMPANY_CREATED, 0, name="Sawayn Group"),)
+H_PENDING = (*H_CREATED, ev(CONNECTION_CREATED, 1, acc(PENDING_AUTH)))
+H_LINKED = (*H_PENDING, ev(CONNECTION_CONNECTED, 2, acc(LINKED)))
+H_READY = (*H_LINKED, ev(PARTNER_CONNECTION_CREATED, 3, exp()))
+H_DISCONNECTED = (*H_READY, ev(CONNECTION_DISCONNECTED, 4, acc(UNLINKED)))
+H_DELETED = (*H_READY, ev(COMPANY_DELETED, 5, name="Sawayn Group"))
+
+
+@dataclass(frozen=True)
+class Case:
+    """Apply `event` to the state built from `history`; expect this outcome."""
+
+    name: str
+    history: tuple[Event, ...]
+    event: Event
+    outcome: str
+    state: str
+    commands: tuple[CreatePartnerExpenseConnection, ...] = ()
+    accounting: tuple[str, str] | None = None  # (id, status)
+    expense: str | None = None
+    unchanged: bool = False  # the whole CompanyState must be left as it was
+
+
+CREATE_PARTNER = (CreatePartnerExpenseConnection(COMPANY, ACC),)
+CREATE_PARTNER_2 = (CreatePartnerExpenseConnection(COMPANY, ACC2),)
+
+CASES = [
+    # -- every state of PRODUCT.md is reached ------------------------------------------------
+    Case("company.created -> created", (), H_CREATED[0], APPLIED, CREATED),
+    Case(
+        "connection.created -> pending_auth",
+        H_CREATED,
+        ev(CONNECTION_CREATED, 1, acc(PENDING_AUTH)),
+        APPLIED,
+        PENDING_AUTH_STATE,
+        accounting=(ACC, PENDING_AUTH),
+    ),
+    Case(
+        "connection.created without company.created -> pending_auth",
+        (),
+        ev(CONNECTION_CREATED, 1, acc(PENDING_AUTH)),
+        APPLIED,
+        PENDING_AUTH_STATE,
+        accounting=(ACC, PENDING_AUTH),
+    ),
+    Case(
+        "connection.connected -> linked, one create-partner command",
+        H_PENDING,
+        ev(CONNECTION_CONNECTED, 2, acc(LINKED)),
+        APPLIED,
+        LINKED_STATE,
+        CREATE_PARTNER,
+        accounting=(ACC, LINKED),
+    ),
+    Case(
+        "connection.connected before connection.created -> linked, one command",
+        H_CREATED,
+        ev(CONNECTION_CONNECTED, 2, acc(LINKED)),
+        APPLIED,
+        LINKED_STATE,
+        CREATE_PARTNER,
+        accounting=(ACC, LINKED),
+    ),
+    Case(
+        "partnerExpenseConnection.created -> ready",
+        H_LINKED,
+        ev(PARTNER_CONNECTION_CREATED, 3, exp()),
+        APPLIED,
+        READY,
+        accounting=(ACC, LINKED),
+        expense=EXP,
+    ),
+    Case(
+        "connection.disconnected Unlinked -> disconnected",
+        H_READY,
+        ev(CONNECTION_DISCONNECTED, 4, acc(UNLINKED)),
+        APPLIED,
+        DISCONNECTED,
+        accounting=(ACC, UNLINKED),
+        expense=EXP,
+    ),
+    Case(
+        "connection.disconnected Deauthorized -> disconnected, Deauthorized",
+        H_READY,
+        ev(CONNECTION_DISCONNECTED, 4, acc(DEAUTHORIZED)),
+        APPLIED,
+        DISCONNECTED,
+        accounting=(ACC, DEAUTHORIZED),
+        expense=EXP,
+    ),
+    Case(
+        "connection.disconnected with a Linked snapshot still means Unlinked",
+        H_READY,
+        ev(CONNECTION_DISCONNECTED, 4, acc(LINKED)),
+        APPLIED,
+        DISCONNECTED,
+        accounting=(ACC, UNLINKED),
+        expense=EXP,
+    ),
+    Case(
+        "company.deleted -> deleted",
+        H_READY,
+        ev(COMPANY_DELETED, 5),
+        APPLIED,
+        DELETED,
+        accounting=(ACC, LINKED),
+        expense=EXP,
+    ),
+    # -- reconnection ---------------------------------------------------------------------------
+    Case(
+        "reconnected with an existing expense connection -> ready, no command",
+        H_DISCONNECTED,
+        ev(CONNECTION_RECONNECTED, 6, acc(LINKED)),
+        APPLIED,
+        READY,
+        accounting=(ACC, LINKED),
+        expense=EXP,
+    ),
+    Case(
+        "reconnected with no expense connection -> linked, one command",
+        (*H_LINKED, ev(CONNECTION_DISCONNECTED, 3, acc(DEAUTHORIZED))),
+        ev(CONNECTION_RECONNECTED, 4, acc(LINKED)),
+        APPLIED,
+        LINKED_STATE,
+        CREATE_PARTNER,
+        accounting=(ACC, LINKED),
+    ),
+    # -- expense connection events never count as the accounting connection ---------------------
+    Case(
+        "Expense connection.created while pending_auth -> expense only",
+        H_PENDING,
+        ev(CONNECTION_CREATED, 2, exp(LINKED)),
+        APPLIED,
+        PENDING_AUTH_STATE,
+        accounting=(ACC, PENDING_AUTH),
+        expense=EXP,
+    ),
+    Case(
+        "Expense connection.connected while pending_auth -> no command",
+        H_PENDING,
+        ev(CONNECTION_CONNECTED, 2, exp(LINKED)),
+        APPLIED,
+        PENDING_AUTH_STATE,
+        accounting=(ACC, PENDING_AUTH),
+        expense=EXP,
+    ),
+    Case(
+        "Expense connection.connected with no accounting connection -> created",
+        H_CREATED,
+        ev(CONNECTION_CONNECTED, 2, exp(LINKED)),
+        APPLIED,
+        CREATED,
+        expense=EXP,
+    ),
+    Case(
+        "Expense connection.connected while linked -> ready, no command",
+        H_LINKED,
+        ev(CONNECTION_CONNECTED, 3, exp(LINKED)),
+        APPLIED,
+        READY,
+        accounting=(ACC, LINKED),
+        expense=EXP,
+    ),
+    Case(
+        "Expense connection.disconnected while ready -> stays ready, no command",
+        H_READY,
+        ev(CONNECTION_DISCONNECTED, 4, exp(UNLINKED)),
+        APPLIED,
+        READY,
+        accounting=(ACC, LINKED),
+        expense=EXP,
+    ),
+    Case(
+        "Expense connection.reconnected while disconnected -> stays disconnected",
+        H_DISCONNECTED,
+        ev(CONNECTION_RECONNECTED, 6, exp(LINKED)),
+        APPLIED,
+        DISCONNECTED,
+        accounting=(ACC, UNLINKED),
+        expense=EXP,
+    ),
+    Case(
+        "Expense connection.deleted while ready -> linked, and still no command",
+        H_READY,
+        ev(CONNECTION_DELETED, 4, exp(LINKED)),
+        APPLIED,
+        LINKED_STATE,
+        accounting=(ACC, LINKED),
+    ),
+    Case(
+        "legacy event (no sourceType) for the known expense connection -> expense only",
+        H_READY,
+        ev(CONNECTION_DISCONNECTED, 4, replace(exp(UNLINKED), source_type=None)),
+        APPLIED,
+        READY,
+        accounting=(ACC, LINKED),
+        expense=EXP,
+    ),
+    # -- other source types play no part ------------------------------------------------------
+    Case(
+        "Banking connection.created is ignored",
+        H_CREATED,
+        ev(CONNECTION_CREATED, 1, acc(PENDING_AUTH, BANK, "Banking")),
+        IGNORED,
+        CREATED,
+        unchanged=True,
+    ),
+    Case(
+        "Banking connection.connected while pending_auth is ignored",
+        H_PENDING,
+        ev(CONNECTION_CONNECTED, 2, acc(LINKED, BANK, "Banking")),
+        IGNORED,
+        PENDING_AUTH_STATE,
+        accounting=(ACC, PENDING_AUTH),
+        unchanged=True,
+    ),
+    Case(
+        "Banking connection.deleted while ready is ignored",
+        H_READY,
+        ev(CONNECTION_DELETED, 4, acc(LINKED, BANK, "Banking")),
+        IGNORED,
+        READY,
+        accounting=(ACC, LINKED),
+        expense=EXP,
+        unchanged=True,
+    ),
+    # -- connection.deleted is driven by the event type ---------------------------------------
+    Case(
+        "connection.deleted with status Linked -> created",
+        H_READY,
+        ev(CONNECTION_DELETED, 4, acc(LINKED)),
+        APPLIED,
+        CREATED,
+        expense=EXP,
+    ),
+    Case(
+        "connection.deleted with status Linked while linked -> created, no command",
+        H_LINKED,
+        ev(CONNECTION_DELETED, 3, acc(LINKED)),
+        APPLIED,
+        CREATED,
+    ),
+    Case(
+        "connection.deleted of an older accounting connection changes nothing",
+        (
+            *H_LINKED,
+            ev(CONNECTION_DELETED, 3, acc(LINKED)),
+            ev(CONNECTION_CREATED, 4, acc(PENDING_AUTH, ACC2)),
+        ),
+        ev(CONNECTION_DELETED, 5, acc(LINKED)),
+        IGNORED,
+        PENDING_AUTH_STATE,
+        accounting=(ACC2, PENDING_AUTH),
+    ),
+    Case(
+        "a second accounting connection after a delete -> linked, command for it",
+        (
+            *H_LINKED,
+            ev(CONNECTION_DELETED, 3, acc(LINKED)),
+            ev(CONNECTION_CREATED, 4, acc(PENDING_AUTH, ACC2)),
+        ),
+        ev(CONNECTION_CONNECTED, 5, acc(LINKED, ACC2)),
+        APPLIED,
+        LINKED_STATE,
+        CREATE_PARTNER_2,
+        accounting=(ACC2, LINKED),
+    ),
+    # -- stale events ---------------------------------------------------------------------------
+    Case(
+        "older connection.created after connected is stale",
+        H_LINKED,
+        ev(CONNECTION_CREATED, 1, acc(PENDING_AUTH)),
+        STALE,
+        LINKED_STATE,
+        accounting=(ACC, LINKED),
+        unchanged=True,
+    ),
+    Case(
+        "older connection.connected after disconnected is stale, no command",
+        H_DISCONNECTED,
+        ev(CONNECTION_CONNECTED, 2, acc(LINKED)),
+        STALE,
+        DISCONNECTED,
+        accounting=(ACC, UNLINKED),
+        expense=EXP,
+        unchanged=True,
+    ),
+    Case(
+        "older connection.disconnected after reconnected is stale",
+        (*H_DISCONNECTED, ev(CONNECTION_RECONNECTED, 9, acc(LINKED))),
+        ev(CONNECTION_DISCONNECTED, 8, acc(DEAUTHORIZED)),
+        STALE,
+        READY,
+        accounting=(ACC, LINKED),
+        expense=EXP,
+        unchanged=True,
+    ),
+    Case(
+        "older connection.deleted after a newer connected is stale",
+        H_LINKED,
+        ev(CONNECTION_DELETED, 1, acc(LINKED)),
+        STALE,
+        LINKED_STATE,
+        accounting=(ACC, LINKED),
+        unchanged=True,
+    ),
+    Case(
+        "older connection.failed after connected is stale, no error recorded",
+        H_LINKED,
+        ev(CONNECTION_FAILED, 1, acc(PENDING_AUTH), error="user cancelled"),
+        STALE,
+        LINKED_STATE,
+        accounting=(ACC, LINKED),
+        unchanged=True,
+    ),
+    Case(
+        "older Expense event after a newer one for that connection is stale",
+        (*H_READY, ev(CONNECTION_DISCONNECTED, 8, exp(UNLINKED))),
+        ev(CONNECTION_CONNECTED, 7, exp(LINKED)),
+        STALE,
+        READY,
+        accounting=(ACC, LINKED),
+        expense=EXP,
+        unchanged=True,
+    ),
+    Case(
+        "same instant: connection.created after connected is stale (lifecycle order)",
+        (*H_CREATED, ev(CONNECTION_CONNECTED, 2, acc(LINKED))),
+        ev(CONNECTION_CREATED, 2, acc(PENDING_AUTH)),
+        STALE,
+        LINKED_STATE,
+        accounting=(ACC, LINKED),
+        unchanged=True,
+    ),
+    Case(
+        "older company.created after a newer one is stale",
+        (ev(COMPANY_CREATED, 5, name="New name"),),
+        ev(COMPANY_CREATED, 1, name="Old name"),
+        STALE,
+        CREATED,
+        unchanged=True,
+    ),
+    Case(
+        "an event for an accounting connection older than the followed one is stale",
+        (
+            *H_LINKED,
+            ev(CONNECTION_DELETED, 3, acc(LINKED)),
+            ev(CONNECTION_CREATED, 4, acc(PENDING_AUTH, ACC2)),
+        ),
+        ev(CONNECTION_DISCONNECTED, 2, acc(UNLINKED)),
+        STALE,
+        PENDING_AUTH_STATE,
+        accounting=(ACC2, PENDING_AUTH),
+    ),
+    Case(
+        "an older event of a replaced connection is stale even once the new one is deleted",
+        (
+            *H_LINKED,
+            ev(CONNECTION_DELETED, 3, acc(LINKED)),
+            ev(CONNECTION_CREATED, 4, acc(PENDING_AUTH, ACC2)),
+            ev(CONNECTION_DELETED, 5, acc(PENDING_AUTH, ACC2)),
+        ),
+        ev(CONNECTION_RECONNECTED, 2, acc(LINKED)),
+        STALE,
+        CREATED,
+    ),
+    Case(
+        "a late connected of a connection deleted before the next was created is stale",
+        (
+            ev(CONNECTION_CREATED, 4, acc(PENDING_AUTH, ACC2)),
+            ev(CONNECTION_DELETED, 5, acc(PENDING_AUTH, ACC2)),
+        ),
+        ev(CONNECTION_CONNECTED, 2, acc(LINKED)),
+        STALE,
+        CREATED,
+    ),
+    Case(
+        "an older event of a replaced expense connection is stale",
+        (
+            *H_READY,
+            ev(CONNECTION_DELETED, 4, exp(LINKED)),
+            ev(CONNECTION_CREATED, 5, exp(LINKED, "exp-2")),
+        ),
+        ev(CONNECTION_RECONNECTED, 3, exp(LINKED)),
+        STALE,
+        READY,
+        accounting=(ACC, LINKED),
+        expense="exp-2",
+    ),
+    # -- deleted companies ignore everything later ----------------------------------------------
+    Case(
+        "after company.deleted: connection.connected is ignored",
+        H_DELETED,
+        ev(CONNECTION_CONNECTED, 9, acc(LINKED, ACC2)),
+        IGNORED,
+        DELETED,
+        accounting=(ACC, LINKED),
+        expense=EXP,
+        unchanged=True,
+    ),
+    Case(
+        "after company.deleted: company.created is ignored",
+        H_DELETED,
+        ev(COMPANY_CREATED, 9, name="Back again"),
+        IGNORED,
+        DELETED,
+        accounting=(ACC, LINKED),
+        expense=EXP,
+        unchanged=True,
+    ),
+    Case(
+        "after company.deleted: connection.deleted is ignored",
+        H_DELETED,
+        ev(CONNECTION_DELETED, 9, acc(LINKED)),
+        IGNORED,
+        DELETED,
+        accounting=(ACC, LINKED),
+        expense=EXP,
+        unchanged=True,
+    ),
+    Case(
+        "after company.deleted: partnerExpenseConnection.created is ignored",
+        (*H_LINKED, ev(COMPANY_DELETED, 3)),
+        ev(PARTNER_CONNECTION_CREATED, 4, exp()),
+        IGNORED,
+        DELETED,
+        accounting=(ACC, LINKED),
+        unchanged=True,
+    ),
+    # -- failures -------------------------------------------------------------------------------
+    Case(
+        "connection.failed keeps pending_auth",
+        H_PENDING,
+        ev(CONNECTION_FAILED, 2, acc(PENDING_AUTH), error="400 Bad Request user cancelled"),
+        APPLIED,
+        PENDING_AUTH_STATE,
+        accounting=(ACC, PENDING_AUTH),
+    ),
+    Case(
+        "partnerExpenseConnection.failed keeps linked",
+        H_LINKED,
+        ev(PARTNER_CONNECTION_FAILED, 3, error="402 account limit"),
+        APPLIED,
+        LINKED_STATE,
+        accounting=(ACC, LINKED),
+    ),
+    # -- what Codat answered when asked ---------------------------------------------------------
+    Case(
+        "connection.observed Linked while pending_auth -> linked, one command",
+        H_PENDING,
+        ev(CONNECTION_OBSERVED, 2, acc(LINKED)),
+        APPLIED,
+        LINKED_STATE,
+        CREATE_PARTNER,
+        accounting=(ACC, LINKED),
+    ),
+    Case(
+        "connection.observed Unlinked while linked -> disconnected",
+        H_LINKED,
+        ev(CONNECTION_OBSERVED, 3, acc(UNLINKED)),
+        APPLIED,
+        DISCONNECTED,
+        accounting=(ACC, UNLINKED),
+    ),
+    # -- unknown and malformed events -----------------------------------------------------------
+    Case(
+        "an unknown event type is ignored",
+        H_PENDING,
+        ev("read.completed", 2),
+        IGNORED,
+        PENDING_AUTH_STATE,
+        accounting=(ACC, PENDING_AUTH),
+        unchanged=True,
+    ),
+    Case(
+        "a connection event without a connection is ignored",
+        H_PENDING,
+        ev(CONNECTION_CONNECTED, 2),
+        IGNORED,
+        PENDING_AUTH_STATE,
+        accounting=(ACC, PENDING_AUTH),
+        unchanged=True,
+    ),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
+def test_transition_table(case: Case) -> None:
+    before = build(*case.history)
+    step = transition(before, case.event)
+    assert step.outcome == case.outcome
+    assert step.state.state == case.state
+    assert step.commands == case.commands
+    accounting = step.state.accounting_connection
+    found = (accounting.id, accounting.status) if accounting is not None else None
+    assert found == case.accounting
+    expense = step.state.expense_connection
+    assert (expense.id if expense is not None else None) == case.expense
+    if case.unchanged:
+        assert step.state == before
+
+
+def test_every_product_state_is_reached() -> None:
+    reached = {case.state for case in CASES}
+    assert reached == set(STATES)
+    histories = (H_CREATED, H_PENDING, H_LINKED, H_READY, H_DISCONNECTED, H_DELETED)
+    assert [build(*h).state for h in histories] == [
+        CREATED,
+        PENDING_AUTH_STATE,
+        LINKED_STATE,
+        READY,
+        DISCONNECTED,
+        DELETED,
+    ]
+
+
+def test_initial_state_is_created_with_nothing_known() -> None:
+    state = initial_state(COMPANY)
+    assert state.state == CREATED
+    assert state.accounting_connection is None
+    assert state.expense_connection is None
+    assert state.watermarks == {}
+
+
+def test_connection_connected_emits_exactly_one_create_partner_command() -> None:
+    state, steps = fold(initial_state(COMPANY), list(H_LINKED))
+    commands = [command for step in steps for command in step.commands]
+    assert commands == [CreatePartnerExpenseConnection(COMPANY, ACC)]
+    assert commands[0].kind == "create_partner_expense_connection"
+    assert state.state == LINKED_STATE
+
+
+def test_full_onboarding_emits_one_command_in_total() -> None:
+    history = [
+        *H_READY,
+        ev(CONNECTION_DISCONNECTED, 4, acc(DEAUTHORIZED)),
+        ev(CONNECTION_RECONNECTED, 5, acc(LINKED)),
+        ev(CONNECTION_DISCONNECTED, 6, acc(UNLINKED)),
+        ev(CONNECTION_RECONNECTED, 7, acc(LINKED)),
+        ev(CONNECTION_CONNECTED, 8, exp(LINKED)),
+    ]
+    state, steps = fold(initial_state(COMPANY), history)
+    assert [step.outcome for step in steps] == [APPLIED] * len(history)
+    assert sum(len(step.commands) for step in steps) == 1
+    assert state.state == READY
+
+
+def test_expense_events_never_emit_a_command_from_any_state() -> None:
+    histories = (H_CREATED, H_PENDING, H_LINKED, H_READY, H_DISCONNECTED)
+    types = (
+        CONNECTION_CREATED,
+        CONNECTION_CONNECTED,
+        CONNECTION_FAILED,
+        CONNECTION_DISCONNECTED,
+        CONNECTION_RECONNECTED,
+        CONNECTION_DELETED,
+        CONNECTION_OBSERVED,
+        PARTNER_CONNECTION_CREATED,
+    )
+    for history in histories:
+        before = build(*history)
+        for event_type in types:
+            for status in (PENDING_AUTH, LINKED, UNLINKED, DEAUTHORIZED):
+                step = transition(before, ev(event_type, 30, exp(status)))
+                assert step.commands == (), (history[-1].event_type, event_type, status)
+                assert step.state.accounting_connection == before.accounting_connection
+
+
+def test_connection_failed_keeps_pending_auth_and_records_the_error() -> None:
+    before = build(*H_PENDING)
+    failed = ev(CONNECTION_FAILED, 2, acc(PENDING_AUTH), error="400 Bad Request user cancelled")
+    step = transition(before, failed)
+    assert step.state.state == PENDING_AUTH_STATE
+    assert step.state.last_error == "400 Bad Request user cancelled"
+    assert step.state.last_error_at == at(2)
+    assert step.commands == ()
+
+
+def test_connection_failed_without_a_message_still_says_why() -> None:
+    step = transition(build(*H_PENDING), ev(CONNECTION_FAILED, 2, acc(PENDING_AUTH)))
+    assert step.state.state == PENDING_AUTH_STATE
+    assert step.state.last_error
+    assert "fail" in step.state.last_error
+
+
+def test_connection_failed_with_a_linked_snapshot_stays_linked_and_then_clears_on_connect() -> None:
+    state = build(
+        *H_PENDING,
+        ev(CONNECTION_FAILED, 2, acc(PENDING_AUTH), error="cancelled"),
+        ev(CONNECTION_FAILED, 3, acc(PENDING_AUTH), error="cancelled again"),
+    )
+    assert state.state == PENDING_AUTH_STATE
+    assert state.last_error == "cancelled again"
+    step = transition(state, ev(CONNECTION_CONNECTED, 4, acc(LINKED)))
+    assert step.state.state == LINKED_STATE
+    assert step.state.last_error is None
+    assert step.state.last_error_at is None
+
+
+def test_partner_connection_failed_records_the_error() -> None:
+    step = transition(build(*H_LINKED), ev(PARTNER_CONNECTION_FAILED, 3, error="402 limit"))
+    assert step.state.last_error == "402 limit"
+    assert step.state.last_error_at == at(3)
+    assert step.commands == ()
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [(DEAUTHORIZED, DEAUTHORIZED), (UNLINKED, UNLINKED), (PENDING_AUTH, UNLINKED)],
+)
+def test_disconnected_tells_deauthorized_from_unlinked(status: str, expected: str) -> None:
+    step = transition(build(*H_READY), ev(CONNECTION_DISCONNECTED, 4, acc(status)))
+    assert step.state.state == DISCONNECTED
+    assert step.state.accounting_connection == acc(expected)
+    assert step.commands == ()
+
+
+def test_connection_deleted_by_event_type_even_when_status_says_linked() -> None:
+    step = transition(build(*H_LINKED), ev(CONNECTION_DELETED, 3, acc(LINKED)))
+    assert step.outcome == APPLIED
+    assert step.state.accounting_connection is None
+    assert step.state.state == CREATED
+    assert step.commands == ()
+    # A later, older copy of connected for that deleted connection does not bring it back.
+    late = transition(step.state, ev(CONNECTION_CONNECTED, 2, acc(LINKED)))
+    assert late.outcome == STALE
+    assert late.state.state == CREATED
+    assert late.commands == ()
+
+
+def test_stale_event_is_stale_per_connection_not_globally() -> None:
+    # An expense event newer than anything else does not make an older accounting event stale.
+    state = build(*H_PENDING, ev(CONNECTION_CONNECTED, 50, exp(LINKED)))
+    step = transition(state, ev(CONNECTION_CONNECTED, 10, acc(LINKED)))
+    assert step.outcome == APPLIED
+    assert step.state.state == READY
+    assert step.commands == ()
+
+
+def test_duplicate_of_the_newest_event_changes_nothing() -> None:
+    before = build(*H_LINKED)
+    step = transition(before, H_LINKED[-1])
+    assert step.state == before
+    assert step.outcome in (APPLIED, STALE)
+
+
+def test_legacy_event_keeps_platform_name_and_source_type() -> None:
+    state = build(*H_PENDING)
+    step = transition(state, ev(CONNECTION_CONNECTED, 2, acc(LINKED, source_type=None)))
+    accounting = step.state.accounting_connection
+    assert accounting == Connection(ACC, LINKED, "gbol", "Xero", ACCOUNTING)
+    assert step.commands == CREATE_PARTNER
+
+
+def test_company_created_sets_the_name_and_deleted_keeps_it() -> None:
+    state = build(ev(COMPANY_CREATED, 0, name="Sawayn Group"))
+    assert state.name == "Sawayn Group"
+    deleted = transition(state, ev(COMPANY_DELETED, 1))
+    assert deleted.state.deleted
+    assert deleted.state.name == "Sawayn Group"
+
+
+def test_state_round_trips_through_its_dict() -> None:
+    for history in (H_CREATED, H_PENDING, H_LINKED, H_READY, H_DISCONNECTED, H_DELETED):
+        state = build(*history)
+        assert CompanyState.from_dict(state.to_dict()) == state
