@@ -19,7 +19,7 @@ from handlers.events import (
     Connection,
     Event,
 )
-from handlers.state import LINKED_STATE, CompanyState
+from handlers.state import LINKED_STATE, READY, CompanyState
 
 COMPANY_CREATED = "company.created"
 COMPANY_DELETED = "company.deleted"
@@ -142,7 +142,11 @@ def _role_event(
     if other and current is not None and event.event_type == CONNECTION_DELETED:
         return Transition(marked, (), IGNORED)
     if role == EXPENSE_ROLE:
-        return _applied(_expense_event(marked, event, connection))
+        updated = _expense_event(marked, event, connection)
+        if updated.state == READY and state.state != READY:
+            # Whatever failed on the way is behind us once the company is ready.
+            updated = replace(updated, last_error=None, last_error_at=None)
+        return _applied(updated)
     return _accounting_event(marked, event, connection)
 
 

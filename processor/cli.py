@@ -28,7 +28,10 @@ def load_settings(*, require: tuple[str, ...] = ()) -> config.Settings:
         fail(str(error))
 
 
-def open_store(settings: config.Settings, *, readonly: bool) -> Store:
+def open_store(settings: config.Settings, *, readonly: bool, must_exist: bool = True) -> Store:
+    """Open the store; only `serve` and `onboard` may create a new database file."""
+    if must_exist and not settings.database_path.exists():
+        fail(f"database file {str(settings.database_path)!r} does not exist (check DATABASE_URL)")
     try:
         return Store.open(settings.database_path, readonly=readonly)
     except StoreError as error:
@@ -58,7 +61,7 @@ def serve(host: str, port: int | None) -> None:
 
     settings = load_settings(require=config.SERVE_REQUIRES)
     # Open (and migrate) the store before binding, so a bad database stops start-up at once.
-    open_store(settings, readonly=False).close()
+    open_store(settings, readonly=False, must_exist=False).close()
     uvicorn.run(
         create_app(settings),
         host=host,
@@ -349,7 +352,7 @@ def onboard(name: str, platform: str, company_id: str | None, as_json: bool) -> 
     except UnknownPlatform as error:
         fail(str(error))
     settings = load_settings(require=("CODAT_API_KEY",))
-    store = open_store(settings, readonly=False)
+    store = open_store(settings, readonly=False, must_exist=False)
     codat = _codat(settings)
     try:
         result = asyncio.run(

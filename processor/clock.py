@@ -6,7 +6,7 @@ import re
 from datetime import UTC, datetime, timedelta
 
 _ISO = re.compile(
-    r"(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2}:\d{2})(?:\.(\d+))?(Z|[+-]\d{2}:?\d{2})?",
+    r"(\d{4}-\d{2}-\d{2})(?:[T ](\d{2}:\d{2}:\d{2})(?:\.(\d+))?(Z|[+-]\d{2}:?\d{2})?)?",
     re.IGNORECASE | re.ASCII,
 )
 
@@ -38,6 +38,7 @@ def normalize(text: str) -> str:
     if match is None:
         raise InvalidDate(f"expected an ISO 8601 date such as 2023-09-06T09:13:35Z, found {text!r}")
     day, clock, fraction, zone = match.groups()
+    clock = clock or "00:00:00"  # a date alone is its first instant, in UTC
     zone = "+00:00" if zone is None or zone.upper() == "Z" else zone
     try:
         moment = datetime.fromisoformat(f"{day}T{clock}{zone}").astimezone(UTC)

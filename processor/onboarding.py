@@ -61,7 +61,10 @@ async def onboard(
 ) -> Onboarded:
     """Create the company (unless `company_id` continues an earlier run) and its connection."""
     if company_id is None:
-        company = await codat.create_company(name, idempotency_key=str(uuid.uuid4()))
+        try:
+            company = await codat.create_company(name, idempotency_key=str(uuid.uuid4()))
+        except CodatError as error:
+            raise OnboardingError(f"Codat did not create the company: {error}") from None
         company_id = str(company["id"])
         _record(store, company_id, COMPANY_CREATED, company, "company")
     else:

@@ -23,7 +23,7 @@ from processor.config import Settings
 from processor.effects import carry_out, claim_seconds
 from processor.folding import load_state, rebuild, to_event
 from processor.writer import DirectWriter
-from store import EFFECT_PENDING, Store, StoredEvent
+from store import EFFECT_FAILED, EFFECT_PENDING, Store, StoredEvent
 
 
 @dataclass(frozen=True)
@@ -98,6 +98,7 @@ async def replay(
     writer = DirectWriter(store)
     owner = f"replay:{socket.gethostname()}:{os.getpid()}"
     summary = Summary()
+    started = clock.now()
     for company_id in company_ids:
         with store.transaction():
             if failed:
@@ -108,8 +109,18 @@ async def replay(
         await _run_effects(writer, store, codat, settings, company_id, owner, summary)
         after = load_state(store, company_id)
         summary.changed += report.before != (after.state if after else None)
+        _note_failed_elsewhere(store, company_id, started, summary)
         progress(company_id)
     return summary
+
+
+def _note_failed_elsewhere(store: Store, company_id: str, started: str, summary: Summary) -> None:
+    """A command that `serve` took over and that failed again during the replay is a failure."""
+    if any(f.startswith(f"{company_id}:") for f in summary.failures):
+        return
+    for effect in store.company_effects(company_id):
+        if effect.status == EFFECT_FAILED and effect.updated_at >= started:
+            summary.failures.append(f"{company_id}: {effect.last_error}")
 
 
 async def _run_effects(
@@ -144,7 +155,7 @@ async def _run_effects(
             error = refreshed.last_error if refreshed else "unknown error"
             summary.failures.append(f"{company_id}: {error} (left pending; serve retries it)")
             return
-        if status == "failed":
+        if status == EFFECT_FAILED:
             refreshed = store.effect(effect.id)
             summary.failures.append(f"{company_id}: {refreshed.last_error if refreshed else ''}")
             return

@@ -1,0 +1,380 @@
+"""`codat-expenses replay`, as a real process on the database `serve` wrote, against the stand-in.
+
+Replay rebuilds a company from its whole event log through the live handlers, then carries out
+only the commands still needed: it must restore lost or corrupted state exactly, never change
+anything on a dry run, stay correct beside a running `serve`, and survive being killed.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from handlers.transitions import fold, initial_state
+from processor import clock
+from processor.folding import to_event
+from store import Store
+from tests.cli_support import (
+    PARTNER_EXPENSE_PATH,
+    Cli,
+    Result,
+    file_digests,
+    linked_without_serve,
+    ready_with_serve,
+    stored_state,
+    without_times,
+)
+from tests.conftest import Codat
+from tests.support import ServeProcess, partner_connections, wait_for
+
+
+def damage(database: Path, company_id: str, how: str) -> None:
+    """Simulate a bug: lose or corrupt the company's state row (serve is stopped)."""
+    store = Store.open(database)
+    try:
+        with store.transaction():
+            if how == "delete":
+                store.delete_company_state(company_id)
+            else:
+                store.save_company(
+                    company_id,
+                    "created",
+                    {"company_id": company_id, "name": "Wrong Name", "deleted": False},
+                    clock.now(),
+                )
+    finally:
+        store.close()
+
+
+def fold_from_scratch(database: Path, company_id: str) -> dict[str, object]:
+    """The state folding the company's whole log from empty gives, computed here, read-only."""
+    store = Store.open(database, readonly=True)
+    try:
+        events = store.folded_events(company_id) + store.pending_events(company_id)
+        final, _ = fold(initial_state(company_id), [to_event(e) for e in events])
+        return final.to_dict()
+    finally:
+        store.close()
+
+
+def test_replay_restores_a_deleted_and_a_corrupted_company_state_exactly(
+    codat: Codat, serve: ServeProcess
+) -> None:
+    lost = ready_with_serve(codat, serve, "Lost State Ltd")["company"]["id"]
+    corrupted = ready_with_serve(codat, serve, "Corrupted State Ltd")["company"]["id"]
+    untouched = ready_with_serve(codat, serve, "Untouched Ltd")["company"]["id"]
+    serve.stop()
+    cli = Cli(serve.database, codat.url)
+    live = {c: cli.document(c) for c in (lost, corrupted, untouched)}
+    live_rows = {c: stored_state(serve.database, c) for c in (lost, corrupted, untouched)}
+    assert all(row[0] == "ready" for row in live_rows.values())
+
+    damage(serve.database, lost, "delete")
+    damage(serve.database, corrupted, "corrupt")
+    assert stored_state(serve.database, lost) == (None, None)
+    assert stored_state(serve.database, corrupted)[0] == "created"
+    requests_before = len(codat.state()["requests"])
+
+    # One by company id, the other by the message id of one of its events.
+    message_id = live[corrupted]["events"][-1]["messageId"]
+    for company_id, selector in ((lost, ["--company", lost]), (corrupted, ["--event", message_id])):
+        result = cli.ok("replay", *selector)
+        assert "1 changed state" in result.stdout, result.describe()
+        assert "0 failures" in result.stdout, result.describe()
+        assert stored_state(serve.database, company_id) == live_rows[company_id]
+        assert without_times(cli.document(company_id)) == without_times(live[company_id])
+    # The untouched company was not replayed and is as it was, updatedAt included.
+    assert cli.document(untouched) == live[untouched]
+    # Nothing had to be asked of Codat: both companies were already ready.
+    assert len(codat.state()["requests"]) == requests_before
+    for company_id in (lost, corrupted, untouched):
+        assert len(partner_connections(codat.state(), company_id)) == 1
+
+    # A replay of a healthy company changes nothing, and serve carries on from it.
+    again = cli.ok("replay", "--company", untouched)
+    assert "0 changed state" in again.stdout, again.describe()
+    assert without_times(cli.document(untouched)) == without_times(live[untouched])
+    serve.start()
+    for company_id in (lost, corrupted, untouched):
+        document = serve.wait_state(company_id, "ready")
+        assert without_times(document) == without_times(live[company_id])
+
+
+def test_replay_of_everything_rebuilds_every_company(codat: Codat, serve: ServeProcess) -> None:
+    ids = [ready_with_serve(codat, serve, f"Whole Log {n} Ltd")["company"]["id"] for n in range(3)]
+    serve.stop()
+    cli = Cli(serve.database, codat.url)
+    live = {c: stored_state(serve.database, c) for c in ids}
+    for company_id in ids:
+        damage(serve.database, company_id, "delete")
+    result = cli.ok("replay")
+    assert "of 3 companies: 3 changed state, 0 commands run, 0 failures" in result.stdout, (
+        result.describe()
+    )
+    for company_id in ids:
+        assert stored_state(serve.database, company_id) == live[company_id]
+        assert stored_state(serve.database, company_id)[1] == fold_from_scratch(
+            serve.database, company_id
+        )
+        assert len(partner_connections(codat.state(), company_id)) == 1
+
+
+def test_replay_dry_run_changes_nothing_and_shows_the_plan(
+    tmp_path: Path, codat: Codat, serve: ServeProcess
+) -> None:
+    ready = ready_with_serve(codat, serve, "Dry Ready Ltd")["company"]["id"]
+    serve.stop()
+    codat.admin("POST", "/config", json={"autoWebhooks": False})
+    cli = Cli(serve.database, codat.url)
+    waiting = linked_without_serve(cli, codat, "Dry Linked Ltd")["companyId"]
+    damage(serve.database, ready, "corrupt")
+    documents = {c: cli.document(c) for c in (ready, waiting)}
+    digests = file_digests(serve.database)
+    files = sorted(p.name for p in tmp_path.iterdir())
+    requests_before = len(codat.state()["requests"])
+
+    result = cli.ok("replay", "--dry-run")
+    out = result.stdout
+    for header in ("state now", "after replay", "commands it would run"):
+        assert header in out, result.describe()
+    lines = {c: next(line for line in out.splitlines() if c in line) for c in (ready, waiting)}
+    assert "created" in lines[ready] and "ready" in lines[ready], out
+    assert "create_partner_expense_connection" not in lines[ready], out
+    assert lines[waiting].count("linked") == 2, out
+    assert "create_partner_expense_connection" in lines[waiting], out
+    assert "2 companies, 1 would change" in out, out
+
+    one = cli.ok("replay", "--dry-run", "--company", waiting)
+    assert waiting in one.stdout and ready not in one.stdout, one.describe()
+    assert "1 companies, 0 would change" in one.stdout, one.describe()
+
+    assert file_digests(serve.database) == digests
+    assert sorted(p.name for p in tmp_path.iterdir()) == files
+    assert len(codat.state()["requests"]) == requests_before
+    assert {c: cli.document(c) for c in (ready, waiting)} == documents
+    assert partner_connections(codat.state(), waiting) == []
+
+    # Again with a write-ahead log in use: another process holds the database open for writing.
+    writer = Store.open(serve.database)
+    try:
+        with writer.transaction():
+            writer.mark_checked(ready, clock.now())
+        assert Path(f"{serve.database}-wal").stat().st_size > 0
+        digests = file_digests(serve.database)
+        assert len(digests) == 2
+        with_wal = cli.ok("replay", "--dry-run")
+        assert "2 companies, 1 would change" in with_wal.stdout, with_wal.describe()
+        assert file_digests(serve.database) == digests
+    finally:
+        writer.close()
+
+    # The real replay then does what the dry run said.
+    done = cli.ok("replay")
+    assert "2 changed state, 1 commands run, 0 failures" in done.stdout, done.describe()
+    assert stored_state(serve.database, ready)[0] == "ready"
+    assert stored_state(serve.database, waiting)[0] == "ready"
+    assert len(partner_connections(codat.state(), waiting)) == 1
+
+
+def test_replay_with_nothing_matching(tmp_path: Path, codat: Codat, serve: ServeProcess) -> None:
+    company_id = ready_with_serve(codat, serve, "Matching Ltd")["company"]["id"]
+    serve.stop()
+    cli = Cli(serve.database, codat.url)
+    before = stored_state(serve.database, company_id)
+    unknown = "00000000-0000-0000-0000-000000000000"
+    for args in (
+        ["--company", unknown],
+        ["--event", "msg_never_seen"],
+        ["--since", "2999-01-01T00:00:00Z"],
+        ["--company", company_id, "--type", "connection.nonsense"],
+        ["--failed"],
+    ):
+        result = cli.ok("replay", *args)
+        assert "no stored events match" in result.stdout, result.describe()
+        assert "nothing to do" in result.stdout, result.describe()
+        dry = cli.ok("replay", "--dry-run", *args)
+        assert "0 matching events, 0 companies" in dry.stdout, dry.describe()
+    assert stored_state(serve.database, company_id) == before
+
+    # And the filters do select when something matches.
+    since = cli.ok("replay", "--dry-run", "--since", "2000-01-01T00:00:00Z")
+    assert "1 companies" in since.stdout and company_id in since.stdout, since.describe()
+
+
+def test_replay_since_accepts_a_plain_iso_8601_date(codat: Codat, serve: ServeProcess) -> None:
+    company_id = ready_with_serve(codat, serve, "Plain Date Ltd")["company"]["id"]
+    serve.stop()
+    cli = Cli(serve.database, codat.url)
+    since = cli.ok("replay", "--dry-run", "--since", "2000-01-01")
+    assert "1 companies" in since.stdout and company_id in since.stdout, since.describe()
+    later = cli.ok("replay", "--dry-run", "--since", "2999-12-31")
+    assert "0 matching events, 0 companies" in later.stdout, later.describe()
+
+
+def test_replay_refuses_a_bad_since(tmp_path: Path, codat: Codat) -> None:
+    cli = Cli(tmp_path / "processor.db", codat.url)
+    for bad in ("yesterday", "2024-13-45T00:00:00Z", "2024-02-30", ""):
+        for extra in ([], ["--dry-run"]):
+            result = cli.run("replay", "--since", bad, *extra)
+            assert result.returncode == 2, result.describe()
+            assert "--since" in result.stderr, result.describe()
+            assert "ISO 8601" in result.stderr, result.describe()
+            assert repr(bad) in result.stderr, result.describe()
+            assert "Traceback" not in result.output
+    assert codat.state()["requests"] == []
+    assert not (tmp_path / "processor.db").exists()
+
+
+def test_replay_in_a_loop_while_serve_follows_the_customer(
+    codat: Codat, serve: ServeProcess
+) -> None:
+    company = codat.create_company("Busy Ltd")
+    connection = codat.create_connection(company["id"], "gbol")
+    company_id, connection_id = company["id"], connection["id"]
+    wait_for(lambda: serve.state_of(company_id) == "pending_auth", what="pending_auth")
+    cli = Cli(serve.database, codat.url)
+    results: list[Result] = []
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def loop() -> None:
+        try:
+            while not stop.is_set():
+                results.append(cli.run("replay", "--company", company_id))
+        except BaseException as error:  # reported by the test, not lost in the thread
+            errors.append(error)
+
+    # Two loops, so that replays also overlap each other, not only serve.
+    replays = [threading.Thread(target=loop, daemon=True) for _ in range(2)]
+    for thread in replays:
+        thread.start()
+
+    def after_another_replay() -> None:
+        """Let at least one whole replay run against the state the customer just made."""
+        seen = len(results)
+        wait_for(lambda: len(results) >= seen + 3, timeout=30, what="another replay")
+
+    try:
+        wait_for(lambda: results, timeout=20, what="a first replay")
+        codat.authorize(company_id, connection_id)
+        serve.wait_state(company_id, "ready")
+        after_another_replay()
+        unlinked = codat.http.patch(
+            f"/companies/{company_id}/connections/{connection_id}", json={"status": "Unlinked"}
+        )
+        assert unlinked.status_code == 200, unlinked.text
+        serve.wait_state(company_id, "disconnected")
+        after_another_replay()
+        codat.authorize(company_id, connection_id)  # reauthorize: connection.reconnected
+        serve.wait_state(company_id, "ready")
+        codat.admin("POST", f"/companies/{company_id}/connections/{connection_id}/deauthorize")
+        after_another_replay()
+        serve.wait_state(company_id, "disconnected")
+        codat.authorize(company_id, connection_id)
+        after_another_replay()
+    finally:
+        stop.set()
+        for thread in replays:
+            thread.join(60)
+    assert not any(thread.is_alive() for thread in replays)
+    assert errors == []
+    for result in results:
+        assert result.returncode == 0, result.describe()
+
+    document = serve.wait_state(company_id, "ready")
+    assert document["accountingConnection"]["status"] == "Linked"
+    assert document["pendingEvents"] == 0 and document["failed"] == []
+    [partner] = partner_connections(codat.state(), company_id)
+    assert document["expenseConnection"]["id"] == partner["id"]
+    assert stored_state(serve.database, company_id)[1] == fold_from_scratch(
+        serve.database, company_id
+    )
+    # One last replay, with serve idle, changes nothing.
+    before = stored_state(serve.database, company_id)
+    final = cli.ok("replay", "--company", company_id)
+    assert "0 changed state, 0 commands run" in final.stdout, final.describe()
+    assert stored_state(serve.database, company_id) == before
+    assert len(partner_connections(codat.state(), company_id)) == 1
+
+
+def test_replay_killed_half_way_then_run_again_creates_each_connection_once(
+    tmp_path: Path, codat: Codat
+) -> None:
+    codat.admin("POST", "/config", json={"autoWebhooks": False})
+    cli = Cli(tmp_path / "processor.db", codat.url)
+    count = 30
+    names = [f"Killed Replay {n:02d} Ltd" for n in range(count)]
+    onboarded = [cli.onboard(name) for name in names[:1]]  # creates the database
+    with ThreadPoolExecutor(6) as pool:
+        onboarded += list(pool.map(cli.onboard, names[1:]))
+    ids = [o["companyId"] for o in onboarded]
+    for item in onboarded:
+        codat.authorize(item["companyId"], item["connectionId"])
+    reconciled = cli.ok("reconcile")
+    assert f"checked {count} companies" in reconciled.stdout, reconciled.describe()
+    assert all(stored_state(cli.database, c)[0] == "linked" for c in ids)
+
+    codat.faults([{"method": "POST", "path": PARTNER_EXPENSE_PATH, "delay": 0.3, "times": 1000}])
+    process = cli.popen("replay")
+
+    def created() -> int:
+        state = codat.state()
+        return sum(len(partner_connections(state, c)) for c in ids)
+
+    try:
+        wait_for(lambda: created() >= 2, 30, 0.1, what="the replay to get going")
+        time.sleep(0.15)  # the next POST is in flight (it takes 0.3 s)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.communicate(timeout=10)
+    assert process.returncode == -signal.SIGKILL
+    half = created()
+    assert half < count, "the replay was meant to be killed half way"
+    states = [stored_state(cli.database, c)[0] for c in ids]
+    assert states.count("linked") >= count - half
+
+    # Run again, twice at once so the two also race each other for every company's command.
+    # Codat answers at full speed now; the killed replay's claim on the company whose POST was
+    # in flight has to expire first (3 x CODAT_TIMEOUT_SECONDS + 5 s).
+    codat.admin("DELETE", "/faults")
+    reruns = [cli.popen("replay") for _ in range(2)]
+    for rerun in reruns:
+        stdout, stderr = rerun.communicate(timeout=90)
+        assert rerun.returncode == 0, (stdout, stderr)
+        assert f"of {count} companies" in stdout and "0 failures" in stdout, (stdout, stderr)
+
+    state = codat.state()
+    for company_id in ids:
+        assert len(partner_connections(state, company_id)) == 1, company_id
+        stored, data = stored_state(cli.database, company_id)
+        assert stored == "ready", (company_id, stored)
+        assert data is not None
+        assert data["expense_connection"]["id"] == partner_connections(state, company_id)[0]["id"]
+    assert cli.ok("status", "--state", "linked", "--json").json() == {"companies": []}
+    store = Store.open(cli.database, readonly=True)
+    try:
+        for company_id in ids:
+            assert store.open_effects(company_id) == [], company_id
+            done = [e for e in store.company_effects(company_id) if e.status == "done"]
+            assert len(done) == 1, (company_id, store.company_effects(company_id))
+    finally:
+        store.close()
+    # A third run finds nothing left to do.
+    third = cli.ok("replay")
+    assert "0 changed state, 0 commands run, 0 failures" in third.stdout, third.describe()
+    assert sum(len(partner_connections(codat.state(), c)) for c in ids) == count
+
+
+def test_replay_refuses_a_database_that_does_not_exist(tmp_path: Path, codat: Codat) -> None:
+    missing = tmp_path / "typo.db"
+    cli = Cli(missing, codat.url)
+    for extra in (["--dry-run"], []):
+        result = cli.run("replay", *extra)
+        assert result.returncode == 2, result.describe()
+        assert str(missing) in result.stderr and "does not exist" in result.stderr, (
+            result.describe()
+        )
+        assert not missing.exists(), "a mistyped DATABASE_URL must not create an empty database"
