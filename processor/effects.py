@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -172,3 +174,30 @@ def _event(
         company_id=effect.company_id,
         connection_id=(fields.get("connection") or {}).get("id"),
     )
+
+
+def release_dead_claims(store: Store) -> list[str]:
+    """Release claims of processes on this host that no longer run (a crashed `serve`).
+
+    Their attempts died with them; without this the restarted worker would wait for the
+    claims to expire. Claims of other hosts are left to expire.
+    """
+    released = []
+    for owner in store.claim_owners():
+        _, host, pid = [*owner.split(":"), "", ""][:3]
+        if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
+            store.release_claims(owner)
+            released.append(owner)
+    if released:
+        log.info("released the claims of %s, no longer running", ", ".join(released))
+    return released
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

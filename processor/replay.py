@@ -20,7 +20,7 @@ from handlers.transitions import fold, initial_state
 from processor import clock
 from processor.codat import CodatClient
 from processor.config import Settings
-from processor.effects import carry_out, claim_seconds
+from processor.effects import carry_out, claim_seconds, release_dead_claims
 from processor.folding import load_state, rebuild, to_event
 from processor.writer import DirectWriter
 from store import EFFECT_FAILED, EFFECT_PENDING, Store, StoredEvent
@@ -99,6 +99,8 @@ async def replay(
     owner = f"replay:{socket.gethostname()}:{os.getpid()}"
     summary = Summary()
     started = clock.now()
+    with store.transaction():
+        release_dead_claims(store)  # an interrupted replay's claims need not wait to expire
     for company_id in company_ids:
         with store.transaction():
             if failed:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from processor import clock
 from processor.codat import CodatClient
 from processor.config import Settings
-from processor.effects import carry_out, claim_seconds
+from processor.effects import carry_out, claim_seconds, release_dead_claims
 from processor.folding import FoldReport, fold_companies
 from processor.writer import Writer
 from store import Effect, Store
@@ -47,6 +47,7 @@ class Worker:
 
     async def run(self) -> None:
         """Loop until cancelled."""
+        await self.writer.call(release_dead_claims)
         while True:
             try:
                 await self.step()

@@ -450,6 +450,23 @@ class Store:
         )
         return cursor.rowcount == 1
 
+    def claim_owners(self) -> list[str]:
+        """Owners of claims that have not expired or been released."""
+        rows = self.conn.execute(
+            "SELECT DISTINCT claimed_by FROM effects WHERE status = ? AND claimed_by IS NOT NULL",
+            [EFFECT_PENDING],
+        )
+        return [row[0] for row in rows]
+
+    def release_claims(self, owner: str) -> int:
+        """Release every claim of an owner known to be dead, so its work need not wait."""
+        cursor = self.conn.execute(
+            "UPDATE effects SET claimed_by = NULL, claim_expires_at = NULL "
+            "WHERE claimed_by = ? AND status = ?",
+            [owner, EFFECT_PENDING],
+        )
+        return cursor.rowcount
+
     def finish_effect(
         self,
         effect_id: int,
