@@ -83,7 +83,9 @@ def _write_requests(path: Path, secret: str, count: int) -> None:
             )
 
 
-def _start(name: str, folder: Path, secret: str, database: Path) -> tuple[subprocess.Popen[bytes], str]:
+def _start(
+    name: str, folder: Path, secret: str, database: Path
+) -> tuple[subprocess.Popen[bytes], str]:
     port = _free_port()
     env = {
         **os.environ,
@@ -95,8 +97,15 @@ def _start(name: str, folder: Path, secret: str, database: Path) -> tuple[subpro
     }
     if name == "bare":
         command = [
-            sys.executable, "-m", "uvicorn", "bench.bare_app:app", "--port", str(port),
-            "--no-access-log", "--log-level", "warning",
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "bench.bare_app:app",
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
         ]
     else:
         command = [sys.executable, "-m", "processor", "serve", "--port", str(port)]
@@ -118,10 +127,19 @@ def _wrk(url: str, requests: Path, args: argparse.Namespace) -> dict[str, float]
     env = {**os.environ, "REQUESTS_FILE": str(requests), "THREADS": "2"}
     output = subprocess.run(
         [
-            "wrk", "-t2", f"-c{args.connections}", f"-d{args.seconds}s", "--latency",
-            "-s", str(HERE / "intake.lua"), url,
+            "wrk",
+            "-t2",
+            f"-c{args.connections}",
+            f"-d{args.seconds}s",
+            "--latency",
+            "-s",
+            str(HERE / "intake.lua"),
+            url,
         ],
-        env=env, capture_output=True, text=True, check=True,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)

@@ -77,7 +77,7 @@ def create_app(
             await worker.drain()
             await http.aclose()
             readers.close()
-            writer.stop()
+            await writer.stop()
 
     return Starlette(
         routes=[

@@ -24,7 +24,7 @@ from store import Effect, Store
 
 log = logging.getLogger(__name__)
 IDLE_SECONDS = 1.0
-FOLD_BATCH = 200
+FOLD_BATCH = 25  # folds run on the event loop: keep each transaction to a few ms
 
 
 class Worker:

@@ -1,19 +1,21 @@
-"""The one writer: every write to the store goes through one thread, in shared transactions.
+"""The one writer: every write to the store goes through one queue, in shared transactions.
 
 Webhook requests hand their event to the writer and wait. The writer takes everything queued,
 appends it in one transaction and commits once, so one fsync serves the whole batch; only then
-are the waiting requests released to answer 2xx. Other writes (folds, effect results) run as
-jobs on the same thread, each in its own transaction.
+are the waiting requests released to answer 2xx. Other writes (folds, effect results) are jobs
+in the same queue, each in a transaction of its own.
+
+The statements run on the event loop thread and only the blocking parts (COMMIT, which waits
+for the disk, and BEGIN when another process holds the lock) run in a thread. Running the
+statements in a second thread instead would make each one wait for the GIL behind the loop:
+measured here, an append went from 58 us to 7.5 ms with the other thread busy.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import queue
 import sqlite3
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,104 +32,116 @@ MAX_BATCH = 512
 class _Append:
     event: NewEvent
     future: asyncio.Future[InsertResult]
-    loop: asyncio.AbstractEventLoop
 
 
 @dataclass
 class _Call:
     fn: Callable[[Store], Any]
     future: asyncio.Future[Any]
-    loop: asyncio.AbstractEventLoop
 
 
 class Writer:
-    """Owns the writable store connection and a thread that runs every write."""
+    """Owns the writable store connection and the queue every write goes through."""
 
     def __init__(self, path: Path, *, busy_timeout: float = 5.0) -> None:
         self.path = path
         self.busy_timeout = busy_timeout
-        self._queue: queue.SimpleQueue[_Append | _Call | None] = queue.SimpleQueue()
+        self._queue: list[_Append | _Call] = []
         self._store: Store | None = None
-        self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
+        self._drainer: asyncio.Task[None] | None = None
         self.batches = 0
         self.appended = 0
 
     def start(self) -> None:
         self._store = Store.open(self.path, timeout=self.busy_timeout)
-        self._thread.start()
 
-    def stop(self) -> None:
-        if self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join()
+    async def stop(self) -> None:
+        while self._drainer is not None and not self._drainer.done():
+            await asyncio.wait([self._drainer])
         if self._store is not None:
             self._store.close()
             self._store = None
 
     async def append(self, event: NewEvent) -> InsertResult:
         """Append one event; returns once it is committed to disk."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[InsertResult] = loop.create_future()
-        self._queue.put(_Append(event, future, loop))
+        future: asyncio.Future[InsertResult] = asyncio.get_running_loop().create_future()
+        self._enqueue(_Append(event, future))
         return await future
 
     async def call(self, fn: Callable[[Store], T]) -> T:
-        """Run `fn(store)` in one write transaction on the writer thread."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-        self._queue.put(_Call(fn, future, loop))
+        """Run `fn(store)` in one write transaction (keep it short: it runs on the loop)."""
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._enqueue(_Call(fn, future))
         return await future
 
-    def _run(self) -> None:
-        while True:
-            job = self._queue.get()
-            if job is None:
-                return
-            jobs = [job]
-            while len(jobs) < MAX_BATCH:
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    self._queue.put(None)
-                    break
-                jobs.append(more)
-            appends = [j for j in jobs if isinstance(j, _Append)]
-            if appends:
-                self._append_batch(appends)
-            for call in (j for j in jobs if isinstance(j, _Call)):
-                self._call(call)
+    def _enqueue(self, job: _Append | _Call) -> None:
+        self._queue.append(job)
+        if self._drainer is None or self._drainer.done():
+            self._drainer = asyncio.get_running_loop().create_task(self._drain())
 
-    def _append_batch(self, jobs: list[_Append]) -> None:
-        store = self._require_store()
+    async def _drain(self) -> None:
+        while self._queue:
+            jobs, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+            appends = [job for job in jobs if isinstance(job, _Append)]
+            if appends:
+                await self._append_batch(appends)
+            for call in (job for job in jobs if isinstance(job, _Call)):
+                try:
+                    result = await self._transaction(call.fn)
+                except Exception as error:
+                    _settle(call.future, error=error)
+                else:
+                    _settle(call.future, result=result)
+
+    async def _append_batch(self, jobs: list[_Append]) -> None:
         try:
-            with store.transaction():
-                results = store.append_events([job.event for job in jobs])
+            results = await self._transaction(
+                lambda store: store.append_events([job.event for job in jobs])
+            )
         except Exception as error:
             if len(jobs) > 1 and not isinstance(error, sqlite3.OperationalError):
                 # One bad row must not fail the others: store them one by one.
                 for job in jobs:
-                    self._append_batch([job])
+                    await self._append_batch([job])
                 return
             log.error("could not store %d webhook event(s): %s", len(jobs), error)
             for job in jobs:
-                _settle(job.loop, job.future, error=error)
+                _settle(job.future, error=error)
             return
         self.batches += 1
         self.appended += len(jobs)
         for job, result in zip(jobs, results, strict=True):
-            _settle(job.loop, job.future, result=result)
+            _settle(job.future, result=result)
 
-    def _call(self, job: _Call) -> None:
+    async def _transaction(self, fn: Callable[[Store], T]) -> T:
         store = self._require_store()
+        conn = store.conn
+        await self._begin(conn)
         try:
-            with store.transaction():
-                result = job.fn(store)
-        except Exception as error:
-            _settle(job.loop, job.future, error=error)
+            result = fn(store)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        try:
+            await asyncio.to_thread(conn.execute, "COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return result
+
+    async def _begin(self, conn: sqlite3.Connection) -> None:
+        """BEGIN IMMEDIATE at once if the lock is free; else wait for it in a thread."""
+        conn.execute("PRAGMA busy_timeout = 0")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
             return
-        _settle(job.loop, job.future, result=result)
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) and "busy" not in str(error):
+                raise
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+        await asyncio.to_thread(conn.execute, "BEGIN IMMEDIATE")
 
     def _require_store(self) -> Store:
         if self._store is None:
@@ -136,23 +150,14 @@ class Writer:
 
 
 def _settle(
-    loop: asyncio.AbstractEventLoop,
-    future: asyncio.Future[Any],
-    *,
-    result: Any = None,
-    error: BaseException | None = None,
+    future: asyncio.Future[Any], *, result: Any = None, error: BaseException | None = None
 ) -> None:
-    def settle() -> None:
-        if future.done():
-            return
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)
-
-    # A closed loop means nobody is waiting any more.
-    with contextlib.suppress(RuntimeError):
-        loop.call_soon_threadsafe(settle)
+    if future.done():  # the request went away; the write stands
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
 
 
 class DirectWriter:

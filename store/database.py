@@ -300,7 +300,9 @@ class Store:
 
     def mark_folded(self, outcomes: Sequence[tuple[int, str]], now: str) -> None:
         """Record that events were folded, in this order, with these outcomes."""
-        row = self.conn.execute("SELECT COALESCE(MAX(fold_order), 0) FROM events").fetchone()
+        row = self.conn.execute(
+            "SELECT COALESCE(MAX(fold_order), 0) FROM events WHERE fold_order IS NOT NULL"
+        ).fetchone()
         order = int(row[0])
         for seq, outcome in outcomes:
             order += 1

@@ -76,4 +76,11 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         ) STRICT;
         """,
     ),
+    (
+        3,
+        """
+        DROP INDEX events_fold_order;
+        CREATE INDEX events_fold_order ON events(fold_order) WHERE fold_order IS NOT NULL;
+        """,
+    ),
 )
