@@ -23,6 +23,10 @@ test: $(BIN)/codat-expenses
 soak: $(BIN)/codat-expenses
 	$(BIN)/pytest -m soak -s
 
+bench: $(BIN)/codat-expenses
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	$(BIN)/python -m bench
+
 lint: $(BIN)/codat-expenses
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy
 
