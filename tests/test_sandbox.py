@@ -9,15 +9,10 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
-from functools import cache
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from jsonschema import Draft202012Validator
-from referencing import Registry, Resource
-from referencing.jsonschema import DRAFT202012
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -27,8 +22,8 @@ from svix.webhooks import Webhook, WebhookVerificationError
 from processor.sandbox import LoopbackServer, SandboxServer
 from processor.sender import WebhookSender, generate_secret, sign_headers
 from processor.webhook_bodies import company_event, new_company
+from tests.codat_schemas import EXPENSES_DOC, PLATFORM_DOC, conform_to
 
-OAS = Path(__file__).parents[2] / "shared" / "codat-oas"
 API_KEY = "sandbox-test-key"
 AUTH = {"Authorization": "Basic " + base64.b64encode(API_KEY.encode()).decode()}
 SECRET = generate_secret()
@@ -39,55 +34,14 @@ PARTNER_EXPENSE = "/companies/{}/sync/expenses/connections/partnerExpense"
 # --- Codat's schemas ------------------------------------------------------------------------
 
 
-def _nullable(node: Any) -> Any:
-    """Codat's 3.1 documents still say `nullable: true` (OpenAPI 3.0): make it JSON Schema."""
-    if isinstance(node, list):
-        return [_nullable(item) for item in node]
-    if not isinstance(node, dict):
-        return node
-    node = {key: _nullable(value) for key, value in node.items()}
-    if node.pop("nullable", False) is True:
-        if "$ref" in node:
-            node["anyOf"] = [{"$ref": node.pop("$ref")}, {"type": "null"}]
-        elif isinstance(node.get("type"), str):
-            node["type"] = [node["type"], "null"]
-        if "enum" in node:
-            node["enum"] = [*node["enum"], None]
-    return node
-
-
-@cache
-def _registry(document: str) -> Registry:
-    if not OAS.is_dir():
-        pytest.skip(f"Codat's OpenAPI documents are not in {OAS}")
-    contents = _nullable(json.loads((OAS / document).read_text()))
-    resource = Resource.from_contents(contents, default_specification=DRAFT202012)
-    return Registry().with_resource(f"urn:codat:{document}", resource)
-
-
-def conform(instance: Any, schema: str, document: str = "Codat-Sync-Expenses.json") -> None:
+def conform(instance: Any, schema: str, document: str = EXPENSES_DOC) -> None:
     """Fail with every error of `instance` against `#/components/schemas/{schema}`."""
-    validator = Draft202012Validator(
-        {"$ref": f"urn:codat:{document}#/components/schemas/{schema}"},
-        registry=_registry(document),
-        format_checker=Draft202012Validator.FORMAT_CHECKER,
-    )
-    errors = [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(instance)]
-    assert not errors, "\n".join(errors)
+    conform_to(instance, f"/components/schemas/{schema}", document)
 
 
 def conform_webhook(body: dict[str, Any]) -> None:
-    document = "Codat-Platform.json"
-    validator = Draft202012Validator(
-        {
-            "$ref": f"urn:codat:{document}#/webhooks/{body['eventType']}/post/requestBody/content/"
-            "application~1json/schema"
-        },
-        registry=_registry(document),
-        format_checker=Draft202012Validator.FORMAT_CHECKER,
-    )
-    errors = [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(body)]
-    assert not errors, "\n".join(errors)
+    pointer = f"/webhooks/{body['eventType']}/post/requestBody/content/application~1json/schema"
+    conform_to(body, pointer, PLATFORM_DOC)
 
 
 # --- A webhook receiver ---------------------------------------------------------------------
