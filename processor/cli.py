@@ -97,6 +97,9 @@ def status(
             return
         rows = _company_rows(store, state, failed, limit)
         _print_table(rows, as_json)
+        if not as_json:
+            counts = store.state_counts()
+            click.echo(", ".join(f"{name} {counts[name]}" for name in STATES if name in counts))
     finally:
         store.close()
 
