@@ -22,6 +22,7 @@ from pathlib import Path
 
 import httpx
 
+from bench import partner
 from processor.sender import generate_secret, sign_headers
 from processor.webhook_bodies import company_event, encode, new_company
 
@@ -34,7 +35,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--requests", type=int, default=150_000)
+    parser.add_argument("--companies", type=int, default=50, help="for the partner latency")
     args = parser.parse_args()
+    print(partner.report(partner.measure(args.companies)), flush=True)
     if shutil.which("wrk") is None:
         print("bench: wrk is not installed (apt-get install wrk)", file=sys.stderr)
         return 2
