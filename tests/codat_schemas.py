@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,8 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-OAS = Path(__file__).parents[2] / "shared" / "codat-oas"
+# Beside the repository, as in CI; CODAT_OAS_DIR points elsewhere (e.g. from a clone in /tmp).
+OAS = Path(os.environ.get("CODAT_OAS_DIR") or Path(__file__).parents[2] / "shared" / "codat-oas")
 PLATFORM_DOC = "Codat-Platform.json"
 EXPENSES_DOC = "Codat-Sync-Expenses.json"
 
