@@ -24,6 +24,7 @@ from processor.signature import Verifier
 from processor.webhooks import error, receive_webhook
 from processor.worker import Worker
 from processor.writer import Writer
+from store import Store
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,8 @@ def create_app(
             timeout=settings.codat_timeout,
             transport=codat_transport,
         )
-        worker = Worker(writer, CodatClient(http), settings)
+        worker_reads = Store.open(settings.database_path, readonly=True)
+        worker = Worker(writer, worker_reads, CodatClient(http), settings)
         services = Services(settings, Verifier(settings.webhook_secrets), writer, readers, worker)
         tasks = []
         if run_worker:
@@ -77,6 +79,7 @@ def create_app(
             await worker.drain()
             await http.aclose()
             readers.close()
+            worker_reads.close()
             await writer.stop()
 
     return Starlette(

@@ -30,8 +30,13 @@ FOLD_BATCH = 25  # folds run on the event loop: keep each transaction to a few m
 class Worker:
     """Moves every company's onboarding forward, from the log to Codat and back."""
 
-    def __init__(self, writer: Writer, codat: CodatClient, settings: Settings) -> None:
+    def __init__(
+        self, writer: Writer, reads: Store, codat: CodatClient, settings: Settings
+    ) -> None:
         self.writer = writer
+        # A read-only connection for the loop's quick indexed look-ups: reads need no place
+        # in the write queue, and take no write lock from other processes.
+        self.reads = reads
         self.codat = codat
         self.settings = settings
         self.owner = f"serve:{socket.gethostname()}:{os.getpid()}"
@@ -70,7 +75,7 @@ class Worker:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def _sleep(self) -> None:
-        due = await self.writer.call(lambda store: store.next_effect_due())
+        due = self.reads.next_effect_due()
         timeout = IDLE_SECONDS
         if due is not None:
             timeout = min(
@@ -80,7 +85,7 @@ class Worker:
             await asyncio.wait_for(self._wake.wait(), timeout=max(timeout, 0.005))
 
     async def _fold_pending(self) -> None:
-        company_ids = await self.writer.call(lambda store: store.pending_company_ids())
+        company_ids = self.reads.pending_company_ids()
         for start in range(0, len(company_ids), FOLD_BATCH):
             chunk = company_ids[start : start + FOLD_BATCH]
             reports = await self.writer.call(_folder(chunk))
@@ -98,7 +103,7 @@ class Worker:
 
     async def _start_due_effects(self) -> None:
         now = clock.now()
-        due = await self.writer.call(lambda store: store.due_effects(now))
+        due = self.reads.due_effects(now)
         for effect in due:
             if effect.company_id in self._busy:
                 continue
