@@ -25,6 +25,8 @@ from processor.folding import load_state, rebuild, to_event
 from processor.writer import DirectWriter
 from store import EFFECT_FAILED, EFFECT_PENDING, Store, StoredEvent
 
+REBUILD_BATCH = 200
+
 
 @dataclass(frozen=True)
 class Selection:
@@ -101,18 +103,29 @@ async def replay(
     started = clock.now()
     with store.transaction():
         release_dead_claims(store)  # an interrupted replay's claims need not wait to expire
-    for company_id in company_ids:
+    ids = list(company_ids)
+    for start in range(0, len(ids), REBUILD_BATCH):
+        chunk = ids[start : start + REBUILD_BATCH]
+        # Rebuilds are shared out in transactions of many companies (one commit each); the
+        # commands then run company by company, each attempt claimed and recorded on its own.
         with store.transaction():
             if failed:
-                _requeue_failed(store, company_id)
-            report = rebuild(store, company_id, clock.now())
-        summary.companies += 1
-        summary.events += report.events
-        await _run_effects(writer, store, codat, settings, company_id, owner, summary)
-        after = load_state(store, company_id)
-        summary.changed += report.before != (after.state if after else None)
-        _note_failed_elsewhere(store, company_id, started, summary)
-        progress(company_id)
+                for company_id in chunk:
+                    _requeue_failed(store, company_id)
+            reports = [rebuild(store, company_id, clock.now()) for company_id in chunk]
+        for report in reports:
+            company_id = report.company_id
+            summary.companies += 1
+            summary.events += report.events
+            after = report.after
+            if store.open_effects(company_id):
+                await _run_effects(writer, store, codat, settings, company_id, owner, summary)
+                state = load_state(store, company_id)
+                after = state.state if state else after
+            summary.changed += report.before != after
+            if failed:
+                _note_failed_elsewhere(store, company_id, started, summary)
+            progress(company_id)
     return summary
 
 
