@@ -18,7 +18,9 @@ test: $(BIN)/codat-expenses
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/pytest -m "not soak"
+	@# pytest's exit code 5 (no tests collected) is a failure, not a pass.
+	$(BIN)/pytest -m "not soak"; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 soak: $(BIN)/codat-expenses
 	$(BIN)/pytest -m soak -s
