@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import httpx
 
 from processor.sender import sign_headers
+from store import Store, StoredEvent
 
 T = TypeVar("T")
 TOKEN = "test-status-token-0123456789"
@@ -153,3 +154,31 @@ def partner_connections(sandbox_state: dict[str, Any], company_id: str) -> list[
     return [
         c for c in company["connections"] if c.get("sourceType") == "Expense" and not c["deleted"]
     ]
+
+
+def events(server: ServeProcess, event_or_message_id: str) -> list[StoredEvent]:
+    """The stored events with this event id or webhook message id, read without writing."""
+    store = Store.open(server.database, readonly=True)
+    try:
+        return store.find_events(event_or_message_id=event_or_message_id)
+    finally:
+        store.close()
+
+
+def event_count(server: ServeProcess) -> int:
+    store = Store.open(server.database, readonly=True)
+    try:
+        return store.count_events()
+    finally:
+        store.close()
+
+
+def assert_error(response: httpx.Response, status: int, *fragments: str) -> str:
+    """The answer is `status` with a JSON `{"error": ...}` body naming every fragment."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert set(body) == {"error"}, body
+    for fragment in fragments:
+        assert fragment in body["error"], body
+    return str(body["error"])

@@ -15,8 +15,7 @@ import pytest
 
 from processor.sender import generate_secret, new_message_id, sign_headers
 from processor.webhook_bodies import encode, utc_now
-from store import Store, StoredEvent
-from tests.support import API_KEY, ServeProcess
+from tests.support import API_KEY, ServeProcess, assert_error, event_count, events
 
 SECRET = generate_secret()
 LIMIT = 256 * 1024
@@ -59,31 +58,6 @@ def signed(raw: bytes, message_id: str | None = None, **kwargs: Any) -> dict[str
 
 def send(http: httpx.Client, raw: bytes, headers: dict[str, Any]) -> httpx.Response:
     return http.post("/webhooks/codat", content=raw, headers=headers)
-
-
-def events(server: ServeProcess, event_or_message_id: str) -> list[StoredEvent]:
-    store = Store.open(server.database, readonly=True)
-    try:
-        return store.find_events(event_or_message_id=event_or_message_id)
-    finally:
-        store.close()
-
-
-def event_count(server: ServeProcess) -> int:
-    store = Store.open(server.database, readonly=True)
-    try:
-        return store.count_events()
-    finally:
-        store.close()
-
-
-def assert_error(response: httpx.Response, status: int, *fragments: str) -> None:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/json"
-    body = response.json()
-    assert set(body) == {"error"}, body
-    for fragment in fragments:
-        assert fragment in body["error"], body
 
 
 def assert_not_stored(server: ServeProcess, before: int, *ids: str) -> None:

@@ -24,8 +24,8 @@ from processor.webhook_bodies import (
     new_connection,
     utc_now,
 )
-from store import Store, StoredEvent
-from tests.support import API_KEY, ServeProcess, wait_for
+from store import StoredEvent
+from tests.support import API_KEY, ServeProcess, assert_error, event_count, events, wait_for
 
 OLD_SECRET = generate_secret()
 NEW_SECRET = generate_secret()
@@ -80,33 +80,6 @@ def signed(
     raw: bytes, secret: str = NEW_SECRET, message_id: str | None = None, **kwargs: Any
 ) -> dict[str, Any]:
     return dict(sign_headers(secret, message_id or new_message_id(), raw, **kwargs))
-
-
-def events(server: ServeProcess, event_or_message_id: str) -> list[StoredEvent]:
-    store = Store.open(server.database, readonly=True)
-    try:
-        return store.find_events(event_or_message_id=event_or_message_id)
-    finally:
-        store.close()
-
-
-def event_count(server: ServeProcess) -> int:
-    store = Store.open(server.database, readonly=True)
-    try:
-        return store.count_events()
-    finally:
-        store.close()
-
-
-def assert_error(response: httpx.Response, status: int, *fragments: str) -> str:
-    """The answer is `status` with a JSON `{"error": ...}` body naming every fragment."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/json"
-    body = response.json()
-    assert set(body) == {"error"}, body
-    for fragment in fragments:
-        assert fragment in body["error"], body
-    return str(body["error"])
 
 
 def assert_not_stored(server: ServeProcess, before: int, *ids: str) -> None:
