@@ -13,7 +13,7 @@ import pytest
 from handlers.state import STATES
 from processor.sender import generate_secret, new_message_id, sign_headers
 from processor.webhook_bodies import company_event, encode, new_company
-from tests.support import API_KEY, TOKEN, ServeProcess, wait_for
+from tests.support import API_KEY, TOKEN, ServeProcess, assert_error, wait_for
 
 SECRETS = (generate_secret(), generate_secret())
 COMPANIES = 7  # three pages of three: 3 + 3 + 1
@@ -76,17 +76,6 @@ def company_ids(server: ServeProcess, http: httpx.Client) -> list[str]:
 def folded(http: httpx.Client, company_id: str) -> bool:
     answer = http.get(f"/companies/{company_id}")
     return answer.status_code == 200 and answer.json()["pendingEvents"] == 0
-
-
-def assert_error(response: httpx.Response, status: int, *fragments: str) -> str:
-    """`status` with a JSON `{"error": ...}` body naming every fragment, and no data."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/json"
-    body = response.json()
-    assert set(body) == {"error"}, body
-    for fragment in fragments:
-        assert fragment in body["error"], body
-    return str(body["error"])
 
 
 def paths(company_ids: list[str]) -> list[str]:
