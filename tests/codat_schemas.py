@@ -1,9 +1,13 @@
-"""Codat's published OpenAPI documents (../shared/codat-oas), as JSON Schema validators."""
+"""Codat's published schemas, as JSON Schema validators.
+
+They are read from tests/fixtures/codat_oas_extract.json: the part of Codat's OpenAPI documents
+(github.com/codatio/oas) the tests use, at the same JSON pointers as in the full documents.
+scripts/extract_codat_schemas.py makes it; tests/fixtures/README.md says how.
+"""
 
 from __future__ import annotations
 
 import json
-import os
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -13,8 +17,7 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-# Beside the repository, as in CI; CODAT_OAS_DIR points elsewhere (e.g. from a clone in /tmp).
-OAS = Path(os.environ.get("CODAT_OAS_DIR") or Path(__file__).parents[2] / "shared" / "codat-oas")
+FIXTURE = Path(__file__).parent / "fixtures" / "codat_oas_extract.json"
 PLATFORM_DOC = "Codat-Platform.json"
 EXPENSES_DOC = "Codat-Sync-Expenses.json"
 
@@ -37,22 +40,50 @@ def _nullable(node: Any) -> Any:
 
 
 @cache
+def fixture() -> dict[str, Any]:
+    """The extract as stored: {"source": ..., "documents": {name: pruned document}}."""
+    loaded: dict[str, Any] = json.loads(FIXTURE.read_text())
+    return loaded
+
+
+def registry(document: str, contents: dict[str, Any]) -> Registry:
+    """`contents` (a whole or pruned OpenAPI document) as the resource `urn:codat:{document}`."""
+    resource = Resource.from_contents(_nullable(contents), default_specification=DRAFT202012)
+    found: Registry = Registry().with_resource(f"urn:codat:{document}", resource)
+    return found
+
+
+@cache
 def _registry(document: str) -> Registry:
-    if not (OAS / document).is_file():
-        pytest.fail(
-            f"Codat's OpenAPI document {document} is not in {OAS} (shared/ beside the repo)"
-        )
-    contents = _nullable(json.loads((OAS / document).read_text()))
-    resource = Resource.from_contents(contents, default_specification=DRAFT202012)
-    return Registry().with_resource(f"urn:codat:{document}", resource)
+    return registry(document, fixture()["documents"][document])
+
+
+def schema_errors(instance: Any, pointer: str, document: str, against: Registry) -> list[str]:
+    """Every schema error of `instance` against `document#pointer` in `against`."""
+    validator = Draft202012Validator(
+        {"$ref": f"urn:codat:{document}#{pointer}"},
+        registry=against,
+        format_checker=Draft202012Validator.FORMAT_CHECKER,
+    )
+    return [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(instance)]
+
+
+def _has(document: str, pointer: str) -> bool:
+    node: Any = fixture()["documents"][document]
+    for part in pointer.lstrip("/").split("/") if pointer else []:
+        part = part.replace("~1", "/").replace("~0", "~")
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
 
 
 def conform_to(instance: Any, pointer: str, document: str) -> None:
     """Fail with every schema error of `instance` against `document#pointer`."""
-    validator = Draft202012Validator(
-        {"$ref": f"urn:codat:{document}#{pointer}"},
-        registry=_registry(document),
-        format_checker=Draft202012Validator.FORMAT_CHECKER,
-    )
-    errors = [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(instance)]
+    if not _has(document, pointer):
+        pytest.fail(
+            f"{document}#{pointer} is not in {FIXTURE.name}: add it to ROOTS in"
+            " scripts/extract_codat_schemas.py and regenerate (tests/fixtures/README.md)"
+        )
+    errors = schema_errors(instance, pointer, document, _registry(document))
     assert not errors, "\n".join(errors)
