@@ -2,21 +2,23 @@
 database file. Intake answers 503 (never 2xx for an event it did not store), /healthz reports
 the fault, and both recover once the fault clears; a read-only file stops start-up.
 
-The database lives on a small tmpfs mounted by the test (root, as on this project's machines).
+The tests run as root (as on this project's machines) and mount what they need: a small tmpfs
+for the database, and a read-only bind mount for the read-only file. Nothing depends on where
+the repository or its virtualenv live.
 """
 
 from __future__ import annotations
 
+import errno
 import os
-import shutil
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -107,32 +109,47 @@ def test_disk_full_answers_503_then_recovers(small_disk: Path, secret: str) -> N
         serve.stop()
 
 
-def test_read_only_database_stops_start_up_with_one_line(secret: str) -> None:
-    """Root ignores file modes, so `serve` runs as `nobody` here, on a file it may not write."""
-    folder = Path(tempfile.mkdtemp(prefix="codat-readonly-"))
+@contextmanager
+def read_only(path: Path) -> Iterator[None]:
+    """`path` on a read-only bind mount of itself: not even root may write it.
+
+    Its folder stays writable, as with a file of mode 0444 that `serve` does not own: SQLite
+    opens the file read-only and may still create the `-wal` and `-shm` files beside it.
+    """
+    subprocess.run(["mount", "--bind", str(path), str(path)], check=True)
     try:
-        database = folder / "processor.db"
-        Store.open(database).close()
-        database.chmod(0o444)
-        os.chown(folder, 65534, 65534)
-        folder.chmod(0o755)
-        env = {
-            "PATH": os.environ["PATH"],
-            "CODAT_API_KEY": API_KEY,
-            "CODAT_WEBHOOK_SECRET": secret,
-            "DATABASE_URL": f"sqlite:///{database}",
-        }
-        command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-        command += [sys.executable, "-m", "processor", "serve", "--port", "0"]
-        done = subprocess.run(
-            command, env=env, capture_output=True, text=True, timeout=30, cwd=folder
-        )
-        assert done.returncode == 2, done.stderr
-        lines = done.stderr.strip().splitlines()
-        assert len(lines) == 1, done.stderr
-        assert "processor.db" in lines[0] and "readonly" in lines[0]
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(path)], check=True)
+        with pytest.raises(OSError) as refused:
+            path.open("r+b").close()
+        assert refused.value.errno == errno.EROFS
+        yield
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        subprocess.run(["umount", str(path)], check=False)
+
+
+def test_read_only_database_stops_start_up_with_one_line(small_disk: Path, secret: str) -> None:
+    """`serve` runs as root, as everywhere here; a read-only mount is what root cannot write."""
+    database = small_disk / "processor.db"
+    Store.open(database).close()  # the last connection closed: no -wal or -shm left open
+    before = database.read_bytes()
+    env = {
+        "PATH": os.environ["PATH"],
+        "CODAT_API_KEY": API_KEY,
+        "CODAT_WEBHOOK_SECRET": secret,
+        "DATABASE_URL": f"sqlite:///{database}",
+    }
+    command = [sys.executable, "-m", "processor", "serve", "--port", "0"]
+    with read_only(database):
+        done = subprocess.run(
+            command, env=env, capture_output=True, text=True, timeout=30, cwd=small_disk
+        )
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith(f"codat-expenses: cannot open database '{database}': "), lines[0]
+    assert "readonly" in lines[0], lines[0]
+    assert done.stdout == ""
+    assert database.read_bytes() == before
 
 
 def test_database_locked_by_another_process_answers_503_then_recovers(
