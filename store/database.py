@@ -8,6 +8,7 @@ before it returns, so nothing is acknowledged that a crash could lose.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -46,6 +47,34 @@ class StoreError(Exception):
     """The store cannot be opened or used (missing file, read-only, disk full, locked)."""
 
 
+def _open_reader(path: Path, timeout: float) -> sqlite3.Connection:
+    """A connection that cannot write and leaves no new file behind.
+
+    A `mode=ro` connection to a WAL database creates its `-wal` and `-shm` files and, being
+    unable to write, never removes them (a root-owned `-shm` left behind can stop a `serve`
+    running as another user). When no `-wal` exists, no other connection is open: a writable
+    connection with `query_only` reads the same data and, being the last one, removes the files
+    it made when it closes.
+    """
+    if not path.exists():
+        raise StoreError(f"database file {str(path)!r} does not exist")
+    wal = path.with_name(path.name + "-wal")
+    if wal.exists() or not os.access(path, os.W_OK) or not os.access(path.parent, os.W_OK):
+        conn = sqlite3.connect(
+            f"file:{path.resolve()}?mode=ro",
+            uri=True,
+            isolation_level=None,
+            check_same_thread=False,
+            timeout=timeout,
+        )
+    else:
+        conn = sqlite3.connect(
+            str(path), isolation_level=None, check_same_thread=False, timeout=timeout
+        )
+    conn.execute("PRAGMA query_only=ON")
+    return conn
+
+
 class Store:
     """The event log, company state and record of effects, in one SQLite file."""
 
@@ -62,12 +91,7 @@ class Store:
         path = Path(path)
         try:
             if readonly:
-                if not path.exists():
-                    raise StoreError(f"database file {str(path)!r} does not exist")
-                uri = f"file:{path.resolve()}?mode=ro"
-                conn = sqlite3.connect(
-                    uri, uri=True, isolation_level=None, check_same_thread=False, timeout=timeout
-                )
+                conn = _open_reader(path, timeout)
             else:
                 conn = sqlite3.connect(
                     str(path), isolation_level=None, check_same_thread=False, timeout=timeout
@@ -379,6 +403,29 @@ class Store:
             "SELECT DISTINCT company_id FROM events WHERE company_id IS NOT NULL"
         )
         return sorted(row[0] for row in rows)
+
+    def knows_company(self, company_id: str) -> bool:
+        """Whether the store has a state or any event for this company."""
+        row = self.conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM companies WHERE company_id = ?) "
+            "OR EXISTS (SELECT 1 FROM events WHERE company_id = ?)",
+            [company_id, company_id],
+        ).fetchone()
+        return bool(row[0])
+
+    def companies_named(self, name: str) -> list[str]:
+        """Ids of the stored companies with exactly this name."""
+        rows = self.conn.execute(
+            "SELECT company_id FROM companies WHERE json_extract(data, '$.name') = ? "
+            "ORDER BY company_id",
+            [name],
+        )
+        return [row[0] for row in rows]
+
+    def event_types(self) -> list[str]:
+        """Every event type in the log, sorted."""
+        rows = self.conn.execute("SELECT DISTINCT event_type FROM events ORDER BY event_type")
+        return [row[0] for row in rows]
 
     def state_counts(self) -> dict[str, int]:
         rows = self.conn.execute("SELECT state, COUNT(*) FROM companies GROUP BY state")
