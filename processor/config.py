@@ -6,19 +6,25 @@ import base64
 import binascii
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
 N = TypeVar("N", int, float)
+T = TypeVar("T")
+_KINDS = {int: "an integer", float: "a number"}
 
 DEFAULT_BASE_URL = "https://api.codat.io"
 DEFAULT_DATABASE_URL = "sqlite:///processor.db"
 
 
 class ConfigError(Exception):
-    """A missing or malformed setting; the message names the variable."""
+    """Missing or malformed settings; each message names its variable."""
+
+    def __init__(self, *problems: str) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
 
 
 @dataclass(frozen=True)
@@ -39,6 +45,8 @@ class Settings:
     reconcile_interval: float = 15 * 60.0
     worker_concurrency: int = 8
     busy_timeout: float = 5.0
+    rejection_window: float = 600.0
+    rejection_threshold: int = 5
 
 
 def database_path(url: str) -> Path:
@@ -55,40 +63,79 @@ def database_path(url: str) -> Path:
 SERVE_REQUIRES = ("CODAT_API_KEY", "CODAT_WEBHOOK_SECRET")
 
 
+class _Problems:
+    """Collects every bad variable, so one run reports them all."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    def check(self, read: Callable[[], T], fallback: T) -> T:
+        try:
+            return read()
+        except ConfigError as error:
+            self.messages.extend(error.problems)
+            return fallback
+
+
 def load(
     environ: Mapping[str, str] | None = None, *, require: tuple[str, ...] = SERVE_REQUIRES
 ) -> Settings:
-    """Read settings; `require` names the variables the command cannot do without."""
+    """Read settings; `require` names the variables the command cannot do without.
+
+    Raises one ConfigError listing every missing or malformed variable.
+    """
     env = os.environ if environ is None else environ
-    api_key = env.get("CODAT_API_KEY", "").strip()
-    secrets = _split(env.get("CODAT_WEBHOOK_SECRET", ""))
+    problems = _Problems()
     for name in require:
         if not env.get(name, "").strip():
-            raise ConfigError(f"Config {name!r} is missing, and has no default.")
-    for secret in secrets:
-        _check_secret(secret)
+            problems.messages.append(f"Config {name!r} is missing, and has no default.")
+    secrets = _split(env.get("CODAT_WEBHOOK_SECRET", ""))
+    problems.check(lambda: check_webhook_secrets(secrets), list[str]())
+
+    def number(name: str, default: N, kind: type[N], low: float, high: float) -> N:
+        return problems.check(lambda: _number(env, name, default, kind, low, high), default)
+
+    settings = Settings(
+        api_key=env.get("CODAT_API_KEY", "").strip(),
+        base_url=problems.check(lambda: _base_url(env), DEFAULT_BASE_URL),
+        webhook_secrets=tuple(secrets),
+        database_path=problems.check(
+            lambda: database_path(env.get("DATABASE_URL", DEFAULT_DATABASE_URL).strip()),
+            Path("processor.db"),
+        ),
+        status_tokens=tuple(_split(env.get("STATUS_API_TOKEN", ""))),
+        port=number("PORT", 8000, int, 1, 65535),
+        max_body_bytes=number("WEBHOOK_MAX_BODY_BYTES", 256 * 1024, int, 1024, 64 << 20),
+        codat_timeout=number("CODAT_TIMEOUT_SECONDS", 10.0, float, 0.01, 600),
+        retry_initial=number("RETRY_INITIAL_SECONDS", 0.5, float, 0.001, 3600),
+        retry_max=number("RETRY_MAX_SECONDS", 60.0, float, 0.001, 86400),
+        retry_horizon=number("RETRY_HORIZON_SECONDS", 86400.0, float, 0.1, 30 * 86400),
+        reconcile_interval=number("RECONCILE_INTERVAL_SECONDS", 900.0, float, 0, 7 * 86400),
+        worker_concurrency=number("WORKER_CONCURRENCY", 8, int, 1, 256),
+        busy_timeout=number("DATABASE_BUSY_TIMEOUT_SECONDS", 5.0, float, 0.01, 60),
+        rejection_window=number("WEBHOOK_REJECTION_WINDOW_SECONDS", 600.0, float, 1, 86400),
+        rejection_threshold=number("WEBHOOK_REJECTION_THRESHOLD", 5, int, 1, 100_000),
+    )
+    if problems.messages:
+        raise ConfigError(*problems.messages)
+    return settings
+
+
+def _base_url(env: Mapping[str, str]) -> str:
     base_url = env.get("CODAT_BASE_URL", DEFAULT_BASE_URL).strip().rstrip("/")
     if not re.match(r"^https?://[^\s/]+", base_url):
         raise ConfigError(
             f"Config 'CODAT_BASE_URL' must be an http(s) URL such as {DEFAULT_BASE_URL}, "
             f"found {base_url!r}."
         )
-    return Settings(
-        api_key=api_key,
-        base_url=base_url,
-        webhook_secrets=tuple(secrets),
-        database_path=database_path(env.get("DATABASE_URL", DEFAULT_DATABASE_URL).strip()),
-        status_tokens=tuple(_split(env.get("STATUS_API_TOKEN", ""))),
-        port=_number(env, "PORT", 8000, int, 1, 65535),
-        max_body_bytes=_number(env, "WEBHOOK_MAX_BODY_BYTES", 256 * 1024, int, 1024, 64 << 20),
-        codat_timeout=_number(env, "CODAT_TIMEOUT_SECONDS", 10.0, float, 0.01, 600),
-        retry_initial=_number(env, "RETRY_INITIAL_SECONDS", 0.5, float, 0.001, 3600),
-        retry_max=_number(env, "RETRY_MAX_SECONDS", 60.0, float, 0.001, 86400),
-        retry_horizon=_number(env, "RETRY_HORIZON_SECONDS", 86400.0, float, 0.1, 30 * 86400),
-        reconcile_interval=_number(env, "RECONCILE_INTERVAL_SECONDS", 900.0, float, 0, 7 * 86400),
-        worker_concurrency=_number(env, "WORKER_CONCURRENCY", 8, int, 1, 256),
-        busy_timeout=_number(env, "DATABASE_BUSY_TIMEOUT_SECONDS", 5.0, float, 0.01, 60),
-    )
+    return base_url
+
+
+def check_webhook_secrets(secrets: Sequence[str]) -> list[str]:
+    """Every `whsec_<base64>` secret checked; raises naming CODAT_WEBHOOK_SECRET if one is not."""
+    for secret in secrets:
+        _check_secret(secret)
+    return list(secrets)
 
 
 def _split(value: str) -> list[str]:
@@ -98,7 +145,9 @@ def _split(value: str) -> list[str]:
 def _check_secret(secret: str) -> None:
     body = secret.removeprefix("whsec_")
     try:
-        decoded = base64.b64decode(body + "==", validate=True)
+        # Padded or not, as svix reads it.
+        unpadded = body.removesuffix("==").removesuffix("=")
+        decoded = base64.b64decode(unpadded + "=" * (-len(unpadded) % 4), validate=True)
     except (binascii.Error, ValueError):
         decoded = b""
     if not secret.startswith("whsec_") or not decoded:
@@ -119,8 +168,28 @@ def _number(
         value = kind(raw.strip())
     except ValueError:
         raise ConfigError(
-            f"Config {name!r} must be a {kind.__name__} between {low} and {high}, found {raw!r}."
+            f"Config {name!r} must be {_KINDS[kind]} between {low} and {high}, found {raw!r}."
         ) from None
     if not low <= value <= high:
         raise ConfigError(f"Config {name!r} must be between {low} and {high}, found {raw!r}.")
     return value
+
+
+def describe(settings: Settings, env: Mapping[str, str], *, version: str) -> str:
+    """The start-up line of `serve`: what it runs with, never a secret or a password."""
+    database = f"database {settings.database_path.resolve()}"
+    if not env.get("DATABASE_URL", "").strip():
+        database += (
+            " (DATABASE_URL is not set: using ./processor.db, which must be on a persistent disk)"
+        )
+    count = len(settings.webhook_secrets)
+    sweep = (
+        f"reconciliation every {settings.reconcile_interval:g} s"
+        if settings.reconcile_interval > 0
+        else "reconciliation off"
+    )
+    return (
+        f"codat-expenses {version}: {database}; Codat at {settings.base_url}; "
+        f"{count} webhook secret{'' if count == 1 else 's'}; "
+        f"query API {'on' if settings.status_tokens else 'off (STATUS_API_TOKEN unset)'}; {sweep}"
+    )
