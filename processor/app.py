@@ -21,6 +21,7 @@ from processor.queries import get_company, healthz, list_companies
 from processor.readers import Readers
 from processor.reconcile import sweep_periodically
 from processor.signature import Verifier
+from processor.webhook_health import WebhookHealth
 from processor.webhooks import error, receive_webhook
 from processor.worker import Worker
 from processor.writer import Writer
@@ -38,6 +39,7 @@ class Services:
     writer: Writer
     readers: Readers
     worker: Worker
+    health: WebhookHealth
 
 
 def create_app(
@@ -61,7 +63,9 @@ def create_app(
         )
         worker_reads = Store.open(settings.database_path, readonly=True)
         worker = Worker(writer, worker_reads, CodatClient(http), settings)
-        services = Services(settings, Verifier(settings.webhook_secrets), writer, readers, worker)
+        health = WebhookHealth(settings.rejection_window, settings.rejection_threshold)
+        verifier = Verifier(settings.webhook_secrets)
+        services = Services(settings, verifier, writer, readers, worker, health)
         tasks = []
         if run_worker:
             tasks.append(asyncio.create_task(worker.run()))

@@ -101,6 +101,9 @@ async def healthz(request: Request) -> Response:
         return _unhealthy("the store did not commit a write in time (locked or stalled)")
     except Exception as failure:
         return _unhealthy(f"the store cannot commit: {failure}")
+    reason = services.health.degraded()
+    if reason is not None:
+        return JSONResponse({"status": "degraded", "reason": reason})
     return JSONResponse({"status": "ok"})
 
 

@@ -22,13 +22,23 @@ MAX_HEADER_CHARS = 8192
 _SIGNATURE_ENTRY = re.compile(r"v[0-9a-z]+,[A-Za-z0-9+/=]+")
 
 
-class SignatureError(Exception):
-    """A webhook that cannot be accepted: `status` is 400 (malformed) or 401 (not authentic)."""
+SIGNATURE = "signature"
+TIMESTAMP = "timestamp"
+MALFORMED = "malformed"
 
-    def __init__(self, status: int, message: str) -> None:
+
+class SignatureError(Exception):
+    """A webhook that cannot be accepted: `status` is 400 (malformed) or 401 (not authentic).
+
+    `reason` is `signature`, `timestamp` or `malformed`; a `signature` message may quote the
+    header's entries, so it is answered to the sender but never logged.
+    """
+
+    def __init__(self, status: int, message: str, reason: str = MALFORMED) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -56,7 +66,9 @@ class Verifier:
         signature = _header(headers, "signature")
         if not (stamp.isascii() and stamp.isdigit()) or len(stamp) > 12:
             raise SignatureError(
-                400, f"expected webhook-timestamp to be Unix seconds, found {_shown(stamp)}"
+                400,
+                f"expected webhook-timestamp to be Unix seconds, found {_shown(stamp)}",
+                TIMESTAMP,
             )
         signature = _check_signature_header(signature)
         timestamp = int(stamp)
@@ -67,6 +79,7 @@ class Verifier:
                 401,
                 f"webhook-timestamp is {abs(int(skew))} s {direction}; expected within "
                 f"{TOLERANCE_SECONDS} s of the server's clock",
+                TIMESTAMP,
             )
         try:
             body.decode("utf-8")
@@ -83,10 +96,12 @@ class Verifier:
                 continue
             except ValueError as error:  # binascii.Error and friends: malformed base64
                 raise SignatureError(
-                    400, f"expected base64 signatures in webhook-signature: {error}"
+                    400, f"expected base64 signatures in webhook-signature: {error}", SIGNATURE
                 ) from None
             return VerifiedMessage(message_id, timestamp, _kept_headers(headers))
-        raise SignatureError(401, "no signature in webhook-signature matches a configured secret")
+        raise SignatureError(
+            401, "no signature in webhook-signature matches a configured secret", SIGNATURE
+        )
 
 
 def _header(headers: Mapping[str, str], name: str) -> str:
@@ -110,20 +125,27 @@ def _check_signature_header(signature: str) -> str:
             400,
             f"expected at most {MAX_SIGNATURES} signatures in webhook-signature, "
             f"found {len(entries)}",
+            SIGNATURE,
         )
     for entry in entries:
         if not _SIGNATURE_ENTRY.fullmatch(entry):
             raise SignatureError(
-                400, f"expected webhook-signature entries like 'v1,<base64>', found {_shown(entry)}"
+                400,
+                f"expected webhook-signature entries like 'v1,<base64>', found {_shown(entry)}",
+                SIGNATURE,
             )
         try:
             base64.b64decode(entry.partition(",")[2], validate=True)
         except (binascii.Error, ValueError):
             raise SignatureError(
-                400, f"expected base64 after the comma in webhook-signature, found {_shown(entry)}"
+                400,
+                f"expected base64 after the comma in webhook-signature, found {_shown(entry)}",
+                SIGNATURE,
             ) from None
     if not any(entry.startswith("v1,") for entry in entries):
-        raise SignatureError(401, "expected at least one 'v1,' signature in webhook-signature")
+        raise SignatureError(
+            401, "expected at least one 'v1,' signature in webhook-signature", SIGNATURE
+        )
     return " ".join(entries)
 
 

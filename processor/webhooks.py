@@ -9,9 +9,11 @@ from starlette.responses import JSONResponse, Response
 
 from processor import clock
 from processor.intake import BodyError, parse_body, webhook_event
-from processor.signature import SignatureError
+from processor.signature import MALFORMED, SIGNATURE, SignatureError
 
 log = logging.getLogger(__name__)
+TOO_LARGE = "too_large"
+STORE_UNAVAILABLE = "store_unavailable"
 
 
 class BodyTooLarge(Exception):
@@ -23,20 +25,22 @@ async def receive_webhook(request: Request) -> Response:
     limit = services.settings.max_body_bytes
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
-        return _too_large(limit, f"{declared} bytes declared")
+        return _too_large(request, limit, f"{declared} bytes declared")
     try:
         body = await _read_body(request, limit)
     except BodyTooLarge:
-        return _too_large(limit, "more than that was sent")
+        return _too_large(request, limit, "more than that was sent")
     except ClientDisconnect:
-        return error(400, "the client went away before sending the whole body")
+        message = "the client went away before sending the whole body"
+        return _rejected(request, 400, MALFORMED, message, message)
     try:
         verified = services.verifier.verify(body, request.headers)
         data = parse_body(body)
     except SignatureError as failure:
-        return error(failure.status, failure.message)
+        shown = None if failure.reason == SIGNATURE else failure.message
+        return _rejected(request, failure.status, failure.reason, failure.message, shown)
     except BodyError as failure:
-        return error(400, str(failure))
+        return _rejected(request, 400, MALFORMED, str(failure), str(failure))
     event = webhook_event(
         data,
         body=body,
@@ -49,7 +53,9 @@ async def receive_webhook(request: Request) -> Response:
         result = await services.writer.append(event)
     except Exception as failure:
         log.error("webhook %s not stored: %s", verified.message_id, failure)
+        services.health.rejected(STORE_UNAVAILABLE)
         return error(503, f"the event could not be stored, retry later: {failure}")
+    services.health.accepted(result.status)
     services.worker.wake()
     return JSONResponse({"status": result.status, "messageId": verified.message_id})
 
@@ -64,10 +70,27 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _too_large(limit: int, found: str) -> Response:
-    response = error(413, f"expected a body of at most {limit} bytes, found {found}")
+def _too_large(request: Request, limit: int, found: str) -> Response:
+    message = f"expected a body of at most {limit} bytes, found {found}"
+    response = _rejected(request, 413, TOO_LARGE, message, message)
     response.headers["Connection"] = "close"
     return response
+
+
+def _rejected(
+    request: Request, status: int, reason: str, message: str, loggable: str | None
+) -> Response:
+    """Count and log a refused webhook (never its secret or signature), then answer it."""
+    request.state.services.health.rejected(reason)
+    message_id = request.headers.get("webhook-id") or request.headers.get("svix-id") or ""
+    log.warning(
+        "webhook rejected: %d %s, message %s%s",
+        status,
+        reason,
+        repr(message_id[:80]) if message_id else "without an id",
+        f": {loggable}" if loggable else "",
+    )
+    return error(status, message)
 
 
 def error(status: int, message: str) -> JSONResponse:

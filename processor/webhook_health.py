@@ -1,0 +1,66 @@
+"""What recent webhooks tell about the endpoint: counts by outcome, and a wrong secret noticed.
+
+A wrong but well-formed `CODAT_WEBHOOK_SECRET` makes every delivery a 401 while the store is
+fine; Codat retries for a day and disables the endpoint after five. When, over the last
+`window` seconds, no webhook was accepted and at least `threshold` were refused for their
+signature or timestamp, `/healthz` says `degraded` with the reason.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from processor.signature import SIGNATURE, TIMESTAMP
+
+DEFAULT_WINDOW_SECONDS = 600.0
+DEFAULT_THRESHOLD = 5
+
+
+@dataclass
+class WebhookHealth:
+    """Counts webhooks by outcome; says when the recent ones were all refused as not authentic."""
+
+    window: float = DEFAULT_WINDOW_SECONDS
+    threshold: int = DEFAULT_THRESHOLD
+    clock: Callable[[], float] = time.monotonic
+    outcomes: Counter[str] = field(default_factory=Counter)
+    _last_accepted: float | None = None
+    _refusals: deque[tuple[float, str]] = field(default_factory=deque)
+
+    def accepted(self, outcome: str) -> None:
+        self.outcomes[outcome] += 1
+        self._last_accepted = self.clock()
+
+    def rejected(self, reason: str) -> None:
+        self.outcomes[f"rejected:{reason}"] += 1
+        if reason in (SIGNATURE, TIMESTAMP):
+            self._refusals.append((self.clock(), reason))
+            while len(self._refusals) > self.threshold:
+                self._refusals.popleft()
+
+    def degraded(self) -> str | None:
+        """Why the endpoint looks misconfigured, or None."""
+        now = self.clock()
+        if self._last_accepted is not None and now - self._last_accepted <= self.window:
+            return None
+        recent = [reason for at, reason in self._refusals if now - at <= self.window]
+        if len(recent) < self.threshold:
+            return None
+        counts = Counter(recent)
+        cause = (
+            "check CODAT_WEBHOOK_SECRET against the signing secret in the Codat Portal"
+            if counts[SIGNATURE] >= counts[TIMESTAMP]
+            else "check this server's clock (NTP): timestamps are outside +-5 minutes"
+        )
+        return (
+            f"at least {len(recent)} webhooks in the last {self.window:.0f} s were refused "
+            f"({_joined(counts)}) and none was accepted: {cause}; Codat disables an endpoint "
+            "that keeps failing"
+        )
+
+
+def _joined(counts: Counter[str]) -> str:
+    return ", ".join(f"{count} for their {reason}" for reason, count in sorted(counts.items()))
