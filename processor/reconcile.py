@@ -28,6 +28,7 @@ from store import NewEvent, Store
 log = logging.getLogger(__name__)
 READY_RECHECK = timedelta(days=1)
 MAX_RATE_LIMIT_WAITS = 5
+FIRST_SWEEP_AFTER = 1.0
 
 
 @dataclass
@@ -161,10 +162,18 @@ async def _with_rate_limit(codat: CodatClient, call: Any) -> Any:
     return await call()
 
 
-async def sweep_periodically(writer: Writes, codat: CodatClient, interval: float) -> None:
-    """The sweep inside `serve`: every `interval` seconds, until cancelled."""
+async def sweep_periodically(
+    writer: Writes, codat: CodatClient, interval: float, *, first_after: float = FIRST_SWEEP_AFTER
+) -> None:
+    """The sweep inside `serve`: shortly after start-up, then every `interval` seconds.
+
+    The first sweep comes soon, not an interval later: a customer who authorized while `serve`
+    was down would otherwise wait up to `interval` for the webhook Codat may have given up on.
+    """
+    delay = min(first_after, interval)
     while True:
-        await asyncio.sleep(interval)
+        await asyncio.sleep(delay)
+        delay = interval
         try:
             due = await writer.call(lambda store: due_companies(store, clock.now()))
             sweep = await reconcile(writer, codat, due)
