@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from handlers.events import LINKED
+from handlers.events import ACCOUNTING, LINKED, PENDING_AUTH
 from handlers.transitions import COMPANY_CREATED, CONNECTION_CREATED, CONNECTION_DISCONNECTED
 from processor import clock
 from processor.codat import CodatClient, CodatError
@@ -24,9 +24,22 @@ from store import NewEvent, Store
 class OnboardingError(Exception):
     """A step that could not be done; the message says what to do next."""
 
-    def __init__(self, message: str, *, company_id: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        company_id: str | None = None,
+        existing: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(message)
         self.company_id = company_id
+        self.existing = existing
+
+    def to_json(self) -> dict[str, Any]:
+        answer: dict[str, Any] = {"error": str(self), "companyId": self.company_id}
+        if self.existing is not None:
+            answer["existing"] = self.existing
+        return answer
 
 
 @dataclass(frozen=True)
@@ -58,9 +71,21 @@ async def onboard(
     name: str,
     platform_key: str,
     company_id: str | None = None,
+    force: bool = False,
 ) -> Onboarded:
-    """Create the company (unless `company_id` continues an earlier run) and its connection."""
+    """Create the company (unless `company_id` continues an earlier run) and its connection.
+
+    Unless `force`, refuses a name already in the store and a company that already has a
+    PendingAuth or Linked accounting connection: a second one is rarely what was meant.
+    """
     if company_id is None:
+        named = store.companies_named(name)
+        if named and not force:
+            raise OnboardingError(
+                f"a company named {name!r} is already in the store ({', '.join(named)}); "
+                "run again with --force to create another one, or with --company ID to continue",
+                existing={"companyIds": named},
+            )
         try:
             company = await codat.create_company(name, idempotency_key=str(uuid.uuid4()))
         except CodatError as error:
@@ -73,6 +98,8 @@ async def onboard(
         except CodatError as error:
             raise OnboardingError(f"cannot continue with company {company_id}: {error}") from None
         _record(store, company_id, COMPANY_CREATED, company, "company")
+        if not force:
+            await _refuse_second_connection(codat, company_id)
     try:
         connection = await codat.create_connection(
             company_id, platform_key, idempotency_key=str(uuid.uuid4())
@@ -93,6 +120,33 @@ async def onboard(
         link_url=str(connection.get("linkUrl") or ""),
         state=state.state if state else "created",
     )
+
+
+async def _refuse_second_connection(codat: CodatClient, company_id: str) -> None:
+    try:
+        connections = await codat.list_connections(company_id)
+    except CodatError as error:
+        raise OnboardingError(
+            f"cannot list the connections of company {company_id}: {error}", company_id=company_id
+        ) from None
+    for connection in connections:
+        if connection.get("sourceType") not in (ACCOUNTING, None):
+            continue
+        if connection.get("status") in (PENDING_AUTH, LINKED):
+            existing = {
+                "connectionId": connection.get("id"),
+                "platformKey": connection.get("integrationKey"),
+                "status": connection.get("status"),
+                "linkUrl": connection.get("linkUrl"),
+            }
+            raise OnboardingError(
+                f"company {company_id} already has a {connection.get('status')} accounting "
+                f"connection {connection.get('id')} ({connection.get('integrationKey')}), "
+                f"Link URL: {connection.get('linkUrl')}; run again with --force to create a "
+                "second one",
+                company_id=company_id,
+                existing=existing,
+            )
 
 
 async def unlink(store: Store, codat: CodatClient, company_id: str) -> dict[str, Any]:

@@ -77,6 +77,22 @@ def select_companies(store: Store, selection: Selection) -> tuple[list[str], int
     return sorted({e.company_id for e in events if e.company_id}), len(events)
 
 
+def unknown_selector(store: Store, selection: Selection) -> str | None:
+    """Why nothing matched, when a selector names what the store has never seen."""
+    if selection.company_id is not None and not store.knows_company(selection.company_id):
+        return f"no company {selection.company_id!r} in the store (expected a stored company id)"
+    if selection.event_id is not None and not store.find_events(
+        event_or_message_id=selection.event_id
+    ):
+        return f"no event or webhook message {selection.event_id!r} in the store"
+    if selection.event_type is not None:
+        types = store.event_types()
+        if selection.event_type not in types:
+            known = ", ".join(types) or "none"
+            return f"no event of type {selection.event_type!r} in the store (stored types: {known})"
+    return None
+
+
 def plan(store: Store, company_id: str) -> Plan:
     """What a replay of one company would produce, computed without writing anything."""
     current = load_state(store, company_id)

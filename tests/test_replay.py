@@ -185,13 +185,16 @@ def test_replay_with_nothing_matching(tmp_path: Path, codat: Codat, serve: Serve
     cli = Cli(serve.database, codat.url)
     before = stored_state(serve.database, company_id)
     unknown = "00000000-0000-0000-0000-000000000000"
-    for args in (
-        ["--company", unknown],
-        ["--event", "msg_never_seen"],
-        ["--since", "2999-01-01T00:00:00Z"],
-        ["--company", company_id, "--type", "connection.nonsense"],
-        ["--failed"],
+    for args, named in (
+        (["--company", unknown], f"no company '{unknown}'"),
+        (["--event", "msg_never_seen"], "no event or webhook message 'msg_never_seen'"),
+        (["--company", company_id, "--type", "connection.nonsense"], "connection.connected"),
     ):
+        for dry_run in ([], ["--dry-run"]):
+            refused = cli.run("replay", *dry_run, *args)
+            assert refused.returncode == 2, refused.describe()
+            assert named in refused.stderr, refused.describe()
+    for args in (["--since", "2999-01-01T00:00:00Z"], ["--failed"]):
         result = cli.ok("replay", *args)
         assert "no stored events match" in result.stdout, result.describe()
         assert "nothing to do" in result.stdout, result.describe()
