@@ -140,9 +140,12 @@ def test_read_only_database_stops_start_up_with_one_line(small_disk: Path, secre
     }
     command = [sys.executable, "-m", "processor", "serve", "--port", "0"]
     with read_only(database):
-        done = subprocess.run(
-            command, env=env, capture_output=True, text=True, timeout=30, cwd=small_disk
-        )
+        try:
+            done = subprocess.run(
+                command, env=env, capture_output=True, text=True, timeout=30, cwd=small_disk
+            )
+        except subprocess.TimeoutExpired as running:
+            pytest.fail(f"serve started on a read-only database; stderr: {running.stderr!r}")
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
