@@ -113,6 +113,15 @@ def _company_created(state: CompanyState, event: Event) -> Transition:
 def _connection_event(state: CompanyState, event: Event, connection: Connection) -> Transition:
     if _is_stale(state, connection.id, event):
         return Transition(state, (), STALE)
+    step = _connection_step(state, event, connection)
+    if step.state == state and state.watermarks.get(connection.id) == _mark(event):
+        # The newest event about this connection, again (a redelivery under another message
+        # id, a replayed copy): it says nothing new and asks for nothing.
+        return Transition(state, (), DUPLICATE)
+    return step
+
+
+def _connection_step(state: CompanyState, event: Event, connection: Connection) -> Transition:
     if _is_expense(state, event, connection):
         return _role_event(state, event, connection, EXPENSE_ROLE, state.expense_connection)
     if connection.source_type not in (None, ACCOUNTING):
@@ -153,8 +162,15 @@ def _role_event(
 def _accounting_event(state: CompanyState, event: Event, connection: Connection) -> Transition:
     if event.event_type == CONNECTION_DELETED:
         return _applied(replace(state, accounting_connection=None))
-    status = _status_after(event, connection)
     previous = state.accounting_connection
+    status = _status_after(event, connection)
+    if event.event_type == CONNECTION_FAILED:
+        # A failed attempt to link never links: a Linked snapshot in it is not trusted to move
+        # the company forward (Codat's example bodies carry PendingAuth; the worker and the
+        # sweep ask Codat before anything irreversible). A connection already known Linked
+        # stays Linked: the failure was of a later attempt.
+        known_linked = previous is not None and previous.id == connection.id
+        status = LINKED if known_linked and previous.status == LINKED else PENDING_AUTH
     updated = replace(connection, status=status)
     if previous is not None and previous.id == connection.id:
         # Legacy bodies carry no platform name or source type: keep what we knew.

@@ -38,10 +38,12 @@ from handlers.transitions import (
     CONNECTION_FAILED,
     CONNECTION_OBSERVED,
     CONNECTION_RECONNECTED,
+    DUPLICATE,
     IGNORED,
     PARTNER_CONNECTION_CREATED,
     PARTNER_CONNECTION_FAILED,
     STALE,
+    Transition,
     fold,
     initial_state,
     transition,
@@ -694,7 +696,7 @@ def test_connection_failed_without_a_message_still_says_why() -> None:
     assert "fail" in step.state.last_error
 
 
-def test_connection_failed_with_a_linked_snapshot_stays_linked_and_then_clears_on_connect() -> None:
+def test_repeated_connection_failed_keeps_pending_auth_and_clears_on_connect() -> None:
     state = build(
         *H_PENDING,
         ev(CONNECTION_FAILED, 2, acc(PENDING_AUTH), error="cancelled"),
@@ -706,6 +708,28 @@ def test_connection_failed_with_a_linked_snapshot_stays_linked_and_then_clears_o
     assert step.state.state == LINKED_STATE
     assert step.state.last_error is None
     assert step.state.last_error_at is None
+
+
+def test_connection_failed_with_a_linked_snapshot_never_links() -> None:
+    """Driven by the event type (CODAT.md): a failed attempt does not move pending_auth on,
+    whatever status its snapshot carries, and asks for nothing."""
+    step = transition(build(*H_PENDING), ev(CONNECTION_FAILED, 2, acc(LINKED), error="cancelled"))
+    assert step.outcome == APPLIED
+    assert step.state.state == PENDING_AUTH_STATE
+    assert step.state.accounting_connection == acc(PENDING_AUTH)
+    assert step.state.last_error == "cancelled"
+    assert step.commands == ()
+
+
+def test_connection_failed_after_linked_stays_linked_and_then_clears_on_connect() -> None:
+    """A connection already known Linked stays Linked when a later attempt fails."""
+    step = transition(build(*H_LINKED), ev(CONNECTION_FAILED, 3, acc(LINKED), error="expired"))
+    assert step.state.state == LINKED_STATE
+    assert step.state.accounting_connection == acc(LINKED)
+    assert step.state.last_error == "expired"
+    again = transition(step.state, ev(CONNECTION_RECONNECTED, 4, acc(LINKED)))
+    assert again.state.state == LINKED_STATE
+    assert again.state.last_error is None
 
 
 def test_partner_connection_failed_records_the_error() -> None:
@@ -748,11 +772,25 @@ def test_stale_event_is_stale_per_connection_not_globally() -> None:
     assert step.commands == ()
 
 
-def test_duplicate_of_the_newest_event_changes_nothing() -> None:
-    before = build(*H_LINKED)
-    step = transition(before, H_LINKED[-1])
-    assert step.state == before
-    assert step.outcome in (APPLIED, STALE)
+@pytest.mark.parametrize(
+    "history", [H_PENDING, H_LINKED, H_READY, H_DISCONNECTED], ids=lambda h: h[-1].event_type
+)
+def test_duplicate_of_the_newest_event_changes_nothing(history: tuple[Event, ...]) -> None:
+    """The newest event again (another message id, a replayed copy) is a duplicate: in
+    `linked` it must not ask for a second partner expense connection."""
+    before = build(*history)
+    step = transition(before, history[-1])
+    assert step == Transition(before, (), DUPLICATE)
+
+
+def test_same_instant_but_different_news_is_not_a_duplicate() -> None:
+    """Equal marks with new facts (a legacy body to the second) still apply."""
+    before = build(*H_PENDING)
+    renamed = replace(acc(PENDING_AUTH), platform_name="Xero (renamed)")
+    step = transition(before, ev(CONNECTION_CREATED, 1, renamed))
+    assert step.outcome == APPLIED
+    assert step.state.accounting_connection is not None
+    assert step.state.accounting_connection.platform_name == "Xero (renamed)"
 
 
 def test_legacy_event_keeps_platform_name_and_source_type() -> None:
