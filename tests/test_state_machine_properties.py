@@ -598,10 +598,10 @@ def test_late_event_of_a_deleted_expense_connection_does_not_replace_the_current
 def test_replaced_accounting_connection_leaves_no_customer_stuck_in_linked(
     tmp_path: Path,
 ) -> None:
-    """Connection A is linked (an intent for A opens), then deleted and replaced by B, linked,
-    all folded in one batch; an executor that still finds A's intent finds A gone (404) and
-    records that, as processor/effects.py does. B is linked: an intent to create the partner
-    connection for B must then be open."""
+    """Connection A is linked and an executor takes A's intent; meanwhile A is deleted and
+    replaced by B, linked, and that is folded (A's intent is cancelled, B's opened). The
+    executor then finds A gone (404) and records that, as processor/effects.py does, on the
+    intent it holds. B is linked: B's intent must still be open, A's stay closed."""
     a, b = accounting(1), accounting(2)
     events = _timeline(
         (CONNECTION_CREATED, a),
@@ -615,21 +615,23 @@ def test_replaced_accounting_connection_leaves_no_customer_stuck_in_linked(
         with store.transaction():
             store.append_events(events[:2])
             fold_pending(store, COMPANY, NOW)
+        [held] = open_intents(store)  # what the executor took before the rest arrived
+        assert held.connection_id == "acc-1"
         with store.transaction():
             store.append_events(events[2:])
             fold_pending(store, COMPANY, NOW)
-        for effect in open_intents(store):
-            if effect.connection_id != "acc-1":
-                continue  # only A is gone from Codat
-            gone = {"id": effect.connection_id, "status": "Deleted"}
-            attempt = Attempt(CONNECTION_DELETED, gone, EFFECT_CANCELLED, "accounting gone")
-            with store.transaction():
-                record_attempt(store, effect, attempt, clock.now())
+        assert [intent.connection_id for intent in open_intents(store)] == ["acc-2"]
+        gone = {"id": held.connection_id, "status": "Deleted"}
+        attempt = Attempt(CONNECTION_DELETED, gone, EFFECT_CANCELLED, "accounting gone")
+        with store.transaction():
+            record_attempt(store, held, attempt, clock.now())
         with store.transaction():
             fold_pending(store, COMPANY, clock.now())
         state = load_state(store, COMPANY)
         assert state is not None
         assert facts(state) == (LINKED_STATE, ("acc-2", LINKED), None)
         assert [intent.connection_id for intent in open_intents(store)] == ["acc-2"]
+        closed = store.effect(held.id)
+        assert closed is not None and closed.status == EFFECT_CANCELLED
     finally:
         store.close()
