@@ -12,7 +12,7 @@ import pytest
 from processor.codat import basic_auth
 from processor.sandbox import SandboxServer
 from processor.sender import generate_secret
-from tests.support import API_KEY, ServeProcess, free_port
+from tests.support import API_KEY, Serve, ServeProcess, ServeThread, free_port
 
 
 class Codat:
@@ -80,11 +80,16 @@ def codat(secret: str, serve_port: int) -> Iterator[Codat]:
 
 
 @pytest.fixture
-def serve(tmp_path: Path, codat: Codat, secret: str, serve_port: int) -> Iterator[ServeProcess]:
-    process = ServeProcess(
+def serve(
+    request: pytest.FixtureRequest, tmp_path: Path, codat: Codat, secret: str, serve_port: int
+) -> Iterator[Serve]:
+    """`serve` in a thread of the test process; a real process for tests marked
+    `serve_process` (those that kill it or read what only a process has)."""
+    kind = ServeProcess if request.node.get_closest_marker("serve_process") else ServeThread
+    server = kind(
         tmp_path / "processor.db",
         {"CODAT_API_KEY": API_KEY, "CODAT_BASE_URL": codat.url, "CODAT_WEBHOOK_SECRET": secret},
         port=serve_port,
     )
-    with process:
-        yield process
+    with server:
+        yield server

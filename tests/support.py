@@ -1,20 +1,25 @@
-"""Test support: a real `serve` process on loopback, signed requests, and polling."""
+"""Test support: a real `serve` (a process, or a thread) on loopback, signed requests, polling."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import uvicorn
 
+from processor import config
+from processor.app import create_app
 from processor.sender import sign_headers
 from store import Store, StoredEvent
 
@@ -43,8 +48,8 @@ def wait_for(
     return last
 
 
-class ServeProcess:
-    """`codat-expenses serve` as a real process, which tests may kill and restart."""
+class Serve:
+    """What tests ask of a running `serve`, however it runs: its URL, database and documents."""
 
     def __init__(self, database: Path, env: dict[str, str], port: int | None = None) -> None:
         self.database = database
@@ -59,44 +64,28 @@ class ServeProcess:
             "CODAT_TIMEOUT_SECONDS": "2",
             **env,
         }
-        self.process: subprocess.Popen[bytes] | None = None
-        self.log = database.with_suffix(".serve.log")
 
-    def start(self) -> ServeProcess:
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "processor", "serve", "--port", str(self.port)],
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        wait_for(self._healthy, timeout=20, what=f"serve on {self.url} (log: {self.log})")
-        return self
+    def start(self) -> Serve:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def kill(self) -> None:
+        raise NotImplementedError
+
+    def logs(self) -> str:
+        raise NotImplementedError
+
+    def _alive(self) -> None:
+        """Fail at once, with the logs, if `serve` has stopped."""
 
     def _healthy(self) -> bool:
-        if self.process is not None and self.process.poll() is not None:
-            raise AssertionError(f"serve exited with {self.process.returncode}: {self.logs()}")
+        self._alive()
         try:
             return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
         except httpx.TransportError:
             return False
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown, no flush, as in a crash."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def logs(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
 
     def company(self, company_id: str) -> dict[str, Any] | None:
         answer = httpx.get(
@@ -122,11 +111,122 @@ class ServeProcess:
 
         return wait_for(reached, timeout, what=f"company {company_id} to be {state}")
 
-    def __enter__(self) -> ServeProcess:
+    def __enter__(self) -> Serve:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class ServeProcess(Serve):
+    """`codat-expenses serve` as a real process, which tests may kill and restart."""
+
+    def __init__(self, database: Path, env: dict[str, str], port: int | None = None) -> None:
+        super().__init__(database, env, port)
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log = database.with_suffix(".serve.log")
+
+    def start(self) -> ServeProcess:
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "processor", "serve", "--port", str(self.port)],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        wait_for(self._healthy, timeout=20, what=f"serve on {self.url} (log: {self.log})")
+        return self
+
+    def _alive(self) -> None:
+        if self.process is not None and self.process.poll() is not None:
+            raise AssertionError(f"serve exited with {self.process.returncode}: {self.logs()}")
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no flush, as in a crash."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def logs(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def __enter__(self) -> ServeProcess:
+        return self.start()
+
+
+class ServeThread(Serve):
+    """The real app, worker and sweep under uvicorn in a thread of the test process.
+
+    Real loopback HTTP and a real SQLite file, without starting an interpreter: for tests that
+    neither kill `serve` nor test the command line. Its log is the `processor` loggers' lines.
+    """
+
+    def __init__(self, database: Path, env: dict[str, str], port: int | None = None) -> None:
+        super().__init__(database, env, port)
+        self.server: uvicorn.Server | None = None
+        self.thread: threading.Thread | None = None
+        self.lines: list[str] = []
+        self._handler = _ListHandler(self.lines)
+
+    def start(self) -> ServeThread:
+        settings = config.load(self.env)
+        Store.open(settings.database_path).close()  # as `serve` does before binding
+        app = create_app(settings)
+        self.server = uvicorn.Server(
+            uvicorn.Config(
+                app,
+                host="127.0.0.1",
+                port=self.port,
+                access_log=False,
+                log_config=None,
+                timeout_graceful_shutdown=10,
+            )
+        )
+        logger = logging.getLogger("processor")
+        logger.addHandler(self._handler)
+        logger.setLevel(logging.INFO)
+        self.thread = threading.Thread(target=self.server.run, name=f"serve-{self.port}")
+        self.thread.start()
+        wait_for(self._healthy, timeout=20, what=f"serve on {self.url}: {self.logs()}")
+        return self
+
+    def _alive(self) -> None:
+        if self.thread is not None and not self.thread.is_alive():
+            raise AssertionError(f"serve's thread ended: {self.logs()}")
+
+    def kill(self) -> None:
+        raise AssertionError("serve in a thread cannot be killed: use ServeProcess")
+
+    def stop(self) -> None:
+        if self.server is not None and self.thread is not None:
+            self.server.should_exit = True
+            self.thread.join(20)
+            assert not self.thread.is_alive(), "serve's thread did not stop in 20 s"
+        logging.getLogger("processor").removeHandler(self._handler)
+
+    def logs(self) -> str:
+        return "\n".join(self.lines)
+
+    def __enter__(self) -> ServeThread:
+        return self.start()
+
+
+class _ListHandler(logging.Handler):
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines = lines
+        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
 
 
 def post_webhook(

@@ -34,6 +34,7 @@ from tests.load_support import (
 )
 from tests.support import ServeProcess, partner_connections, post_webhook, wait_for
 
+pytestmark = pytest.mark.serve_process
 HOLD = 1.5  # seconds Codat holds a request: less than serve's 2 s client timeout
 POLL = 0.01
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from handlers.state import CompanyState
 from processor import clock
@@ -299,6 +300,7 @@ def test_codat_400_shows_in_last_error(codat: Codat, serve: ServeProcess) -> Non
     assert partner_connections(codat.state(), company_id) == []
 
 
+@pytest.mark.serve_process
 def test_sigkill_after_codat_created_the_connection_before_it_was_recorded(
     codat: Codat, serve: ServeProcess
 ) -> None:

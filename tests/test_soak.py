@@ -19,7 +19,11 @@ from tests.conftest import Codat
 from tests.support import ServeProcess, partner_connections, wait_for
 
 SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "600"))
-pytestmark = [pytest.mark.soak, pytest.mark.timeout(SOAK_SECONDS + 300)]
+pytestmark = [
+    pytest.mark.soak,
+    pytest.mark.serve_process,
+    pytest.mark.timeout(SOAK_SECONDS + 300),
+]
 
 
 def test_memory_and_file_descriptors_stay_flat(codat: Codat, serve: ServeProcess) -> None:
