@@ -20,16 +20,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import click
 import httpx
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
+from rich.text import Text
 
 from processor.codat import CodatClient, new_client
 from processor.platforms import resolve_platform
 from processor.sandbox import SandboxServer
 from processor.sender import generate_secret
 
-console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
+# On a terminal or with COLUMNS set, rich fits the tables to that width; through a pipe, 120.
+# Link URLs and ids are printed with click.echo, never wrapped or cut, so they can be copied.
+console = Console(
+    highlight=False,
+    width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 120,
+)
 
 
 @dataclass
@@ -57,11 +64,19 @@ async def _demo(folder: Path, timeout: float) -> int:
         serve = _start_serve(folder, port, api_key, sandbox.url, secret, token)
         try:
             expected = await _onboard(sandbox.url, api_key)
-            return await _check(sandbox.url, f"http://127.0.0.1:{port}", token, expected, timeout)
+            code = await _check(sandbox.url, f"http://127.0.0.1:{port}", token, expected, timeout)
         finally:
             serve.terminate()
             serve.wait(15)
-            console.print(f"[dim]serve log: {(folder / 'serve.log').stat().st_size} bytes[/]")
+        if code != 0:
+            # The log goes with the temporary folder: show its end while it still exists.
+            click.echo(_log_tail(folder / "serve.log"), err=True)
+        return code
+
+
+def _log_tail(path: Path, lines: int = 40) -> str:
+    tail = path.read_text(errors="replace").splitlines()[-lines:]
+    return "\n".join([f"--- last {len(tail)} lines of serve's log ---", *tail])
 
 
 def _start_serve(
@@ -76,17 +91,20 @@ def _start_serve(
         "STATUS_API_TOKEN": token,
         "RETRY_INITIAL_SECONDS": "0.1",
     }
-    log = (folder / "serve.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "processor", "serve", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    with (folder / "serve.log").open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "processor", "serve", "--port", str(port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise SystemExit(f"serve exited with {process.returncode}; see its log")
+            raise SystemExit(
+                f"serve exited with {process.returncode} before answering /healthz\n"
+                + _log_tail(folder / "serve.log")
+            )
         try:
             if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
                 console.print(f"[bold]serve[/] on http://127.0.0.1:{port} (pid {process.pid})")
@@ -94,7 +112,10 @@ def _start_serve(
         except httpx.TransportError:
             time.sleep(0.05)
     process.kill()
-    raise SystemExit("serve did not start within 20 s")
+    process.wait(10)
+    raise SystemExit(
+        "serve did not answer 200 on /healthz within 20 s\n" + _log_tail(folder / "serve.log")
+    )
 
 
 async def _onboard(codat_url: str, api_key: str) -> list[Expected]:
@@ -106,9 +127,8 @@ async def _onboard(codat_url: str, api_key: str) -> list[Expected]:
             key, _ = resolve_platform(platform)
             company = await codat.create_company(name)
             connection = await codat.create_connection(company["id"], key)
-            console.print(
-                f"onboarded {name!r}: company {company['id']}, Link URL {connection['linkUrl']}"
-            )
+            click.echo(f"onboarded {name!r}: company {company['id']}")
+            click.echo(f"  Link URL: {connection['linkUrl']}")
             return company["id"], connection["id"]
 
         async def admin_post(path: str, **kwargs: Any) -> Any:
@@ -223,7 +243,8 @@ async def _wait(
 
 
 def _print_company(document: dict[str, Any], partners: int) -> None:
-    console.rule(f"{document['name']} [dim]{document['id']}[/]")
+    console.rule(Text(document["name"] or ""))
+    click.echo(f"company {document['id']}")
     accounting = document["accountingConnection"] or {}
     console.print(
         f"state [bold]{document['state']}[/]; accounting connection "
@@ -232,7 +253,9 @@ def _print_company(document: dict[str, Any], partners: int) -> None:
     )
     if document["lastError"]:
         console.print(f"last error: {document['lastError']['message']}")
-    table = Table("generated", "event", "source", "deliveries", "outcome")
+    # On a narrow terminal, cells fold onto more lines rather than lose their ends.
+    headers = ("generated", "event", "source", "deliveries", "outcome")
+    table = Table(*(Column(header, overflow="fold") for header in headers))
     for event in document["events"]:
         table.add_row(
             event["generatedDate"][:23],

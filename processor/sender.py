@@ -5,7 +5,7 @@ import base64
 import hashlib
 import hmac
 import secrets as random_secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
@@ -29,6 +29,23 @@ class Delivery:
     status: int | None
     delivered: bool
     errors: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One attempt at delivering a message, as the sender reports it to `on_attempt`.
+
+    `status` is the HTTP status, None when no answer came; `error` is None for a 2xx answer;
+    `retry_in` is the wait before the next attempt, None when no attempt follows.
+    """
+
+    message_id: str
+    url: str
+    number: int
+    of: int
+    status: int | None
+    error: str | None
+    retry_in: float | None
 
 
 def new_message_id() -> str:
@@ -104,8 +121,10 @@ class WebhookSender:
         retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
         header_prefix: str = "webhook",
         timeout: float = 15.0,
+        on_attempt: Callable[[Attempt], None] | None = None,
     ) -> None:
         self.url = url
+        self.on_attempt = on_attempt
         self.secrets = check_secrets(secrets)
         self.retry_delays = tuple(retry_delays)
         self.header_prefix = header_prefix
@@ -123,6 +142,12 @@ class WebhookSender:
             if delay:
                 await asyncio.sleep(delay)
             status, error = await self._attempt(message_id, body)
+            if self.on_attempt is not None:
+                last = error is None or attempt == len(delays)
+                retry_in = None if last else self.retry_delays[attempt - 1]
+                self.on_attempt(
+                    Attempt(message_id, self.url, attempt, len(delays), status, error, retry_in)
+                )
             if error is None:
                 return Delivery(message_id, attempt, status, True, errors)
             errors.append(f"attempt {attempt}: {error}")
@@ -138,7 +163,11 @@ class WebhookSender:
             return None, f"{type(exc).__name__}: {exc}"
         if response.is_success:
             return response.status_code, None
-        return response.status_code, f"HTTP {response.status_code}"
+        answer = " ".join(response.text.split())
+        answer = answer if len(answer) <= 200 else answer[:200] + "..."
+        return response.status_code, f"HTTP {response.status_code}" + (
+            f" {answer}" if answer else ""
+        )
 
     async def aclose(self) -> None:
         """Close the HTTP client if this sender opened it."""

@@ -1,5 +1,6 @@
 """Running the stand-in: on a free loopback port in a thread, or in the foreground."""
 
+import logging
 import socket
 import threading
 import time
@@ -12,6 +13,8 @@ from starlette.types import ASGIApp
 from processor.sandbox.app import create_app
 from processor.sandbox.state import Sandbox
 from processor.sender import DEFAULT_RETRY_DELAYS
+
+log = logging.getLogger("processor.sandbox")
 
 
 class LoopbackServer:
@@ -86,6 +89,17 @@ class SandboxServer(LoopbackServer):
 def serve_sandbox(
     host: str, port: int, api_key: str, webhook_url: str | None, secrets: Sequence[str]
 ) -> None:
-    """Run the sandbox in the foreground until interrupted."""
+    """Run the sandbox in the foreground until interrupted; log every webhook delivery attempt."""
     app = create_app(api_key, webhook_url=webhook_url, secrets=secrets)
+    if webhook_url:
+        log.info(
+            "webhooks go to %s, signed with %d secret(s); each attempt is logged below",
+            webhook_url,
+            len(secrets),
+        )
+    else:
+        log.warning(
+            "no webhook URL: webhooks are recorded (GET /_sandbox/state) but not sent until "
+            "POST /_sandbox/config sets webhookUrl and secrets"
+        )
     uvicorn.run(app, host=host, port=port, log_level="info")

@@ -4,6 +4,7 @@ import asyncio
 import base64
 import copy
 import hmac
+import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -19,7 +20,13 @@ from processor.sandbox.errors import (
 )
 from processor.sandbox.faults import Faults
 from processor.sandbox.idempotency import IdempotencyKeys
-from processor.sender import DEFAULT_RETRY_DELAYS, WebhookSender, check_secrets, new_message_id
+from processor.sender import (
+    DEFAULT_RETRY_DELAYS,
+    Attempt,
+    WebhookSender,
+    check_secrets,
+    new_message_id,
+)
 from processor.webhook_bodies import (
     company_event,
     connection_error,
@@ -30,6 +37,8 @@ from processor.webhook_bodies import (
     new_connection,
     utc_now,
 )
+
+log = logging.getLogger("processor.sandbox")
 
 
 @dataclass
@@ -261,6 +270,7 @@ class Sandbox:
             client=self.http,
             retry_delays=self.webhooks.retry_delays,
             header_prefix=header_prefix or self.webhooks.header_prefix,
+            on_attempt=lambda attempt: log_attempt(record["eventType"], attempt),
         )
         task = asyncio.create_task(self._deliver(sender, record, raw))
         self._tasks.add(task)
@@ -299,6 +309,31 @@ class Sandbox:
             "requests": self.requests,
             "faults": [rule.to_json() for rule in self.faults.rules],
         }
+
+
+def log_attempt(event_type: str | None, attempt: Attempt) -> None:
+    """One INFO line per delivery attempt: message, event type, URL, attempt and its answer."""
+    if attempt.error is None:
+        outcome = f"answered {attempt.status}"
+    elif attempt.status is None:
+        outcome = f"no answer ({attempt.error})"
+    else:
+        outcome = f"answered {attempt.error.removeprefix('HTTP ')}"
+    if attempt.error is not None:
+        outcome += (
+            f"; next attempt in {attempt.retry_in:g} s"
+            if attempt.retry_in is not None
+            else "; no attempts left, not delivered"
+        )
+    log.info(
+        "webhook %s (%s) -> %s attempt %d/%d: %s",
+        attempt.message_id,
+        event_type or "no event type",
+        attempt.url,
+        attempt.number,
+        attempt.of,
+        outcome,
+    )
 
 
 def _is_active(record: CompanyRecord) -> bool:
