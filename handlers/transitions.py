@@ -169,8 +169,8 @@ def _accounting_event(state: CompanyState, event: Event, connection: Connection)
         # the company forward (Codat's example bodies carry PendingAuth; the worker and the
         # sweep ask Codat before anything irreversible). A connection already known Linked
         # stays Linked: the failure was of a later attempt.
-        known_linked = previous is not None and previous.id == connection.id
-        status = LINKED if known_linked and previous.status == LINKED else PENDING_AUTH
+        same = previous is not None and previous.id == connection.id
+        status = LINKED if same and previous and previous.status == LINKED else PENDING_AUTH
     updated = replace(connection, status=status)
     if previous is not None and previous.id == connection.id:
         # Legacy bodies carry no platform name or source type: keep what we knew.

@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
+from importlib import metadata
 from typing import Any, NoReturn
 
 import click
 
-from processor import config
+from processor import config, tables
 from processor.documents import company_document, summary
+from processor.tables import Column, print_table
 from store import Store, StoreError
 
 log = logging.getLogger("processor")
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
-    click.echo(f"codat-expenses: {message}", err=True)
+    for line in message.splitlines():
+        click.echo(f"codat-expenses: {line}", err=True)
     sys.exit(code)
 
 
@@ -38,7 +42,15 @@ def open_store(settings: config.Settings, *, readonly: bool, must_exist: bool = 
         fail(str(error))
 
 
+def _version() -> str:
+    try:
+        return metadata.version("codat-expenses")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="codat-expenses", prog_name="codat-expenses")
 @click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
 def main(verbose: bool) -> None:
     """Onboard customers onto Codat's Sync for Expenses, driven by Codat's webhooks."""
@@ -62,10 +74,11 @@ def serve(host: str, port: int | None) -> None:
     settings = load_settings(require=config.SERVE_REQUIRES)
     # Open (and migrate) the store before binding, so a bad database stops start-up at once.
     open_store(settings, readonly=False, must_exist=False).close()
+    log.info("%s", config.describe(settings, os.environ, version=_version()))
     uvicorn.run(
         create_app(settings),
         host=host,
-        port=port or settings.port,
+        port=settings.port if port is None else port,
         access_log=False,
         log_level="info",
         timeout_graceful_shutdown=10,
@@ -96,9 +109,10 @@ def status(
             _print_company(document, as_json)
             return
         rows = _company_rows(store, state, failed, limit)
-        _print_table(rows, as_json)
+        counts = store.state_counts()
+        total = len(rows) if failed else counts.get(state, 0) if state else sum(counts.values())
+        _print_table(rows, as_json, total)
         if not as_json:
-            counts = store.state_counts()
             click.echo(", ".join(f"{name} {counts[name]}" for name in STATES if name in counts))
     finally:
         store.close()
@@ -117,10 +131,7 @@ def _print_company(document: dict[str, Any], as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(document, indent=2))
         return
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
+    console = tables.console()
     console.print(f"[bold]{document['id']}[/] {document.get('name') or ''}")
     console.print(f"state: [bold]{document['state']}[/]   updated {document['updatedAt']}")
     accounting = document["accountingConnection"]
@@ -141,40 +152,54 @@ def _print_company(document: dict[str, Any], as_json: bool) -> None:
             + (f", next at {effect['nextAttemptAt']}" if effect["nextAttemptAt"] else "")
             + (f": {effect['lastError']}" if effect["lastError"] else "")
         )
-    table = Table("generated", "event", "source", "outcome", "message id")
-    for event in document["events"]:
-        table.add_row(
-            event["generatedDate"],
-            event["eventType"],
-            event["source"],
-            event["outcome"],
-            event["messageId"],
-        )
-    console.print(table)
+    columns = (
+        Column("generated", whole=True, keep=True),
+        Column("event", keep=True),
+        Column("outcome", whole=True, keep=True),
+        Column("message id", whole=True),
+        Column("source", whole=True),
+    )
+    events = document["events"]
+    keys = ("generatedDate", "eventType", "outcome", "messageId", "source")
+    print_table(columns, [[str(event[key] or "") for key in keys] for event in events])
 
 
-def _print_table(rows: list[dict[str, Any]], as_json: bool) -> None:
+COMPANY_COLUMNS = (
+    Column("company", whole=True, keep=True),
+    Column("state", whole=True, keep=True),
+    Column("last error", keep=True),
+    Column("accounting", whole=True),
+    Column("expense", whole=True),
+    Column("name"),
+)
+
+
+def _print_table(rows: list[dict[str, Any]], as_json: bool, total: int) -> None:
     if as_json:
         click.echo(json.dumps({"companies": rows}, indent=2))
         return
-    from rich.console import Console
-    from rich.table import Table
+    print_table(COMPANY_COLUMNS, [_table_row(row) for row in rows])
+    noun = "company" if total == 1 else "companies"
+    if len(rows) < total:
+        click.echo(f"{len(rows)} of {total} {noun} shown; --limit N to show more")
+    else:
+        click.echo(f"{len(rows)} {noun}")
 
-    table = Table("company", "name", "state", "accounting", "expense", "last error")
-    for row in rows:
-        accounting = row["accountingConnection"] or {}
-        expense = row["expenseConnection"] or {}
-        error = row["lastError"] or {}
-        table.add_row(
-            row["id"],
-            row["name"] or "",
-            row["state"] or "",
-            accounting.get("status", ""),
-            expense.get("status", ""),
-            (error.get("message") or "")[:60],
-        )
-    Console().print(table)
-    click.echo(f"{len(rows)} compan{'y' if len(rows) == 1 else 'ies'}")
+
+def _table_row(row: dict[str, Any]) -> list[str]:
+    accounting = row["accountingConnection"] or {}
+    expense = row["expenseConnection"] or {}
+    error = (row["lastError"] or {}).get("message") or ""
+    for effect in row.get("failed", []):
+        error = "; ".join(part for part in (error, effect.get("lastError")) if part)
+    return [
+        row["id"],
+        row["state"] or "",
+        error,
+        accounting.get("status", ""),
+        expense.get("status", ""),
+        row["name"] or "",
+    ]
 
 
 @main.command()
@@ -188,20 +213,83 @@ def demo(timeout: float) -> None:
 
 
 @main.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=int, default=8100, show_default=True)
-@click.option("--api-key", envvar="CODAT_API_KEY", required=True, help="Key clients must send.")
-@click.option("--webhook-url", default=None, help="Where to deliver signed webhooks.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", type=int, default=8100, show_default=True, help="Port to listen on.")
 @click.option(
-    "--secret", "secrets", multiple=True, envvar="CODAT_WEBHOOK_SECRET", help="Signing secret(s)."
+    "--api-key",
+    envvar="CODAT_API_KEY",
+    show_envvar=True,
+    required=True,
+    help="Key clients must send (Basic auth), as serve's CODAT_API_KEY.",
+)
+@click.option(
+    "--webhook-url",
+    default=None,
+    help="Where to deliver signed webhooks, e.g. http://127.0.0.1:8000/webhooks/codat.",
+)
+@click.option(
+    "--secret",
+    "secrets",
+    multiple=True,
+    envvar="CODAT_WEBHOOK_SECRET",
+    show_envvar=True,
+    help="whsec_ signing secret(s), as serve's CODAT_WEBHOOK_SECRET (`codat-expenses secret`).",
 )
 def sandbox(
     host: str, port: int, api_key: str, webhook_url: str | None, secrets: tuple[str, ...]
 ) -> None:
-    """Run the local stand-in for Codat (for trials and fault drills; loopback only)."""
+    """Run the local stand-in for Codat (for trials and fault drills; loopback only).
+
+    Codat's onboarding API (companies, connections, partner expense connection) with Basic auth
+    and Idempotency-Key, and Svix-signed webhooks to --webhook-url with retries. Every delivery
+    attempt is logged on stderr with its answer.
+
+    \b
+    Admin routes (no auth; JSON bodies):
+      POST   /_sandbox/companies/{companyId}/connections/{connectionId}/authorize
+             the customer completes Link (PendingAuth, Unlinked or Deauthorized -> Linked)
+      POST   /_sandbox/companies/{companyId}/connections/{connectionId}/fail
+             Link fails: {"errorMessage": "..."} (optional)
+      POST   /_sandbox/companies/{companyId}/connections/{connectionId}/deauthorize
+             Linked -> Deauthorized
+      DELETE /_sandbox/companies/{companyId}/connections/{connectionId}
+             delete the connection
+      DELETE /_sandbox/companies/{companyId}
+             delete the company
+      POST   /_sandbox/companies/{companyId}/legacy
+             send this company's webhooks in the old rules format: {"legacy": true}
+      GET    /_sandbox/state
+             companies, connections, webhook bodies, deliveries, API requests, faults
+      POST   /_sandbox/config
+             {"webhookUrl", "secrets", "autoWebhooks", "retryDelays", "headerPrefix"}
+      POST   /_sandbox/faults
+             add fault rules (a JSON list; see the README)
+      DELETE /_sandbox/faults
+             clear the fault rules
+      POST   /_sandbox/webhooks/send
+             send a webhook: {"body": {...}} or {"raw": "..."}, "messageId", "repeat"
+    """
     from processor.sandbox import serve_sandbox
 
     split = [part for secret in secrets for part in secret.replace(",", " ").split()]
+    try:
+        config.check_webhook_secrets(split)
+    except config.ConfigError as error:
+        source = click.get_current_context().get_parameter_source("secrets")
+        from_option = source is click.core.ParameterSource.COMMANDLINE
+        prefix = "--secret: " if from_option else ""
+        fail("\n".join(prefix + line for line in str(error).splitlines()))
+    if webhook_url is not None:
+        if not webhook_url.startswith(("http://", "https://")):
+            fail(
+                "--webhook-url must be an http(s) URL such as "
+                f"http://127.0.0.1:8000/webhooks/codat, found {webhook_url!r}"
+            )
+        if not split:
+            fail(
+                "--webhook-url needs a signing secret: expected --secret or CODAT_WEBHOOK_SECRET "
+                "(make one with `codat-expenses secret`), found none"
+            )
     serve_sandbox(host, port, api_key, webhook_url, split)
 
 
@@ -236,7 +324,7 @@ def replay(
     import asyncio
 
     from processor import clock
-    from processor.replay import Selection, plan, select_companies
+    from processor.replay import Selection, plan, select_companies, unknown_selector
     from processor.replay import replay as run_replay
 
     if since is not None:
@@ -250,6 +338,8 @@ def replay(
         store = open_store(settings, readonly=True)
         try:
             companies, events = select_companies(store, selection)
+            if not companies and (reason := unknown_selector(store, selection)):
+                fail(reason)
             _print_plans([plan(store, c) for c in companies], events)
         finally:
             store.close()
@@ -258,6 +348,8 @@ def replay(
     store = open_store(settings, readonly=False)
     try:
         companies, events = select_companies(store, selection)
+        if not companies and (reason := unknown_selector(store, selection)):
+            fail(reason)
         if not companies:
             click.echo(f"no stored events match ({events} events, 0 companies); nothing to do")
             return
@@ -341,9 +433,19 @@ def _print_plans(plans: list[Any], events: int) -> None:
 @click.option("--name", required=True, help="The customer's company name.")
 @click.option("--platform", required=True, help="Platform key (gbol) or name (xero).")
 @click.option("--company", "company_id", help="Continue an earlier run for this company id.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Create even if the name is already stored or the company already has a PendingAuth "
+    "or Linked accounting connection.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def onboard(name: str, platform: str, company_id: str | None, as_json: bool) -> None:
-    """Create the company and its accounting connection; print the Link URL."""
+def onboard(name: str, platform: str, company_id: str | None, force: bool, as_json: bool) -> None:
+    """Create the company and its accounting connection; print the Link URL.
+
+    Exit status: 0 done, 1 Codat refused or a company or connection already exists (the
+    message says which; --force goes ahead), 2 bad arguments.
+    """
     import asyncio
 
     from processor.onboarding import OnboardingError
@@ -362,13 +464,18 @@ def onboard(name: str, platform: str, company_id: str | None, as_json: bool) -> 
             _closing(
                 codat,
                 run_onboard(
-                    store, codat, name=name, platform_key=platform_key, company_id=company_id
+                    store,
+                    codat,
+                    name=name,
+                    platform_key=platform_key,
+                    company_id=company_id,
+                    force=force,
                 ),
             )
         )
     except OnboardingError as error:
         if as_json:
-            click.echo(json.dumps({"error": str(error), "companyId": error.company_id}))
+            click.echo(json.dumps(error.to_json()))
         fail(str(error), 1)
     finally:
         store.close()
@@ -413,6 +520,17 @@ def reconcile(company_id: str | None) -> None:
     from processor.writer import DirectWriter
 
     settings = load_settings(require=("CODAT_API_KEY",))
+    if company_id is not None:
+        # Checked on a reader first: opening the store for writing commits a heartbeat.
+        reader = open_store(settings, readonly=True)
+        try:
+            if not reader.knows_company(company_id):
+                fail(
+                    f"no company {company_id!r} in {settings.database_path}; "
+                    "expected a stored company id"
+                )
+        finally:
+            reader.close()
     store = open_store(settings, readonly=False)
     codat = _codat(settings)
     try:
@@ -429,3 +547,11 @@ def reconcile(company_id: str | None) -> None:
     for error in sweep.errors:
         click.echo(f"  error: {error}", err=True)
     sys.exit(1 if sweep.errors else 0)
+
+
+@main.command("secret")
+def secret_command() -> None:
+    """Print a fresh webhook signing secret (whsec_<base64>) for serve and sandbox."""
+    from processor.sender import generate_secret
+
+    click.echo(generate_secret())
