@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 
 from handlers.transitions import IGNORED
 from processor import clock
-from processor.folding import fold_pending
+from processor.folding import FoldReport, fold_companies, fold_pending
 from processor.intake import (
     CURRENT,
     LEGACY,
@@ -29,11 +30,12 @@ from processor.webhook_bodies import (
     new_company,
     new_connection,
 )
-from store import NewEvent, Store
+from store import NewEvent, Store, StoredEvent
 
 TIMESTAMP = 1_709_287_200  # 2024-03-01T10:00:00Z
 TIMESTAMP_DATE = "2024-03-01T10:00:00.0000000Z"
 RECEIVED_AT = "2024-03-01T10:00:00.5000000Z"
+FOLDED_AT = "2024-03-01T10:00:01.0000000Z"  # the worker's clock when it folds
 MESSAGE_ID = "msg_2d3JpbQ0AgzyCaJdYbKFWuTUDhV"
 HEADERS = {"webhook-id": MESSAGE_ID, "webhook-timestamp": str(TIMESTAMP)}
 
@@ -286,23 +288,61 @@ def test_legacy_transition_without_a_current_type_is_stored_and_folds_as_ignored
 # -- unknown types, and events for no company ----------------------------------------------------
 
 
-def assert_folds_as_ignored(tmp_path: Path, event: NewEvent) -> None:
-    """The event is stored, and folding it records "ignored" without changing the state."""
+def fold_like_the_worker(store: Store) -> list[FoldReport]:
+    """One wake of the worker: every company with pending events, folded in one transaction."""
+    with store.transaction():
+        return fold_companies(store, store.pending_company_ids(), FOLDED_AT)
+
+
+def assert_folds_as_ignored(tmp_path: Path, event: NewEvent) -> StoredEvent:
+    """The event is stored, and the worker's fold records "ignored" without changing any state.
+
+    A company-less event is stored beside a `company.created` of another company, so the fold
+    really runs over it: the neighbour is folded, the company-less event is left as intake
+    recorded it (ignored, processed when received) and no company appears for it.
+    """
+    neighbour = new_company("Neighbour Ltd")
     store = Store.open(tmp_path / "intake.db")
     try:
         with store.transaction():
             [result] = store.append_events([event])
-            if event.company_id is not None:
-                fold_pending(store, event.company_id, RECEIVED_AT)
+            if event.company_id is None:
+                other = intake(company_event("company.created", neighbour))
+                store.append_events([replace(other, message_id=f"{MESSAGE_ID}-neighbour")])
+        reports = fold_like_the_worker(store)
         stored = store.event(result.seq)
         assert stored is not None
         assert stored.outcome == IGNORED
-        assert stored.processed_at is not None
-        if event.company_id is not None:
+        assert stored.generated_date == event.generated_date
+        assert store.count_events(pending=True) == 0
+        assert fold_like_the_worker(store) == []  # nothing left for a second wake
+        if event.company_id is None:
+            assert stored.company_id is None
+            assert stored.processed_at == RECEIVED_AT  # ignored at intake, never folded
+            [report] = reports
+            assert (report.company_id, report.after, report.outcomes) == (
+                neighbour["id"],
+                "created",
+                {"applied": 1},
+            )
+            assert store.company_ids() == [neighbour["id"]]
+            assert store.state_counts() == {"created": 1}
+        else:
+            assert stored.processed_at == FOLDED_AT
+            [report] = reports
+            assert (report.company_id, report.before, report.after) == (
+                event.company_id,
+                None,
+                "created",
+            )
+            assert report.outcomes == {IGNORED: 1}
+            assert report.commands == []
             row = store.company(event.company_id)
             assert row is not None
             assert row.state == "created"
             assert row.data["accounting_connection"] is None
+            assert store.open_effects(event.company_id) == []
+        return stored
     finally:
         store.close()
 
@@ -345,7 +385,8 @@ def test_current_event_without_a_company_is_ignored_at_intake(tmp_path: Path) ->
     assert event.outcome == IGNORED
     assert event.event_type == "client.rateLimit.reached"
     assert event.generated_date == "2024-09-01T00:00:00.0000000Z"
-    assert_folds_as_ignored(tmp_path, event)
+    stored = assert_folds_as_ignored(tmp_path, event)
+    assert stored.generated_date == "2024-09-01T00:00:00.0000000Z"
 
 
 @pytest.mark.parametrize(
@@ -373,8 +414,10 @@ def test_events_for_no_company_are_stored_as_ignored(tmp_path: Path, data: dict[
     event = intake(data)
     assert event.company_id is None
     assert event.outcome == IGNORED
-    assert event.generated_date
-    assert_folds_as_ignored(tmp_path, event)
+    # No usable generatedDate in any of these bodies: the webhook timestamp stands in.
+    assert event.generated_date == TIMESTAMP_DATE
+    stored = assert_folds_as_ignored(tmp_path, event)
+    assert stored.generated_date == TIMESTAMP_DATE
 
 
 def test_unknown_body_with_a_company_is_stored_for_folding(tmp_path: Path) -> None:
