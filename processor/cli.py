@@ -17,6 +17,7 @@ from processor.tables import Column, print_table
 from store import Store, StoreError
 
 log = logging.getLogger("processor")
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -271,6 +272,11 @@ def sandbox(
     """
     from processor.sandbox import serve_sandbox
 
+    if host not in LOOPBACK_HOSTS:
+        fail(
+            f"expected --host to be a loopback address ({', '.join(LOOPBACK_HOSTS)}), found "
+            f"{host!r}: the sandbox's admin routes have no authentication"
+        )
     split = [part for secret in secrets for part in secret.replace(",", " ").split()]
     try:
         config.check_webhook_secrets(split)

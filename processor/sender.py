@@ -68,7 +68,7 @@ def check_secrets(secrets: str | Sequence[str]) -> list[str]:
             Webhook(secret)
         except Exception as exc:
             raise ValueError(
-                f"Webhook secret {secret[:10]!r}... is not a whsec_ base64 secret ({exc})."
+                f"Webhook secret {secret[:6]!r}... is not a whsec_ base64 secret ({exc})."
             ) from None
     return secrets
 

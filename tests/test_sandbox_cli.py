@@ -96,6 +96,12 @@ def test_sandbox_refuses_a_webhook_url_that_is_not_http(cli: Cli) -> None:
     assert "found '127.0.0.1:8000/hook'" in line, line
 
 
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.0.2.1", "::"])
+def test_sandbox_refuses_a_host_that_is_not_loopback(cli: Cli, host: str) -> None:
+    line = refused(run_bounded(cli, "sandbox", "--port", str(free_port()), "--host", host))
+    assert "expected --host to be a loopback address" in line and f"found {host!r}" in line, line
+
+
 def test_sandbox_help_lists_every_admin_route_as_the_readme_does(cli: Cli) -> None:
     # The routes as the app declares them, with the path parameters named as Codat names them.
     admin = [
