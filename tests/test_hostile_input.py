@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import select
 import socket
 import time
 import uuid
@@ -15,26 +16,26 @@ import pytest
 
 from processor.sender import generate_secret, new_message_id, sign_headers
 from processor.webhook_bodies import encode, utc_now
-from tests.support import API_KEY, ServeProcess, assert_error, event_count, events
+from tests.support import API_KEY, Serve, ServeThread, assert_error, event_count, events
 
 SECRET = generate_secret()
 LIMIT = 256 * 1024
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve]:
     database = tmp_path_factory.mktemp("hostile") / "processor.db"
     env = {
         "CODAT_API_KEY": API_KEY,
         "CODAT_BASE_URL": "http://127.0.0.1:9",
         "CODAT_WEBHOOK_SECRET": SECRET,
     }
-    with ServeProcess(database, env) as process:
-        yield process
+    with ServeThread(database, env) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
-def http(server: ServeProcess) -> Iterator[httpx.Client]:
+def http(server: Serve) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.url, timeout=10) as client:
         yield client
 
@@ -60,13 +61,13 @@ def send(http: httpx.Client, raw: bytes, headers: dict[str, Any]) -> httpx.Respo
     return http.post("/webhooks/codat", content=raw, headers=headers)
 
 
-def assert_not_stored(server: ServeProcess, before: int, *ids: str) -> None:
+def assert_not_stored(server: Serve, before: int, *ids: str) -> None:
     assert event_count(server) == before
     for some_id in ids:
         assert events(server, some_id) == []
 
 
-def assert_still_serving(http: httpx.Client, server: ServeProcess) -> None:
+def assert_still_serving(http: httpx.Client, server: Serve) -> None:
     """A fresh, valid webhook is stored and /healthz is ok."""
     body = rate_limit_reached()
     raw, message_id = encode(body), new_message_id()
@@ -77,7 +78,7 @@ def assert_still_serving(http: httpx.Client, server: ServeProcess) -> None:
     assert (health.status_code, health.json()) == (200, {"status": "ok"})
 
 
-def raw_head(server: ServeProcess, headers: dict[str, str]) -> bytes:
+def raw_head(server: Serve, headers: dict[str, str]) -> bytes:
     lines = ["POST /webhooks/codat HTTP/1.1", f"Host: 127.0.0.1:{server.port}"]
     lines += [f"{name}: {value}" for name, value in headers.items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
@@ -104,7 +105,7 @@ def read_response(sock: socket.socket) -> tuple[int, Any]:
 
 
 def test_replayed_signature_with_a_new_body_is_401_and_not_stored(
-    http: httpx.Client, server: ServeProcess
+    http: httpx.Client, server: Serve
 ) -> None:
     genuine = rate_limit_reached()
     raw, message_id = encode(genuine), new_message_id()
@@ -118,7 +119,7 @@ def test_replayed_signature_with_a_new_body_is_401_and_not_stored(
     assert events(server, message_id)[0].deliveries == 1  # not even counted as a redelivery
 
 
-def test_v1a_only_signature_is_401_and_not_stored(http: httpx.Client, server: ServeProcess) -> None:
+def test_v1a_only_signature_is_401_and_not_stored(http: httpx.Client, server: Serve) -> None:
     body, before = rate_limit_reached(), event_count(server)
     raw, message_id = encode(body), new_message_id()
     headers = signed(raw, message_id)
@@ -127,9 +128,7 @@ def test_v1a_only_signature_is_401_and_not_stored(http: httpx.Client, server: Se
     assert_not_stored(server, before, message_id, body["id"])
 
 
-def test_empty_signature_header_is_400_and_not_stored(
-    http: httpx.Client, server: ServeProcess
-) -> None:
+def test_empty_signature_header_is_400_and_not_stored(http: httpx.Client, server: Serve) -> None:
     body, before = rate_limit_reached(), event_count(server)
     raw, message_id = encode(body), new_message_id()
     headers = signed(raw, message_id)
@@ -143,24 +142,25 @@ def test_empty_signature_header_is_400_and_not_stored(
     [(10_000, "under 8192 characters"), (100, "at most 64 signatures")],
     ids=["10000-signatures", "100-short-signatures"],
 )
-def test_many_signatures_in_one_header_are_refused_quickly(
-    http: httpx.Client, server: ServeProcess, count: int, expected: str
+def test_many_signatures_in_one_header_are_refused_before_any_is_checked(
+    http: httpx.Client, server: Serve, count: int, expected: str
 ) -> None:
+    """The header carries the genuine signature too: had any entry been checked, it would match
+    and the webhook would be stored. The 400 naming the header's length or count shows it was
+    refused on its shape alone. No wall-clock bound (machine load would decide it): the client's
+    10 s timeout is the only one, and only a hang crosses it."""
     body, before = rate_limit_reached(), event_count(server)
     raw, message_id = encode(body), new_message_id()
     headers = signed(raw, message_id)
     decoy = "v1," + base64.b64encode(b"\0" * 32).decode() if count > 100 else "v1,AA=="
     headers["webhook-signature"] = " ".join([decoy] * (count - 1) + [headers["webhook-signature"]])
-    started = time.monotonic()
-    response = send(http, raw, headers)
-    assert time.monotonic() - started < 2
-    assert_error(response, 400, expected)
+    assert_error(send(http, raw, headers), 400, expected)
     assert_not_stored(server, before, message_id, body["id"])
 
 
 @pytest.mark.parametrize("name", ["webhook-id", "webhook-timestamp", "webhook-signature"])
 def test_100_kb_header_value_is_400_and_the_server_keeps_serving(
-    http: httpx.Client, server: ServeProcess, name: str
+    http: httpx.Client, server: Serve, name: str
 ) -> None:
     body, before = rate_limit_reached(), event_count(server)
     raw = encode(body)
@@ -184,7 +184,7 @@ def test_100_kb_header_value_is_400_and_the_server_keeps_serving(
     ids=["inside-a-string", "after-the-object", "only-nul"],
 )
 def test_nul_bytes_in_the_body_are_400_and_not_stored(
-    http: httpx.Client, server: ServeProcess, raw: bytes
+    http: httpx.Client, server: Serve, raw: bytes
 ) -> None:
     before, message_id = event_count(server), new_message_id()
     response = send(http, raw, signed(raw, message_id))
@@ -194,7 +194,7 @@ def test_nul_bytes_in_the_body_are_400_and_not_stored(
 
 @pytest.mark.parametrize("opener", ["[", '{"a":'], ids=["arrays", "objects"])
 def test_json_nested_10000_levels_deep_is_400_and_not_stored(
-    http: httpx.Client, server: ServeProcess, opener: str
+    http: httpx.Client, server: Serve, opener: str
 ) -> None:
     closer = "]" if opener == "[" else "}"
     raw = (
@@ -207,7 +207,7 @@ def test_json_nested_10000_levels_deep_is_400_and_not_stored(
     assert_still_serving(http, server)
 
 
-def test_duplicate_json_keys_store_the_last_value(http: httpx.Client, server: ServeProcess) -> None:
+def test_duplicate_json_keys_store_the_last_value(http: httpx.Client, server: Serve) -> None:
     """Python's json module keeps the last of duplicate keys; the event is stored under it."""
     first, last = f"first-{uuid.uuid4()}", f"last-{uuid.uuid4()}"
     raw = (
@@ -223,36 +223,48 @@ def test_duplicate_json_keys_store_the_last_value(http: httpx.Client, server: Se
     assert events(server, first) == []
 
 
-def test_lone_surrogate_in_a_signed_body_is_never_a_5xx(
-    http: httpx.Client, server: ServeProcess
-) -> None:
-    """`\\ud800` is valid JSON escaping but not encodable as UTF-8 text for SQLite."""
+def test_lone_surrogate_in_a_signed_body_is_stored(http: httpx.Client, server: Serve) -> None:
+    """`\\ud800` is valid JSON escaping but not encodable as UTF-8 text for SQLite.
+
+    A signed JSON object is stored (README: signed but unexpected bodies are stored as ignored),
+    its id made storable; never a 5xx, never refused.
+    """
     raw = b'{"id": "\\ud800", "eventType": "client.rateLimit.reached", "payload": {}}'
     message_id = new_message_id()
     response = send(http, raw, signed(raw, message_id))
-    assert response.status_code in (200, 400), response.text
-    assert len(events(server, message_id)) == (1 if response.status_code == 200 else 0)
+    assert response.status_code == 200, response.text
+    assert response.json() == {"status": "stored", "messageId": message_id}
+    (stored,) = events(server, message_id)
+    assert stored.outcome == "ignored"
+    assert stored.event_id and "\\ud800" not in stored.event_id
     assert_still_serving(http, server)
 
 
 @pytest.mark.parametrize("date", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
 def test_generated_date_out_of_range_is_stored_like_any_unreadable_date(
-    http: httpx.Client, server: ServeProcess, date: str
+    http: httpx.Client, server: Serve, date: str
 ) -> None:
-    """intake.py: an unreadable generatedDate falls back to the webhook timestamp; never a 5xx."""
+    """intake.py: an unreadable generatedDate falls back to the webhook timestamp (of the first
+    delivery: a redelivery, signed later, changes nothing); never a 5xx."""
     body = rate_limit_reached(generatedDate=date)
     raw, message_id = encode(body), new_message_id()
-    response = send(http, raw, signed(raw, message_id))
+    first = int(time.time()) - 60
+    response = send(http, raw, signed(raw, message_id, timestamp=first))
     assert response.status_code == 200, response.text
     assert response.json() == {"status": "stored", "messageId": message_id}
-    assert len(events(server, body["id"])) == 1
+    again = send(http, raw, signed(raw, message_id, timestamp=first + 30))
+    assert again.json() == {"status": "duplicate", "messageId": message_id}
+    (stored,) = events(server, body["id"])
+    # processor/clock.py's form: UTC, seven fractional digits (all zero: whole seconds), Z.
+    assert stored.generated_date == time.strftime("%Y-%m-%dT%H:%M:%S.0000000Z", time.gmtime(first))
+    assert stored.deliveries == 2
 
 
 # -- how the body arrives --------------------------------------------------------------------------
 
 
 def test_streamed_body_without_content_length_over_the_limit_is_413(
-    http: httpx.Client, server: ServeProcess
+    http: httpx.Client, server: Serve
 ) -> None:
     chunk, chunks = b" " * 16384, LIMIT // 16384 + 4
     raw = b"{" + chunk * chunks + b"}"
@@ -274,33 +286,40 @@ def test_streamed_body_without_content_length_over_the_limit_is_413(
     assert_still_serving(http, server)
 
 
-def test_slow_body_does_not_hold_up_other_webhooks(
-    http: httpx.Client, server: ServeProcess
-) -> None:
+def test_slow_body_does_not_hold_up_other_webhooks(http: httpx.Client, server: Serve) -> None:
+    """One sender trickles its body in four pieces; after each piece, before the next is sent,
+    another webhook is answered and stored, and the slow one is neither answered nor stored.
+
+    No clock: had the others waited for the slow body they could not be answered at all before
+    its next piece (the client gives up after 10 s), so their answers show they were not held up.
+    """
     slow_body = rate_limit_reached()
     slow_raw, slow_id = encode(slow_body), new_message_id()
     head = raw_head(server, {**signed(slow_raw, slow_id), "Content-Length": str(len(slow_raw))})
-    half = len(slow_raw) // 2
+    size = -(-len(slow_raw) // 4)
+    pieces = [slow_raw[start : start + size] for start in range(0, len(slow_raw), size)]
+    assert len(pieces) == 4
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        started = time.monotonic()
-        sock.sendall(head + slow_raw[:half])
-        other = rate_limit_reached()
-        other_raw, other_id = encode(other), new_message_id()
-        response = send(http, other_raw, signed(other_raw, other_id))
-        answered = time.monotonic() - started
-        assert response.status_code == 200, response.text
-        assert answered < 1.0
-        assert len(events(server, other_id)) == 1
-        assert events(server, slow_id) == []
-        time.sleep(max(0.0, 2.0 - (time.monotonic() - started)))
-        sock.sendall(slow_raw[half:])
+        sock.sendall(head)
+        for piece in pieces:
+            sock.sendall(piece)
+            if piece is pieces[-1]:
+                break
+            other = rate_limit_reached()
+            other_raw, other_id = encode(other), new_message_id()
+            response = send(http, other_raw, signed(other_raw, other_id))
+            assert response.json() == {"status": "stored", "messageId": other_id}
+            assert len(events(server, other_id)) == 1
+            assert events(server, slow_id) == []
+            unanswered, _, _ = select.select([sock], [], [], 0)
+            assert unanswered == [], "the slow webhook was answered before its whole body came"
         status, answer = read_response(sock)
     assert (status, answer) == (200, {"status": "stored", "messageId": slow_id})
     assert len(events(server, slow_body["id"])) == 1
 
 
 @pytest.mark.parametrize("method", ["GET", "PUT", "PATCH", "DELETE"])
-def test_wrong_method_is_405_json(http: httpx.Client, server: ServeProcess, method: str) -> None:
+def test_wrong_method_is_405_json(http: httpx.Client, server: Serve, method: str) -> None:
     body, before = rate_limit_reached(), event_count(server)
     raw = encode(body)
     response = http.request(method, "/webhooks/codat", content=raw, headers=signed(raw))
@@ -310,7 +329,7 @@ def test_wrong_method_is_405_json(http: httpx.Client, server: ServeProcess, meth
 
 
 def test_content_type_is_not_checked_because_the_signature_covers_the_raw_bytes(
-    http: httpx.Client, server: ServeProcess
+    http: httpx.Client, server: Serve
 ) -> None:
     """A signed JSON object sent as text/plain is accepted; unsigned as text/plain is not."""
     body = rate_limit_reached()
