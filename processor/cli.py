@@ -339,26 +339,23 @@ def replay(
         except clock.InvalidDate as error:
             fail(f"--since: {error}")
     selection = Selection(company_id, event_id, since, event_type, failed)
-    if dry_run:
-        settings = load_settings()
-        store = open_store(settings, readonly=True)
-        try:
-            companies, events = select_companies(store, selection)
-            if not companies and (reason := unknown_selector(store, selection)):
-                fail(reason)
-            _print_plans([plan(store, c) for c in companies], events)
-        finally:
-            store.close()
-        return
-    settings = load_settings(require=("CODAT_API_KEY",))
-    store = open_store(settings, readonly=False)
+    settings = load_settings(require=() if dry_run else ("CODAT_API_KEY",))
+    # Selected on a reader: a refusal, "nothing to do" and a dry run write nothing at all.
+    reader = open_store(settings, readonly=True)
     try:
-        companies, events = select_companies(store, selection)
-        if not companies and (reason := unknown_selector(store, selection)):
+        companies, events = select_companies(reader, selection)
+        if not companies and (reason := unknown_selector(reader, selection)):
             fail(reason)
+        if dry_run:
+            _print_plans([plan(reader, c) for c in companies], events)
+            return
         if not companies:
             click.echo(f"no stored events match ({events} events, 0 companies); nothing to do")
             return
+    finally:
+        reader.close()
+    store = open_store(settings, readonly=False)
+    try:
         codat = _codat(settings)
         with _progress(len(companies)) as advance:
             summary = asyncio.run(

@@ -55,9 +55,14 @@ def database_path(url: str) -> Path:
     if not url.startswith(prefix) or len(url) == len(prefix):
         raise ConfigError(
             "Config 'DATABASE_URL' must look like sqlite:///relative/path.db or "
-            f"sqlite:////absolute/path.db, found {url!r}."
+            f"sqlite:////absolute/path.db, found {redact_url(url)!r}."
         )
     return Path(url[len(prefix) :])
+
+
+def redact_url(url: str) -> str:
+    """The URL without the password of its user part, if it has one."""
+    return re.sub(r"^([a-zA-Z][a-zA-Z0-9+.-]*://[^/@:]*):[^/@]*@", r"\1:***@", url)
 
 
 SERVE_REQUIRES = ("CODAT_API_KEY", "CODAT_WEBHOOK_SECRET")
@@ -151,10 +156,15 @@ def _check_secret(secret: str) -> None:
     except (binascii.Error, ValueError):
         decoded = b""
     if not secret.startswith("whsec_") or not decoded:
-        shown = secret[:6] + "..." if len(secret) > 6 else secret
+        # Never any key material: only what is wrong with it.
+        found = (
+            f"one of {len(secret)} characters whose part after whsec_ is not base64"
+            if secret.startswith("whsec_")
+            else f"one of {len(secret)} characters without the whsec_ prefix"
+        )
         raise ConfigError(
             "Config 'CODAT_WEBHOOK_SECRET' must hold whsec_<base64> secrets separated by spaces "
-            f"or commas, found one starting {shown!r}."
+            f"or commas, found {found}."
         )
 
 

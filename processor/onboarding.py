@@ -97,9 +97,9 @@ async def onboard(
             company = await codat.get_company(company_id)
         except CodatError as error:
             raise OnboardingError(f"cannot continue with company {company_id}: {error}") from None
-        _record(store, company_id, COMPANY_CREATED, company, "company")
         if not force:
             await _refuse_second_connection(codat, company_id)
+        _record(store, company_id, COMPANY_CREATED, company, "company")
     try:
         connection = await codat.create_connection(
             company_id, platform_key, idempotency_key=str(uuid.uuid4())

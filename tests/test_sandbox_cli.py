@@ -67,7 +67,7 @@ def test_sandbox_refuses_a_malformed_secret_option(cli: Cli) -> None:
     line = refused(run_bounded(cli, "sandbox", "--port", port, "--secret", MALFORMED))
     assert line.startswith("codat-expenses: --secret: "), line
     assert "CODAT_WEBHOOK_SECRET" in line and "must hold whsec_<base64>" in line, line
-    assert "found one starting 'whsec_...'" in line, line
+    assert f"found one of {len(MALFORMED)} characters" in line, line
     assert MALFORMED not in line and MALFORMED.removeprefix("whsec_")[:8] not in line, line
 
 
