@@ -53,7 +53,8 @@ def print_table(columns: Sequence[Column], rows: Sequence[Sequence[str]]) -> Non
     out.print(table)
     dropped = [columns[i].title for i in range(len(columns)) if i not in shown]
     if dropped:
-        out.print(f"(too narrow for: {', '.join(dropped)}; widen the terminal or use --json)")
+        note = f"(too narrow for: {', '.join(dropped)}; widen the terminal or use --json)"
+        out.print(note, highlight=False, markup=False)
 
 
 def _fitting(columns: Sequence[Column], rows: Sequence[Sequence[str]], width: int) -> list[int]:
