@@ -23,12 +23,14 @@ from processor.sandbox import LoopbackServer, SandboxServer
 from processor.sender import WebhookSender, generate_secret, sign_headers
 from processor.webhook_bodies import company_event, new_company
 from tests.codat_schemas import EXPENSES_DOC, PLATFORM_DOC, conform_to
+from tests.support import wait_for
 
 API_KEY = "sandbox-test-key"
 AUTH = {"Authorization": "Basic " + base64.b64encode(API_KEY.encode()).decode()}
 SECRET = generate_secret()
 FAST_RETRIES = (0.0, 0.05, 0.1)
 PARTNER_EXPENSE = "/companies/{}/sync/expenses/connections/partnerExpense"
+HOLD = 1.5  # seconds the stand-in holds an answer: ample for a second request to overtake it
 
 
 # --- Codat's schemas ------------------------------------------------------------------------
@@ -105,7 +107,7 @@ def state(api: httpx.Client) -> dict[str, Any]:
     return dict(api.get("/_sandbox/state").json())
 
 
-def settled(api: httpx.Client, count: int, timeout: float = 5.0) -> list[dict[str, Any]]:
+def settled(api: httpx.Client, count: int, timeout: float = 15.0) -> list[dict[str, Any]]:
     """Wait for `count` webhook deliveries to finish; return all deliveries."""
     deadline = time.monotonic() + timeout
     while True:
@@ -114,6 +116,15 @@ def settled(api: httpx.Client, count: int, timeout: float = 5.0) -> list[dict[st
             return list(deliveries)
         assert time.monotonic() < deadline, f"deliveries did not settle: {deliveries}"
         time.sleep(0.02)
+
+
+def in_flight(api: httpx.Client, method: str, path: str) -> list[dict[str, Any]]:
+    """The requests the stand-in has received on `path` and not answered yet."""
+    return [r for r in requests_to(api, method, path) if r["status"] is None]
+
+
+def requests_to(api: httpx.Client, method: str, path: str) -> list[dict[str, Any]]:
+    return [r for r in state(api)["requests"] if (r["method"], r["path"]) == (method, path)]
 
 
 def company(api: httpx.Client, name: str = "Bank of Dave") -> dict[str, Any]:
@@ -344,15 +355,26 @@ def test_idempotency_key_replays_the_first_answer(api):
 
 def test_idempotency_key_while_in_flight_is_409(sandbox, api):
     company_id = company(api)["id"]
-    faults(api, {"method": "POST", "path": PARTNER_EXPENSE.format("*"), "holdAfterCreate": 0.6})
+    path = PARTNER_EXPENSE.format(company_id)
+    faults(api, {"method": "POST", "path": PARTNER_EXPENSE.format("*"), "holdAfterCreate": HOLD})
     key = {"Idempotency-Key": str(uuid.uuid4())}
     with ThreadPoolExecutor(1) as pool:
-        first = pool.submit(api.post, PARTNER_EXPENSE.format(company_id), headers=key)
-        time.sleep(0.2)
-        second = api.post(PARTNER_EXPENSE.format(company_id), headers=key)
-        assert second.status_code == 409
+        first = pool.submit(api.post, path, headers=key)
+        # Codat has created the connection and holds its answer: the first POST is in flight.
+        wait_for(
+            lambda: in_flight(api, "POST", path) and partner_expense_connections(api, company_id),
+            timeout=10,
+            interval=0.01,
+            what="the first POST to be created and held",
+        )
+        second = api.post(path, headers=key)
+        still_held = in_flight(api, "POST", path)
+        assert second.status_code == 409, (second.status_code, second.text)
+        # The second POST was answered while the first still had no answer.
+        assert [r["idempotencyKey"] for r in still_held] == [key["Idempotency-Key"]]
         assert first.result().status_code == 200
-    replay = api.post(PARTNER_EXPENSE.format(company_id), headers=key)
+    assert [r["status"] for r in requests_to(api, "POST", path)] == [200, 409]
+    replay = api.post(path, headers=key)
     assert replay.json() == first.result().json()
     assert len(partner_expense_connections(api, company_id)) == 1
 
@@ -448,11 +470,34 @@ def test_drop_after_create_keeps_what_was_created(api):
 
 
 def test_rule_for_a_time_window(api):
-    faults(api, {"path": "/companies", "status": 503, "forSeconds": 0.3})
-    assert api.post("/companies", json={"name": "A"}).status_code == 503
-    assert api.post("/companies", json={"name": "A"}).status_code == 503
-    time.sleep(0.35)
-    assert api.post("/companies", json={"name": "A"}).status_code == 200
+    """A `forSeconds` rule faults every matching request until it expires, then none.
+
+    Judged by when each request was sent and answered, not by a sleep: whatever was answered
+    before the window could have closed is a 503, whatever was sent after it closed is a 200.
+    """
+    window = 1.0
+    before = time.monotonic()
+    faults(api, {"path": "/companies", "status": 503, "forSeconds": window})
+    installed = time.monotonic()  # the rule's clock started between `before` and now
+    seen: list[tuple[float, float, int]] = []
+    deadline = installed + window + 15
+    while len([s for _, _, s in seen if s == 200]) < 2:
+        assert time.monotonic() < deadline, f"still faulted: {[s for _, _, s in seen][-5:]}"
+        sent = time.monotonic()
+        status = api.post("/companies", json={"name": "A"}).status_code
+        seen.append((sent, time.monotonic(), status))
+        time.sleep(0.05)
+    statuses = [status for _, _, status in seen]
+    assert statuses[0] == 503, seen
+    assert statuses == sorted(statuses, reverse=True), f"503s, then 200s only: {seen}"
+    assert set(statuses) == {503, 200}, seen
+    for sent, answered, status in seen:
+        if answered < before + window:
+            assert status == 503, (sent - before, answered - before, seen)
+        if sent > installed + window:
+            assert status == 200, (sent - before, answered - before, seen)
+    first_200 = next(answered for _, answered, status in seen if status == 200)
+    assert first_200 - before >= window
 
 
 def test_fault_rules_are_validated_and_cleared(api):
