@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import statistics
 import time
@@ -30,6 +31,24 @@ from tests.support import TOKEN, ServeProcess, partner_connections
 
 PARTNER_PATH = "/companies/{}/sync/expenses/connections/partnerExpense"
 PLATFORM_KEYS = ("gbol", "qhyg", "fbrh", "akxx", "trji")
+
+SEED_VARIABLE = "LOAD_SEED"
+
+
+def load_seed(test: str) -> random.Random:
+    """The random generator of a randomized load test, seeded from LOAD_SEED if it is set.
+
+    The seed is printed before the test starts, so that the output pytest shows with a failure
+    (or `-s`) says how to rerun exactly the same population and schedule.
+    """
+    given = os.environ.get(SEED_VARIABLE, "").strip()
+    if given and not given.isdigit():
+        raise ValueError(f"{SEED_VARIABLE} must be a non-negative integer, got {given!r}")
+    seed = int(given) if given else random.randrange(1 << 30)
+    origin = f"from {SEED_VARIABLE}" if given else "random"
+    print(f"\n{test}: seed {seed} ({origin}; rerun with {SEED_VARIABLE}={seed})", flush=True)
+    return random.Random(seed)
+
 
 # Final states of a scripted company, and the accounting status each one implies.
 PENDING_AUTH = "pending_auth"

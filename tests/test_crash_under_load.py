@@ -12,9 +12,10 @@ imply, and every ready company has exactly one partner expense connection in Cod
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import time
+
+import pytest
 
 from tests.conftest import Codat
 from tests.load_support import (
@@ -23,6 +24,7 @@ from tests.load_support import (
     build_population,
     check_companies,
     check_log,
+    load_seed,
     messages_from,
     send_until_delivered,
     shuffle_nearby,
@@ -30,6 +32,7 @@ from tests.load_support import (
 )
 from tests.support import ServeProcess
 
+pytestmark = pytest.mark.serve_process  # the test SIGKILLs serve
 COMPANIES = 200
 MAX_CYCLES = 7  # disconnect-and-relink cycles per company, 0..MAX_CYCLES
 CONCURRENCY = 32
@@ -91,8 +94,7 @@ async def _under_fire(
 def test_sigkill_under_load_loses_no_acknowledged_event_and_duplicates_nothing(
     codat: Codat, serve: ServeProcess, secret: str
 ) -> None:
-    seed = int(os.environ.get("CRASH_LOAD_SEED", str(random.randrange(1 << 30))))
-    rng = random.Random(seed)
+    rng = load_seed("crash under load")
     began = time.monotonic()
     plans = build_population(codat, COMPANIES, rng, max_cycles=MAX_CYCLES)
     messages = shuffle_nearby(messages_from(codat, plans), rng, window=64)
@@ -112,7 +114,7 @@ def test_sigkill_under_load_loses_no_acknowledged_event_and_duplicates_nothing(
     tracebacks = serve.logs().count("Traceback")
 
     print(
-        f"\ncrash under load (seed {seed}): {len(plans)} companies, "
+        f"\ncrash under load: {len(plans)} companies, "
         f"{len(messages)} events sent ({stats.attempts} attempts, {stats.resends} resends), "
         f"{len(stats.acked)} message ids got a 2xx, {len(restarts)} SIGKILLs survived "
         f"(restarts took {min(restarts):.2f}-{max(restarts):.2f} s), "
