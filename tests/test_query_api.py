@@ -3,17 +3,40 @@
 from __future__ import annotations
 
 import base64
+import json
+import socket
+import sqlite3
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from handlers.state import STATES
+from processor.codat import basic_auth
+from processor.sandbox import SandboxServer
 from processor.sender import generate_secret, new_message_id, sign_headers
-from processor.webhook_bodies import company_event, encode, new_company
-from tests.support import API_KEY, TOKEN, ServeProcess, assert_error, wait_for
+from processor.webhook_bodies import (
+    company_event,
+    connection_event,
+    encode,
+    new_company,
+    new_connection,
+)
+from tests.cli_support import Cli, Result
+from tests.support import (
+    API_KEY,
+    TOKEN,
+    Serve,
+    ServeProcess,
+    ServeThread,
+    assert_error,
+    post_webhook,
+    wait_for,
+)
 
 SECRETS = (generate_secret(), generate_secret())
 COMPANIES = 7  # three pages of three: 3 + 3 + 1
@@ -29,35 +52,35 @@ def serve_env() -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve]:
     database = tmp_path_factory.mktemp("queries") / "processor.db"
-    with ServeProcess(database, serve_env()) as process:
-        yield process
+    with ServeThread(database, serve_env()) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
-def disabled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
-    """A second process with STATUS_API_TOKEN set but empty: the query API is off."""
+def disabled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve]:
+    """A second server with STATUS_API_TOKEN set but empty: the query API is off."""
     database = tmp_path_factory.mktemp("queries-disabled") / "processor.db"
-    with ServeProcess(database, {**serve_env(), "STATUS_API_TOKEN": ""}) as process:
-        yield process
+    with ServeThread(database, {**serve_env(), "STATUS_API_TOKEN": ""}) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
-def anonymous(server: ServeProcess) -> Iterator[httpx.Client]:
+def anonymous(server: Serve) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.url, timeout=10) as client:
         yield client
 
 
 @pytest.fixture(scope="module")
-def http(server: ServeProcess) -> Iterator[httpx.Client]:
+def http(server: Serve) -> Iterator[httpx.Client]:
     headers = {"Authorization": f"Bearer {TOKEN}"}
     with httpx.Client(base_url=server.url, headers=headers, timeout=10) as client:
         yield client
 
 
 @pytest.fixture(scope="module")
-def company_ids(server: ServeProcess, http: httpx.Client) -> list[str]:
+def company_ids(server: Serve, http: httpx.Client) -> list[str]:
     """Companies created the way Codat announces them: signed `company.created` webhooks."""
     ids = []
     for number in range(COMPANIES):
@@ -150,7 +173,7 @@ def test_token_in_the_query_string_is_401_without_data(
 @pytest.mark.parametrize("route", ["/companies", f"/companies/{uuid.uuid4()}"], ids=["list", "one"])
 @pytest.mark.parametrize("authorization", [None, f"Bearer {TOKEN}"], ids=["no-token", "token"])
 def test_query_api_without_configured_tokens_is_403_saying_how_to_enable_it(
-    disabled: ServeProcess, route: str, authorization: str | None
+    disabled: Serve, route: str, authorization: str | None
 ) -> None:
     headers = {"Authorization": authorization} if authorization else {}
     response = httpx.get(f"{disabled.url}{route}", headers=headers, timeout=10)
@@ -167,6 +190,23 @@ def test_unknown_company_is_404(http: httpx.Client, company_ids: list[str]) -> N
     assert_error(http.get(f"/companies/{unknown}"), 404, f"no company '{unknown}'")
 
 
+def raw_get(server: Serve, target: str, authorization: str) -> tuple[int, dict[str, str], str]:
+    """GET `target` byte for byte: an HTTP client would resolve `..` before sending it."""
+    request = (
+        f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
+        f"Authorization: {authorization}\r\nConnection: close\r\n\r\n"
+    )
+    data = b""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(request.encode("latin-1"))
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v for k, v in (line.split(": ", 1) for line in lines[1:])}
+    return int(lines[0].split()[1]), headers, body.decode()
+
+
 @pytest.mark.parametrize(
     "raw_path",
     [
@@ -178,6 +218,7 @@ def test_unknown_company_is_404(http: httpx.Client, company_ids: list[str]) -> N
         "{known}%00",
         "{known}%0a",
         "{known}/%2e%2e/{known}",
+        "{known}/../{known}",
         "' OR 1=1 --",
         "%27%20OR%201%3D1%20--",
         "{known}' OR '1'='1",
@@ -188,17 +229,22 @@ def test_unknown_company_is_404(http: httpx.Client, company_ids: list[str]) -> N
         "a" * 101,
     ],
 )
-def test_path_tricks_in_company_ids_are_400_or_404_without_data(
-    http: httpx.Client, server: ServeProcess, company_ids: list[str], raw_path: str
+def test_path_tricks_in_company_ids_are_400_without_data(
+    server: Serve, company_ids: list[str], raw_path: str
 ) -> None:
-    path = raw_path.replace("{known}", company_ids[0])
-    response = http.get(f"{server.url}/companies/{path}")
-    assert response.status_code in (400, 404), response.text
-    assert response.headers["content-type"] == "application/json"
-    body = response.json()
+    """README: 400 for a malformed id (404 is for a well-formed id the store does not know).
+
+    Sent over a raw socket so that the server sees exactly this path (only spaces escaped).
+    """
+    path = raw_path.replace("{known}", company_ids[0]).replace(" ", "%20")
+    status, headers, text = raw_get(server, f"/companies/{path}", f"Bearer {TOKEN}")
+    assert status == 400, text
+    assert headers["content-type"] == "application/json"
+    body = json.loads(text)
     assert set(body) == {"error"}, body
+    assert body["error"].startswith("expected a Codat company id (a UUID), found "), body
     for field in SEEN_BY_NO_ONE:
-        assert f'"{field}"' not in response.text
+        assert f'"{field}"' not in text
 
 
 # -- the list --------------------------------------------------------------------------------------
@@ -289,16 +335,103 @@ def test_healthz_is_ok_without_auth_and_reveals_nothing(anonymous: httpx.Client)
         assert secret not in str(response.headers)
 
 
+def secrets_in(text: str) -> list[str]:
+    """Which of the token, the API key (also as sent, in Basic auth) or the webhook secrets
+    (with or without their whsec_ prefix) appear in `text`."""
+    forms = [TOKEN, API_KEY, basic_auth(API_KEY).removeprefix("Basic ")]
+    forms += [form for secret in SECRETS for form in (secret, secret.removeprefix("whsec_"))]
+    return [form for form in forms if form in text]
+
+
+def carry_the_token_everywhere(url: str) -> None:
+    """Requests with the token (or near misses) in the query, the path and odd schemes."""
+    with httpx.Client(base_url=url, timeout=10) as client:
+        bearer = {"Authorization": f"Bearer {TOKEN}"}
+        assert client.get("/companies", params={"token": TOKEN, "limit": "\u00b2"}).is_error
+        assert client.get(f"/companies/{TOKEN}", headers=bearer).status_code == 404
+        for wrong in (f"Bearer {TOKEN}x", f"Bearer {TOKEN[:-1]}", TOKEN, basic_auth(TOKEN)):
+            answer = client.get(f"/companies/{TOKEN}", headers={"Authorization": wrong})
+            assert answer.status_code == 401
+
+
+@contextmanager
+def write_locked(database: Path) -> Iterator[None]:
+    conn = sqlite3.connect(database, isolation_level=None)
+    try:
+        conn.execute("BEGIN EXCLUSIVE")
+        yield
+        conn.execute("ROLLBACK")
+    finally:
+        conn.close()
+
+
 def test_tokens_and_secrets_never_reach_the_log(
-    server: ServeProcess, disabled: ServeProcess, http: httpx.Client, anonymous: httpx.Client
+    server: Serve, disabled: Serve, tmp_path: Path
 ) -> None:
-    """Runs last in this module, after requests that carried the token in every place."""
-    # An answer that goes through the error log (a 500 today, see test_invalid_limit_is_400).
-    http.get("/companies", params={"token": TOKEN, "limit": "\u00b2"})
-    anonymous.get(f"/companies/{TOKEN}", headers={"Authorization": f"Bearer {TOKEN}x"})
-    for process in (server, disabled):
+    """Runs last in this module, after requests that carried the token in every place; then a
+    real `serve` process, whose whole output is its log, goes through paths that log errors:
+    Codat failing the worker's calls (500, retried, then 400, given up), the store locked under
+    a webhook (503). Then `status`, `replay` and `reconcile` print Codat's errors. Neither the
+    logs nor what the commands print holds the token, the API key or a webhook secret."""
+    connections = "/companies/*/connections/*"
+    with SandboxServer(api_key=API_KEY) as codat:
+
+        def faults(*rules: dict[str, Any]) -> None:
+            assert httpx.post(f"{codat.url}/_sandbox/faults", json=list(rules)).is_success
+
+        database = tmp_path / "processor.db"
+        env = {
+            **serve_env(),
+            "CODAT_BASE_URL": codat.url,
+            "RECONCILE_INTERVAL_SECONDS": "0",
+            "DATABASE_BUSY_TIMEOUT_SECONDS": "0.5",
+        }
+        company = new_company("Log Test Ltd")
+        linked = new_connection(company["id"], "gbol", status="Linked")
+        faults(
+            {"method": "GET", "path": connections, "status": 500, "times": 2},
+            {"method": "GET", "path": connections, "status": 400, "times": 1},
+        )
+        with ServeProcess(database, env) as process:
+            for body in (
+                company_event("company.created", company),
+                connection_event("connection.connected", company, linked),
+            ):
+                answer = post_webhook(process.url, body, SECRETS[1], message_id=new_message_id())
+                assert answer.status_code == 200, answer.text
+
+            def failed() -> list[dict[str, Any]]:
+                document = process.company(company["id"])
+                return document["failed"] if document else []
+
+            [dead] = wait_for(failed, timeout=15, what="the command to fail on Codat's 400")
+            assert "Codat answered 400" in dead["lastError"]
+            carry_the_token_everywhere(process.url)
+            with write_locked(database):
+                body = company_event("company.created", new_company("Locked Out Ltd"))
+                answer = post_webhook(process.url, body, SECRETS[0], message_id=new_message_id())
+                assert answer.status_code == 503, answer.text
         logs = process.logs()
         assert "Uvicorn running" in logs  # the log file is the one the process writes
-        for secret in (TOKEN, API_KEY, *SECRETS):
-            assert secret not in logs
-            assert secret.removeprefix("whsec_") not in logs
+        assert "Codat answered 500" in logs and "(will retry)" in logs
+        assert "Codat answered 400" in logs and "(gave up)" in logs
+        assert "not stored: database is locked" in logs
+
+        cli = Cli(database, codat.url, STATUS_API_TOKEN=TOKEN)
+        cli.env["CODAT_WEBHOOK_SECRET"] = " ".join(SECRETS)
+        runs: list[Result] = [cli.ok("status", company["id"]), cli.ok("status", "--failed")]
+        assert "Codat answered 400" in runs[0].output
+        faults({"method": "GET", "path": connections, "status": 400, "times": 1})
+        runs.append(cli.run("replay", "--company", company["id"]))
+        assert runs[-1].returncode == 1, runs[-1].describe()
+        assert "failed: " in runs[-1].stderr and "Codat answered 400" in runs[-1].stderr
+        faults({"method": "GET", "path": "/companies/*/connections", "status": 500, "times": 1})
+        runs.append(cli.run("reconcile", "--company", company["id"]))
+        assert runs[-1].returncode == 1, runs[-1].describe()
+        assert "error: " in runs[-1].stderr and "Codat answered 500" in runs[-1].stderr
+
+    assert secrets_in(logs) == [], logs
+    for run in runs:
+        assert secrets_in(run.output) == [], run.describe()
+    for running in (server, disabled):  # the thread-served apps' lines, after this module
+        assert secrets_in(running.logs()) == [], running.logs()
