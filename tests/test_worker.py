@@ -1,0 +1,373 @@
+"""The worker (`processor.worker.Worker`) in-process: a real writer and store on a SQLite file in
+tmp_path, the stand-in for Codat on a real loopback URL, and the stand-in's own webhook bodies
+fed to the log the way the intake maps them. No HTTP intake, no uvicorn for the processor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from processor import clock, config
+from processor.codat import CodatClient, new_client
+from processor.documents import company_document
+from processor.folding import fold_companies
+from processor.intake import webhook_event
+from processor.sender import new_message_id
+from processor.webhook_bodies import encode
+from processor.worker import Worker
+from processor.writer import Writer
+from store import Store
+from tests.conftest import Codat
+from tests.support import API_KEY, partner_connections
+
+T = TypeVar("T")
+PARTNER_PATH = "/companies/{}/sync/expenses/connections/partnerExpense"
+
+
+class Harness:
+    """A worker with its writer, its read connection and a Codat client; fed by `feed`."""
+
+    def __init__(self, database: Path, codat: Codat, **env: str) -> None:
+        self.codat = codat
+        self.settings = config.load(
+            {
+                "DATABASE_URL": f"sqlite:///{database}",
+                "CODAT_API_KEY": API_KEY,
+                "CODAT_BASE_URL": codat.url,
+                "RETRY_INITIAL_SECONDS": "0.2",
+                "RETRY_MAX_SECONDS": "0.4",
+                "CODAT_TIMEOUT_SECONDS": "2",
+                **env,
+            },
+            require=(),
+        )
+        self.writer = Writer(self.settings.database_path)
+        self.writer.start()
+        self.worker_reads = Store.open(database, readonly=True)
+        self.reads = Store.open(database, readonly=True)
+        self.http = new_client(self.settings.base_url, API_KEY, timeout=self.settings.codat_timeout)
+        self.worker = Worker(self.writer, self.worker_reads, CodatClient(self.http), self.settings)
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self.worker.run())
+
+    async def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+        await self.worker.drain()
+        await self.http.aclose()
+        self.worker_reads.close()
+        self.reads.close()
+        await self.writer.stop()
+
+    async def feed(self, bodies: list[dict[str, Any]]) -> None:
+        """Append webhook bodies as the intake would (each under a fresh message id)."""
+        for body in bodies:
+            event = webhook_event(
+                body,
+                body=encode(body),
+                message_id=new_message_id(),
+                timestamp=int(time.time()),
+                headers={},
+                received_at=clock.now(),
+            )
+            await self.writer.append(event)
+        self.worker.wake()
+
+    def document(self, company_id: str) -> dict[str, Any]:
+        document = company_document(self.reads, company_id)
+        assert document is not None, f"no company {company_id} in the store"
+        return document
+
+    async def until(self, predicate: Callable[[], T], what: str, timeout: float = 10.0) -> T:
+        deadline = time.monotonic() + timeout
+        while not (value := predicate()):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+            await asyncio.sleep(0.01)
+        return value
+
+    async def settled(self, company_id: str, state: str) -> dict[str, Any]:
+        """The document once the company is in `state` with nothing pending."""
+
+        def reached() -> dict[str, Any] | None:
+            document = company_document(self.reads, company_id)
+            if (
+                document
+                and document["state"] == state
+                and not document["pending"]
+                and document["pendingEvents"] == 0
+            ):
+                return document
+            return None
+
+        return await self.until(reached, f"company {company_id} {state}, nothing pending")
+
+
+@contextlib.asynccontextmanager
+async def harness(database: Path, codat: Codat, **env: str) -> AsyncIterator[Harness]:
+    running = Harness(database, codat, **env)
+    try:
+        yield running
+    finally:
+        await running.close()
+
+
+@pytest.fixture
+def database(tmp_path: Path) -> Path:
+    return tmp_path / "processor.db"
+
+
+@pytest.fixture
+def quiet_codat(codat: Codat) -> Codat:
+    """The stand-in, its webhooks recorded but not sent: the test feeds them itself."""
+    codat.admin("POST", "/config", json={"autoWebhooks": False})
+    return codat
+
+
+def bodies_for(codat: Codat, company_id: str) -> list[dict[str, Any]]:
+    """The webhook bodies the stand-in generated for a company, in order."""
+    found = []
+    for body in codat.state()["events"]:
+        payload = body.get("payload", {})
+        owner = payload.get("referenceCompany", {}).get("id") or payload.get("id")
+        if owner == company_id:
+            found.append(body)
+    return found
+
+
+def linked_in_codat(codat: Codat, name: str) -> tuple[str, str, list[dict[str, Any]]]:
+    """A company whose accounting connection the customer authorized; its three webhooks."""
+    company = codat.create_company(name)
+    connection = codat.create_connection(company["id"])
+    codat.authorize(company["id"], connection["id"])
+    bodies = bodies_for(codat, company["id"])
+    types = [body["eventType"] for body in bodies]
+    assert types == ["company.created", "connection.created", "connection.connected"], types
+    return company["id"], connection["id"], bodies
+
+
+def requests(codat: Codat, company_id: str, since: int) -> list[tuple[str, str]]:
+    """(method, path) of the Codat API requests about the company after the first `since`."""
+    return [
+        (r["method"], r["path"].replace(company_id, "C"))
+        for r in codat.state()["requests"][since:]
+        if f"/companies/{company_id}" in r["path"]
+    ]
+
+
+def posts(codat: Codat, company_id: str) -> list[dict[str, Any]]:
+    path = PARTNER_PATH.format(company_id)
+    return [r for r in codat.state()["requests"] if r["method"] == "POST" and r["path"] == path]
+
+
+def test_a_linked_company_gets_exactly_one_partner_connection(
+    database: Path, quiet_codat: Codat
+) -> None:
+    codat = quiet_codat
+    company_id, connection_id, bodies = linked_in_codat(codat, "Worker One Ltd")
+    since = len(codat.state()["requests"])
+
+    async def scenario() -> None:
+        async with harness(database, codat) as run:
+            run.start()
+            await run.feed(bodies)
+            document = await run.settled(company_id, "ready")
+            [partner] = partner_connections(codat.state(), company_id)
+            assert document["expenseConnection"] == {"id": partner["id"], "status": "Linked"}
+            # Look before you create: the accounting connection, the list, then the POST.
+            assert requests(codat, company_id, since) == [
+                ("GET", f"/companies/C/connections/{connection_id}"),
+                ("GET", "/companies/C/connections"),
+                ("POST", "/companies/C/sync/expenses/connections/partnerExpense"),
+            ]
+            [effect] = run.reads.company_effects(company_id)
+            assert (effect.status, effect.attempts) == ("done", 1)
+            assert (effect.result or {})["note"] == "created"
+            assert posts(codat, company_id)[0]["idempotencyKey"] == effect.idempotency_key
+
+            # Codat's webhook about the new connection, and the connected webhook once more
+            # (a resend under a new message id), ask for nothing more.
+            announced = bodies_for(codat, company_id)[3:]
+            assert [body["eventType"] for body in announced] == ["connection.created"]
+            await run.feed([*announced, bodies[2]])
+            document = await run.settled(company_id, "ready")
+            for _ in range(3):
+                await run.worker.step()
+            assert run.reads.due_effects(clock.after(3600)) == []
+            assert len(posts(codat, company_id)) == 1
+            assert len(partner_connections(codat.state(), company_id)) == 1
+            outcomes = {e["eventType"]: e["outcome"] for e in document["events"]}
+            assert outcomes["partnerExpenseConnection.created"] == "applied"
+
+    asyncio.run(scenario())
+
+
+def test_a_partner_connection_codat_already_has_is_adopted_not_created(
+    database: Path, quiet_codat: Codat
+) -> None:
+    codat = quiet_codat
+    company_id, _, bodies = linked_in_codat(codat, "Already Has One Ltd")
+    made = codat.http.post(PARTNER_PATH.format(company_id), headers={"Idempotency-Key": "earlier"})
+    assert made.status_code == 200, made.text
+
+    async def scenario() -> None:
+        async with harness(database, codat) as run:
+            run.start()
+            await run.feed(bodies)
+            document = await run.settled(company_id, "ready")
+            assert document["expenseConnection"]["id"] == made.json()["id"]
+            assert [p["idempotencyKey"] for p in posts(codat, company_id)] == ["earlier"]
+            [effect] = run.reads.company_effects(company_id)
+            assert (effect.result or {})["note"] == "adopted"
+
+    asyncio.run(scenario())
+
+
+def test_a_503_is_retried_with_the_same_idempotency_key_and_shows_as_pending(
+    database: Path, quiet_codat: Codat
+) -> None:
+    codat = quiet_codat
+    company_id, _, bodies = linked_in_codat(codat, "Retry Ltd")
+    codat.faults([{"method": "POST", "path": PARTNER_PATH.format("*"), "status": 503, "times": 2}])
+
+    async def scenario() -> None:
+        async with harness(database, codat) as run:
+            run.start()
+            await run.feed(bodies)
+
+            def retrying() -> dict[str, Any] | None:
+                pending = run.document(company_id)["pending"]
+                return pending[0] if pending and pending[0]["attempts"] >= 1 else None
+
+            pending = await run.until(retrying, "a pending command with a failed attempt")
+            assert pending["command"] == "create_partner_expense_connection"
+            assert pending["status"] == "pending"
+            assert "Codat answered 503" in pending["lastError"], pending
+            assert pending["nextAttemptAt"] is not None
+            document = await run.settled(company_id, "ready")
+            assert document["failed"] == []
+            answers = posts(codat, company_id)
+            assert [p["status"] for p in answers] == [503, 503, 200]
+            assert len({p["idempotencyKey"] for p in answers}) == 1
+            [effect] = run.reads.company_effects(company_id)
+            assert (effect.status, effect.attempts) == ("done", 3)
+            assert len(partner_connections(codat.state(), company_id)) == 1
+
+    asyncio.run(scenario())
+
+
+def test_a_400_ends_the_command_as_failed_with_its_last_error(
+    database: Path, quiet_codat: Codat
+) -> None:
+    codat = quiet_codat
+    company_id, _, bodies = linked_in_codat(codat, "Refused Ltd")
+    codat.faults([{"method": "POST", "path": PARTNER_PATH.format("*"), "status": 400, "times": 1}])
+
+    async def scenario() -> None:
+        async with harness(database, codat) as run:
+            run.start()
+            await run.feed(bodies)
+
+            def failed() -> dict[str, Any] | None:
+                document = run.document(company_id)
+                return document if document["failed"] else None
+
+            document = await run.until(failed, "the command to fail")
+            [dead] = document["failed"]
+            assert (dead["status"], dead["attempts"]) == ("failed", 1)
+            assert "Codat answered 400" in dead["lastError"], dead
+            assert "Codat answered 400" in document["lastError"]["message"]
+            assert document["state"] == "linked" and document["pending"] == []
+            types = [e["eventType"] for e in document["events"] if e["source"] == "command"]
+            assert types == ["partnerExpenseConnection.failed"]
+            # Not retried: nothing is due, however often the worker looks.
+            for _ in range(3):
+                await run.worker.step()
+            assert run.reads.due_effects(clock.after(3600)) == []
+            assert len(posts(codat, company_id)) == 1
+            assert partner_connections(codat.state(), company_id) == []
+
+    asyncio.run(scenario())
+
+
+def test_a_command_claimed_by_another_worker_is_not_attempted_twice(
+    database: Path, quiet_codat: Codat
+) -> None:
+    """Two workers on one store (serve and a replay, say): the one holding the claim carries
+    out the command; the other leaves it alone, even while Codat is slow to answer."""
+    codat = quiet_codat
+    company_id, _, bodies = linked_in_codat(codat, "Two Workers Ltd")
+    codat.faults([{"method": "POST", "path": PARTNER_PATH.format("*"), "delay": 0.5, "times": 1}])
+
+    async def scenario() -> None:
+        async with harness(database, codat) as first, harness(database, codat) as second:
+            second.worker.owner = "replay:elsewhere:1"
+            first.start()
+            await first.feed(bodies)
+            await first.until(lambda: posts(codat, company_id), "the first worker's POST")
+            for _ in range(5):
+                await second.worker.step()
+            await first.settled(company_id, "ready")
+            await second.worker.drain()
+            assert second.worker.effects_run == 0
+            assert len(posts(codat, company_id)) == 1
+            assert len(partner_connections(codat.state(), company_id)) == 1
+
+    asyncio.run(scenario())
+
+
+def test_at_start_the_claims_of_dead_processes_on_this_host_are_released(
+    database: Path, quiet_codat: Codat
+) -> None:
+    """A crashed serve leaves its claims behind for an hour here: the next worker to start
+    releases those of dead pids on this host at once, and leaves other hosts' claims alone."""
+    codat = quiet_codat
+    crashed, _, crashed_bodies = linked_in_codat(codat, "Dead Claim Ltd")
+    remote, _, remote_bodies = linked_in_codat(codat, "Remote Claim Ltd")
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    owners = {
+        crashed: f"serve:{socket.gethostname()}:{int(gone.stdout)}",
+        # The same pid, gone here too: only the host tells the two apart.
+        remote: f"serve:another-host.example:{int(gone.stdout)}",
+    }
+
+    async def scenario() -> None:
+        async with harness(database, codat) as run:
+            await run.feed(crashed_bodies + remote_bodies)
+
+            def fold_and_claim(store: Store) -> None:
+                fold_companies(store, [crashed, remote], clock.now())
+                for company_id, owner in owners.items():
+                    [effect] = store.open_effects(company_id)
+                    assert store.claim_effect(effect.id, owner, clock.after(3600), clock.now())
+
+            await run.writer.call(fold_and_claim)
+            assert sorted(run.reads.claim_owners()) == sorted(owners.values())
+            started = time.monotonic()
+            run.start()
+            await run.settled(crashed, "ready")
+            assert time.monotonic() - started < 5, "the dead claim was waited out, not released"
+            assert run.reads.claim_owners() == [owners[remote]]
+            assert posts(codat, remote) == []
+            assert run.document(remote)["pending"][0]["attempts"] == 0
+
+    asyncio.run(scenario())
