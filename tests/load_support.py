@@ -27,7 +27,7 @@ from processor.sender import WebhookSender, new_message_id, sign_headers
 from processor.webhook_bodies import encode
 from store import Store
 from tests.conftest import Codat
-from tests.support import TOKEN, ServeProcess, partner_connections
+from tests.support import TOKEN, Serve, partner_connections
 
 PARTNER_PATH = "/companies/{}/sync/expenses/connections/partnerExpense"
 PLATFORM_KEYS = ("gbol", "qhyg", "fbrh", "akxx", "trji")
@@ -175,6 +175,17 @@ def quiet_stand_in_errors() -> Iterator[None]:
 # --- Sending --------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Answer:
+    """One webhook sent once: when (time.monotonic) it was sent and answered, and the answer."""
+
+    message_id: str
+    event_type: str
+    sent: float
+    answered: float
+    status: str
+
+
 @dataclass
 class SendStats:
     """What the sender saw."""
@@ -186,6 +197,7 @@ class SendStats:
     statuses: Counter[str] = field(default_factory=Counter)
     latencies: list[float] = field(default_factory=list)
     slow: list[tuple[str, float]] = field(default_factory=list)
+    answers: list[Answer] = field(default_factory=list)
     seconds: float = 0.0
 
 
@@ -264,7 +276,7 @@ async def send_once_timed(
 
         async def send(message: Message) -> None:
             headers = sign_headers(secret, message.message_id, message.body)
-            began = time.perf_counter()
+            began = time.monotonic()
             try:
                 answer = await client.post(
                     f"{url}/webhooks/codat", content=message.body, headers=headers
@@ -272,7 +284,11 @@ async def send_once_timed(
                 status = str(answer.status_code)
             except httpx.HTTPError as error:
                 status = type(error).__name__
-            took = time.perf_counter() - began
+            answered = time.monotonic()
+            took = answered - began
+            stats.answers.append(
+                Answer(message.message_id, message.event_type, began, answered, status)
+            )
             stats.attempts += 1
             stats.latencies.append(took)
             stats.statuses[status] += 1
@@ -326,7 +342,7 @@ def mismatched(store: Store, plans: Sequence[CompanyPlan]) -> list[tuple[str, st
 
 
 def wait_until_settled(
-    database: Path, plans: Sequence[CompanyPlan], *, timeout: float, serve: ServeProcess
+    database: Path, plans: Sequence[CompanyPlan], *, timeout: float, serve: Serve
 ) -> float:
     """Poll the store (read-only) until nothing is pending and every company is where its
     events say; twice in a row, half a second apart. Returns the seconds it took."""
@@ -428,7 +444,7 @@ def check_posts(sandbox_state: dict[str, Any], company_id: str) -> tuple[int, in
 
 
 def check_companies(
-    serve: ServeProcess, codat: Codat, plans: Sequence[CompanyPlan], outcome: Outcome
+    serve: Serve, codat: Codat, plans: Sequence[CompanyPlan], outcome: Outcome
 ) -> None:
     """Every company is where its events say, with one partner connection if it is ready."""
     sandbox = codat.state()
