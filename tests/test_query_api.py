@@ -369,7 +369,8 @@ def test_tokens_and_secrets_never_reach_the_log(
     server: Serve, disabled: Serve, tmp_path: Path
 ) -> None:
     """Runs last in this module, after requests that carried the token in every place; then a
-    real `serve` process, whose whole output is its log, goes through paths that log errors:
+    real `serve` process goes through paths that log errors (a process, not a thread: its log is
+    everything it writes, uvicorn's lines and any traceback included, not only our loggers):
     Codat failing the worker's calls (500, retried, then 400, given up), the store locked under
     a webhook (503). Then `status`, `replay` and `reconcile` print Codat's errors. Neither the
     logs nor what the commands print holds the token, the API key or a webhook secret."""
