@@ -192,7 +192,9 @@ def _table_row(row: dict[str, Any]) -> list[str]:
     expense = row["expenseConnection"] or {}
     error = (row["lastError"] or {}).get("message") or ""
     for effect in row.get("failed", []):
-        error = "; ".join(part for part in (error, effect.get("lastError")) if part)
+        reason = effect.get("lastError")
+        if reason and reason not in error:
+            error = f"{error}; {reason}" if error else reason
     return [
         row["id"],
         row["state"] or "",

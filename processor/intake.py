@@ -182,7 +182,9 @@ def _text(value: Any) -> str | None:
 
 def clean(text: str) -> str:
     """Text SQLite can store: lone surrogates (valid in JSON, not in UTF-8) become U+FFFD."""
-    return text.encode("utf-8", "replace").decode("utf-8") if not text.isascii() else text
+    if text.isascii():
+        return text
+    return "".join("\ufffd" if "\ud800" <= ch <= "\udfff" else ch for ch in text)
 
 
 def _json_kind(value: Any) -> str:
