@@ -1,6 +1,12 @@
-"""The SQLite store: event log, company state, record of effects. The only place with SQL."""
+"""The store: the event log, company state and the record of effects; the only place with SQL.
 
-from store.database import Store, StoreError
+Code outside `store/` imports this package only: the records, the contract (`Store` and the
+narrower views each consumer needs) and `open_store(url)`, which picks the backend.
+"""
+
+from store.contract import CompanyStates, EffectRecord, EventLog, Store
+from store.errors import StoreError, is_unavailable
+from store.opening import open_store, sqlite_path
 from store.records import (
     EFFECT_CANCELLED,
     EFFECT_DONE,
@@ -20,11 +26,17 @@ __all__ = [
     "EFFECT_FAILED",
     "EFFECT_PENDING",
     "CompanyRow",
+    "CompanyStates",
     "Effect",
+    "EffectRecord",
+    "EventLog",
     "InsertResult",
     "NewEvent",
     "Page",
     "Store",
     "StoreError",
     "StoredEvent",
+    "is_unavailable",
+    "open_store",
+    "sqlite_path",
 ]

@@ -18,7 +18,7 @@ from store import (
     Store,
     StoreError,
 )
-from store.schema import MIGRATIONS
+from store.sqlite.schema import MIGRATIONS
 
 COMPANY = "8a210b68-6988-11ed-a1eb-0242ac120002"
 KIND = "create_partner_expense_connection"

@@ -1,0 +1,214 @@
+"""The store's contract: what the code outside `store/` may ask of any backend.
+
+Each protocol is one concern; a consumer that needs less can say so in its annotations. Every
+backend (today `store/sqlite/`) implements them all; the contract tests run against each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any, Protocol
+
+from store.records import CompanyRow, Effect, InsertResult, NewEvent, Page, StoredEvent
+
+
+class EventLog(Protocol):
+    """Every webhook and synthetic event, in order of receipt."""
+
+    def append_events(self, events: Sequence[NewEvent]) -> list[InsertResult]:
+        """Append events; a known message id or event id is a duplicate, not a second row."""
+        ...
+
+    def pending_company_ids(self, limit: int = 1000) -> list[str]:
+        """Companies with events not yet folded into their state."""
+        ...
+
+    def pending_events(self, company_id: str) -> list[StoredEvent]:
+        """A company's unfolded events, oldest generatedDate first."""
+        ...
+
+    def folded_events(self, company_id: str) -> list[StoredEvent]:
+        """A company's folded events, in the order they were folded (for rebuilds)."""
+        ...
+
+    def company_events(self, company_id: str, limit: int = 500) -> list[StoredEvent]:
+        """A company's events in order of receipt, newest last."""
+        ...
+
+    def event(self, seq: int) -> StoredEvent | None: ...
+
+    def find_events(
+        self,
+        *,
+        company_id: str | None = None,
+        event_or_message_id: str | None = None,
+        since: str | None = None,
+        event_type: str | None = None,
+        failed: bool = False,
+    ) -> list[StoredEvent]:
+        """Events matching every given criterion, in order of receipt."""
+        ...
+
+    def raw_event(self, seq: int) -> tuple[bytes, dict[str, str]] | None:
+        """The raw body and headers of an event, as received (to re-verify or re-parse)."""
+        ...
+
+    def mark_folded(self, outcomes: Sequence[tuple[int, str]], now: str) -> None:
+        """Record that events were folded, in this order, with these outcomes."""
+        ...
+
+    def set_outcomes(self, outcomes: Sequence[tuple[int, str]]) -> None:
+        """Rewrite outcomes after a rebuild, keeping the fold order."""
+        ...
+
+    def count_events(self, *, pending: bool = False) -> int: ...
+
+    def event_types(self) -> list[str]:
+        """Every event type in the log, sorted."""
+        ...
+
+
+class CompanyStates(Protocol):
+    """The state each company's events fold into, and the queries over it."""
+
+    def company(self, company_id: str) -> CompanyRow | None: ...
+
+    def save_company(self, company_id: str, state: str, data: dict[str, Any], now: str) -> None: ...
+
+    def mark_checked(self, company_id: str, now: str) -> None: ...
+
+    def delete_company_state(self, company_id: str) -> None: ...
+
+    def companies(self, *, state: str | None, limit: int, after: str | None) -> Page:
+        """A page of companies ordered by id, optionally in one state."""
+        ...
+
+    def company_ids(self) -> list[str]:
+        """Every company that has an event or a state."""
+        ...
+
+    def knows_company(self, company_id: str) -> bool:
+        """Whether the store has a state or any event for this company."""
+        ...
+
+    def companies_named(self, name: str) -> list[str]:
+        """Ids of the stored companies with exactly this name."""
+        ...
+
+    def state_counts(self) -> dict[str, int]: ...
+
+
+class EffectRecord(Protocol):
+    """Intents to call Codat: one open per company and kind, claimed by one worker at a time."""
+
+    def open_effect(
+        self,
+        *,
+        company_id: str,
+        kind: str,
+        connection_id: str | None,
+        idempotency_key: str,
+        caused_by: int | None,
+        now: str,
+    ) -> int | None:
+        """Record the intent to carry out an effect, unless one is already open for it."""
+        ...
+
+    def effect(self, effect_id: int) -> Effect | None: ...
+
+    def open_effects(self, company_id: str) -> list[Effect]: ...
+
+    def company_effects(self, company_id: str) -> list[Effect]: ...
+
+    def failed_effects(self) -> list[Effect]: ...
+
+    def due_effects(self, now: str, limit: int = 100) -> list[Effect]:
+        """Pending effects whose next attempt is due and that no live worker has claimed."""
+        ...
+
+    def next_effect_due(self) -> str | None: ...
+
+    def claim_effect(self, effect_id: int, owner: str, until: str, now: str) -> bool:
+        """Take an effect for one attempt; False if another worker holds it or it is closed."""
+        ...
+
+    def claim_owners(self) -> list[str]:
+        """Owners of claims that have not expired or been released."""
+        ...
+
+    def release_claims(self, owner: str) -> int:
+        """Release every claim of an owner known to be dead, so its work need not wait."""
+        ...
+
+    def finish_effect(
+        self,
+        effect_id: int,
+        *,
+        status: str,
+        now: str,
+        result: dict[str, Any] | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Close an effect: done, failed (a dead letter) or cancelled."""
+        ...
+
+    def retry_effect(self, effect_id: int, *, error: str, next_attempt_at: str, now: str) -> None:
+        """Count a failed attempt and schedule the next one."""
+        ...
+
+    def requeue_effect(self, effect_id: int, now: str) -> bool:
+        """Put a failed effect back in line, unless another one is already open for it."""
+        ...
+
+    def close_effect(self, effect_id: int, status: str, now: str) -> None:
+        """Close an open effect the state no longer calls for (cancelled)."""
+        ...
+
+
+class Store(EventLog, CompanyStates, EffectRecord, Protocol):
+    """A whole store: the three concerns, in transactions."""
+
+    readonly: bool
+
+    @staticmethod
+    def open(path: str | Path, *, readonly: bool = False, timeout: float = 5.0) -> Store:
+        """Transitional, until the tests open stores through `open_store(url)`: SQLite only."""
+        from store.sqlite import SqliteStore
+
+        return SqliteStore.open(path, readonly=readonly, timeout=timeout)
+
+    def transaction(self) -> AbstractContextManager[Store]:
+        """One write transaction; nested calls join the outer one."""
+        ...
+
+    def try_begin(self) -> bool:
+        """Start a write transaction if the write lock is free now; False if not."""
+        ...
+
+    def begin(self) -> None:
+        """Start a write transaction, waiting up to the busy timeout (blocking)."""
+        ...
+
+    def commit(self) -> None:
+        """Commit: durable when it returns (blocking); rolled back if it fails."""
+        ...
+
+    def rollback(self) -> None:
+        """Undo the open transaction, if any."""
+        ...
+
+    def savepoint(self) -> AbstractContextManager[Store]:
+        """A nested unit inside a transaction, undone alone if it fails."""
+        ...
+
+    def heartbeat(self, now: str) -> None:
+        """A one-row write: proves the store can still commit."""
+        ...
+
+    def ping(self) -> None:
+        """Raise StoreError unless the store answers a query."""
+        ...
+
+    def close(self) -> None: ...

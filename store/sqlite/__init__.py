@@ -1,0 +1,15 @@
+"""The SQLite backend: the embedded default, one file, one writer process."""
+
+from __future__ import annotations
+
+from store.sqlite.companies import SqliteCompanyStates
+from store.sqlite.connected import Connected
+from store.sqlite.effects import SqliteEffects
+from store.sqlite.events import SqliteEventLog
+
+
+class SqliteStore(SqliteEffects, SqliteEventLog, SqliteCompanyStates, Connected):
+    """The event log, company state and record of effects, in one SQLite file."""
+
+
+__all__ = ["SqliteStore"]

@@ -1,0 +1,157 @@
+"""The record of effects: intents to call Codat, their claims, attempts and outcomes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from store.records import EFFECT_FAILED, EFFECT_PENDING, Effect
+from store.sqlite import rows
+from store.sqlite.connected import Connected
+
+
+class SqliteEffects(Connected):
+    """One open intent per company and kind; claims so two workers never run one at once."""
+
+    def _requeue_failed(self, seq: int, now: str) -> bool:
+        """A new delivery of an event whose effect failed puts that effect back in line."""
+        row = self.conn.execute(
+            "SELECT id, company_id, kind FROM effects WHERE caused_by = ? AND status = ? "
+            "ORDER BY id DESC LIMIT 1",
+            [seq, EFFECT_FAILED],
+        ).fetchone()
+        if row is None:
+            return False
+        return self.requeue_effect(int(row[0]), now)
+
+    def open_effect(
+        self,
+        *,
+        company_id: str,
+        kind: str,
+        connection_id: str | None,
+        idempotency_key: str,
+        caused_by: int | None,
+        now: str,
+    ) -> int | None:
+        """Record the intent to carry out an effect, unless one is already open for it."""
+        cursor = self.conn.execute(
+            "INSERT INTO effects (company_id, kind, connection_id, idempotency_key, caused_by, "
+            "status, next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT DO NOTHING",
+            [
+                company_id,
+                kind,
+                connection_id,
+                idempotency_key,
+                caused_by,
+                EFFECT_PENDING,
+                now,
+                now,
+                now,
+            ],
+        )
+        return int(cursor.lastrowid or 0) if cursor.rowcount else None
+
+    def effect(self, effect_id: int) -> Effect | None:
+        found = self._effects("WHERE id = ?", [effect_id])
+        return found[0] if found else None
+
+    def open_effects(self, company_id: str) -> list[Effect]:
+        return self._effects("WHERE company_id = ? AND status = ?", [company_id, EFFECT_PENDING])
+
+    def company_effects(self, company_id: str) -> list[Effect]:
+        return self._effects("WHERE company_id = ? ORDER BY id", [company_id])
+
+    def failed_effects(self) -> list[Effect]:
+        return self._effects("WHERE status = ? ORDER BY id", [EFFECT_FAILED])
+
+    def due_effects(self, now: str, limit: int = 100) -> list[Effect]:
+        """Pending effects whose next attempt is due and that no live worker has claimed."""
+        return self._effects(
+            "WHERE status = ? AND next_attempt_at <= ? "
+            "AND (claim_expires_at IS NULL OR claim_expires_at <= ?) "
+            "ORDER BY next_attempt_at LIMIT ?",
+            [EFFECT_PENDING, now, now, limit],
+        )
+
+    def next_effect_due(self) -> str | None:
+        row = self.conn.execute(
+            "SELECT MIN(next_attempt_at) FROM effects WHERE status = ?", [EFFECT_PENDING]
+        ).fetchone()
+        return row[0] if row else None
+
+    def claim_effect(self, effect_id: int, owner: str, until: str, now: str) -> bool:
+        """Take an effect for one attempt; False if another worker holds it or it is closed."""
+        cursor = self.conn.execute(
+            "UPDATE effects SET claimed_by = ?, claim_expires_at = ? WHERE id = ? "
+            "AND status = ? AND (claim_expires_at IS NULL OR claim_expires_at <= ?)",
+            [owner, until, effect_id, EFFECT_PENDING, now],
+        )
+        return cursor.rowcount == 1
+
+    def claim_owners(self) -> list[str]:
+        """Owners of claims that have not expired or been released."""
+        found = self.conn.execute(
+            "SELECT DISTINCT claimed_by FROM effects WHERE status = ? AND claimed_by IS NOT NULL",
+            [EFFECT_PENDING],
+        )
+        return [row[0] for row in found]
+
+    def release_claims(self, owner: str) -> int:
+        """Release every claim of an owner known to be dead, so its work need not wait."""
+        cursor = self.conn.execute(
+            "UPDATE effects SET claimed_by = NULL, claim_expires_at = NULL "
+            "WHERE claimed_by = ? AND status = ?",
+            [owner, EFFECT_PENDING],
+        )
+        return cursor.rowcount
+
+    def finish_effect(
+        self,
+        effect_id: int,
+        *,
+        status: str,
+        now: str,
+        result: dict[str, Any] | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Close an effect: done, failed (a dead letter) or cancelled."""
+        self.conn.execute(
+            "UPDATE effects SET status = ?, result = ?, last_error = COALESCE(?, last_error), "
+            "attempts = attempts + 1, claimed_by = NULL, claim_expires_at = NULL, "
+            "updated_at = ? WHERE id = ?",
+            [status, rows.json_or_none(result), error, now, effect_id],
+        )
+
+    def retry_effect(self, effect_id: int, *, error: str, next_attempt_at: str, now: str) -> None:
+        """Count a failed attempt and schedule the next one."""
+        self.conn.execute(
+            "UPDATE effects SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?, "
+            "claimed_by = NULL, claim_expires_at = NULL, updated_at = ? WHERE id = ?",
+            [error, next_attempt_at, now, effect_id],
+        )
+
+    def requeue_effect(self, effect_id: int, now: str) -> bool:
+        """Put a failed effect back in line, unless another one is already open for it."""
+        cursor = self.conn.execute(
+            "UPDATE OR IGNORE effects SET status = ?, attempts = 0, next_attempt_at = ?, "
+            "claimed_by = NULL, claim_expires_at = NULL, updated_at = ? "
+            "WHERE id = ? AND status = ?",
+            [EFFECT_PENDING, now, now, effect_id, EFFECT_FAILED],
+        )
+        return cursor.rowcount == 1
+
+    def close_effect(self, effect_id: int, status: str, now: str) -> None:
+        """Close an open effect the state no longer calls for (cancelled)."""
+        self.conn.execute(
+            "UPDATE effects SET status = ?, claimed_by = NULL, claim_expires_at = NULL, "
+            "updated_at = ? WHERE id = ? AND status = ?",
+            [status, now, effect_id, EFFECT_PENDING],
+        )
+
+    def _effects(self, where: str, params: Sequence[Any]) -> list[Effect]:
+        found = self.conn.execute(
+            f"SELECT {rows.EFFECT_COLUMNS} FROM effects {where}", list(params)
+        )
+        return [rows.effect(row) for row in found]

@@ -1,0 +1,71 @@
+"""SQLite rows to the store's records, and the columns they are read from."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from store.records import CompanyRow, Effect, StoredEvent
+
+EVENT_COLUMNS = (
+    "seq, message_id, event_id, event_type, body_format, source, company_id, connection_id, "
+    "generated_date, received_at, fields, deliveries, processed_at, outcome, duplicate_of"
+)
+EFFECT_COLUMNS = (
+    "id, company_id, kind, connection_id, idempotency_key, caused_by, status, attempts, "
+    "next_attempt_at, last_error, result, created_at, updated_at"
+)
+COMPANY_COLUMNS = "company_id, state, data, updated_at, checked_at"
+
+
+def json_or_none(value: dict[str, Any] | None) -> str | None:
+    return None if value is None else json.dumps(value, separators=(",", ":"))
+
+
+def stored_event(row: Sequence[Any]) -> StoredEvent:
+    return StoredEvent(
+        seq=row[0],
+        message_id=row[1],
+        event_id=row[2],
+        event_type=row[3],
+        body_format=row[4],
+        source=row[5],
+        company_id=row[6],
+        connection_id=row[7],
+        generated_date=row[8],
+        received_at=row[9],
+        fields=json.loads(row[10]),
+        deliveries=row[11],
+        processed_at=row[12],
+        outcome=row[13],
+        duplicate_of=row[14],
+    )
+
+
+def effect(row: Sequence[Any]) -> Effect:
+    return Effect(
+        id=row[0],
+        company_id=row[1],
+        kind=row[2],
+        connection_id=row[3],
+        idempotency_key=row[4],
+        caused_by=row[5],
+        status=row[6],
+        attempts=row[7],
+        next_attempt_at=row[8],
+        last_error=row[9],
+        result=json.loads(row[10]) if row[10] else None,
+        created_at=row[11],
+        updated_at=row[12],
+    )
+
+
+def company_row(row: Sequence[Any]) -> CompanyRow:
+    return CompanyRow(
+        company_id=row[0],
+        state=row[1],
+        data=json.loads(row[2]),
+        updated_at=row[3],
+        checked_at=row[4],
+    )
