@@ -1,20 +1,20 @@
 """Onboarding scenarios end to end: duplicates, disorder, relinking, legacy bodies, Codat faults.
 
-Every test runs the real `serve` process against the stand-in for Codat over loopback HTTP, and
-checks the outcome in both places: the processor's status document and Codat's connections.
+Every test runs the real `serve` app (in a thread: the `serve` fixture) against the stand-in for
+Codat over loopback HTTP, and checks the outcome in both places: the processor's status document
+and Codat's connections. Killing `serve` in each window of the partner connection's creation is
+tests/test_crash_windows.py's part.
 """
 
 from __future__ import annotations
 
 import shutil
-import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from handlers.state import CompanyState
 from processor import clock
@@ -22,10 +22,10 @@ from processor.folding import rebuild
 from processor.webhook_bodies import connection_event, new_connection
 from store import Store
 from tests.conftest import Codat
-from tests.support import ServeProcess, partner_connections, post_webhook, wait_for
+from tests.support import Serve, partner_connections, post_webhook, wait_for
 
 
-def linked_company(codat: Codat, serve: ServeProcess, name: str = "Sawayn Group") -> dict[str, Any]:
+def linked_company(codat: Codat, serve: Serve, name: str = "Sawayn Group") -> dict[str, Any]:
     company = codat.create_company(name)
     connection = codat.create_connection(company["id"], "gbol")
     wait_for(lambda: serve.state_of(company["id"]) == "pending_auth", what="pending_auth")
@@ -45,7 +45,7 @@ def events_for(codat: Codat, company_id: str) -> list[dict[str, Any]]:
 
 
 def test_the_same_message_five_times_concurrently_gives_one_connection(
-    codat: Codat, serve: ServeProcess, secret: str
+    codat: Codat, serve: Serve, secret: str
 ) -> None:
     codat.admin("POST", "/config", json={"autoWebhooks": False})
     company = codat.create_company("Duplicates Ltd")
@@ -77,9 +77,7 @@ def test_the_same_message_five_times_concurrently_gives_one_connection(
     assert len(partner_connections(codat.state(), company["id"])) == 1
 
 
-def test_connected_before_created_still_ends_ready(
-    codat: Codat, serve: ServeProcess, secret: str
-) -> None:
+def test_connected_before_created_still_ends_ready(codat: Codat, serve: Serve, secret: str) -> None:
     codat.admin("POST", "/config", json={"autoWebhooks": False})
     company = codat.create_company("Out Of Order plc")
     connection = codat.create_connection(company["id"])
@@ -100,7 +98,7 @@ def test_connected_before_created_still_ends_ready(
 
 
 def test_disconnect_then_reconnect_ends_ready_with_still_one_partner_connection(
-    codat: Codat, serve: ServeProcess
+    codat: Codat, serve: Serve
 ) -> None:
     ids = linked_company(codat, serve, "Relink Co")
     company_id, connection_id = ids["company"]["id"], ids["connection"]["id"]
@@ -122,7 +120,7 @@ def test_disconnect_then_reconnect_ends_ready_with_still_one_partner_connection(
     assert len(created) == 1
 
 
-def test_deauthorized_connection_is_disconnected(codat: Codat, serve: ServeProcess) -> None:
+def test_deauthorized_connection_is_disconnected(codat: Codat, serve: Serve) -> None:
     ids = linked_company(codat, serve, "Expired Token Ltd")
     company_id, connection_id = ids["company"]["id"], ids["connection"]["id"]
     serve.wait_state(company_id, "ready")
@@ -132,7 +130,7 @@ def test_deauthorized_connection_is_disconnected(codat: Codat, serve: ServeProce
 
 
 def test_failed_authorization_stays_pending_auth_with_last_error(
-    codat: Codat, serve: ServeProcess
+    codat: Codat, serve: Serve
 ) -> None:
     company = codat.create_company("Cancelled Link")
     connection = codat.create_connection(company["id"])
@@ -153,7 +151,7 @@ def test_failed_authorization_stays_pending_auth_with_last_error(
     assert partner_connections(codat.state(), company["id"]) == []
 
 
-def test_legacy_bodies_reach_ready(codat: Codat, serve: ServeProcess) -> None:
+def test_legacy_bodies_reach_ready(codat: Codat, serve: Serve) -> None:
     company = codat.create_company("Legacy Rules Ltd")
     codat.admin("POST", f"/companies/{company['id']}/legacy", json={"legacy": True})
     connection = codat.create_connection(company["id"], "qhyg")
@@ -172,7 +170,7 @@ def test_legacy_bodies_reach_ready(codat: Codat, serve: ServeProcess) -> None:
 
 
 def test_expense_connection_events_never_create_another(
-    codat: Codat, serve: ServeProcess, secret: str
+    codat: Codat, serve: Serve, secret: str
 ) -> None:
     ids = linked_company(codat, serve, "Expense Events Inc")
     company = ids["company"]
@@ -193,13 +191,23 @@ def test_expense_connection_events_never_create_another(
         source_type="Expense",
         status="Linked",
     )
+    sent = []
     for event_type in ("connection.connected", "connection.reconnected", "connection.created"):
         body = connection_event(event_type, company, other)
-        assert post_webhook(
-            serve.url, body, secret, message_id=f"msg_{uuid.uuid4().hex}"
-        ).is_success
-    time.sleep(0.5)
-    document = serve.wait_state(company["id"], "ready")
+        sent.append(f"msg_{uuid.uuid4().hex}")
+        assert post_webhook(serve.url, body, secret, message_id=sent[-1]).is_success
+
+    def folded() -> dict[str, Any] | None:
+        """The document once all three are folded, and any command they asked for is done."""
+        document = serve.company(company["id"])
+        assert document is not None
+        outcomes = {e["messageId"]: e["outcome"] for e in document["events"]}
+        if any(outcomes.get(m, "pending") == "pending" for m in sent) or document["pending"]:
+            return None
+        return document
+
+    document = wait_for(folded, what="the three Expense events to be folded")
+    assert document["state"] == "ready" and document["pendingEvents"] == 0
     assert document["expenseConnection"]["id"] == other["id"]
     assert document["pending"] == []
     assert len(partner_connections(codat.state(), company["id"])) == 1
@@ -213,9 +221,7 @@ def test_expense_connection_events_never_create_another(
     assert len(requests) == 1
 
 
-def test_codat_503_three_times_then_success_reaches_ready(
-    codat: Codat, serve: ServeProcess
-) -> None:
+def test_codat_503_three_times_then_success_reaches_ready(codat: Codat, serve: Serve) -> None:
     codat.faults(
         [
             {
@@ -240,7 +246,7 @@ def test_codat_503_three_times_then_success_reaches_ready(
     assert document["lastError"] is None or "503" in document["lastError"]["message"]
 
 
-def test_codat_429_with_retry_after_is_honoured(codat: Codat, serve: ServeProcess) -> None:
+def test_codat_429_with_retry_after_is_honoured(codat: Codat, serve: Serve) -> None:
     codat.faults(
         [
             {
@@ -275,7 +281,7 @@ def test_codat_429_with_retry_after_is_honoured(codat: Codat, serve: ServeProces
     assert waited.total_seconds() >= 0.95
 
 
-def test_codat_400_shows_in_last_error(codat: Codat, serve: ServeProcess) -> None:
+def test_codat_400_shows_in_last_error(codat: Codat, serve: Serve) -> None:
     codat.faults(
         [
             {
@@ -300,44 +306,7 @@ def test_codat_400_shows_in_last_error(codat: Codat, serve: ServeProcess) -> Non
     assert partner_connections(codat.state(), company_id) == []
 
 
-@pytest.mark.serve_process
-def test_sigkill_after_codat_created_the_connection_before_it_was_recorded(
-    codat: Codat, serve: ServeProcess
-) -> None:
-    codat.faults(
-        [
-            {
-                "method": "POST",
-                "path": "/companies/*/sync/expenses/connections/partnerExpense",
-                "holdAfterCreate": 5.0,
-                "times": 1,
-            }
-        ]
-    )
-    ids = linked_company(codat, serve, "Crash Window")
-    company_id = ids["company"]["id"]
-    wait_for(
-        lambda: len(partner_connections(codat.state(), company_id)) == 1,
-        what="Codat to create the partner connection",
-    )
-    serve.kill()  # Codat holds its answer: the processor has not recorded anything yet
-    serve.start()
-    document = serve.wait_state(company_id, "ready")
-    partners = partner_connections(codat.state(), company_id)
-    assert len(partners) == 1
-    # Whether Codat's webhook or the restarted worker's listing found it first, it is adopted.
-    assert document["expenseConnection"]["id"] == partners[0]["id"]
-    posts = [
-        r
-        for r in codat.state()["requests"]
-        if r["method"] == "POST" and r["path"].endswith("/partnerExpense")
-    ]
-    assert len(posts) == 1
-
-
-def test_rebuild_from_the_log_equals_live_state(
-    codat: Codat, serve: ServeProcess, tmp_path: Path
-) -> None:
+def test_rebuild_from_the_log_equals_live_state(codat: Codat, serve: Serve, tmp_path: Path) -> None:
     ready = linked_company(codat, serve, "Rebuild One")["company"]["id"]
     relinked = linked_company(codat, serve, "Rebuild Two")
     serve.wait_state(ready, "ready")
