@@ -15,48 +15,74 @@ import pytest
 
 from tests.cli_support import Cli, requests_to, stored_state
 from tests.conftest import Codat
-from tests.support import ServeProcess, partner_connections, wait_for
+from tests.support import Serve, ServeThread, partner_connections, wait_for
 
 
-@pytest.fixture
-def sweeping(tmp_path: Path, codat: Codat, secret: str, serve_port: int) -> Iterator[ServeProcess]:
-    """`serve` with its periodic reconciliation sweep every second."""
-    process = ServeProcess(
+def serve_with(
+    tmp_path: Path, codat: Codat, secret: str, port: int, sweep_every: str
+) -> ServeThread:
+    return ServeThread(
         tmp_path / "processor.db",
         {
             "CODAT_API_KEY": codat.server.api_key,
             "CODAT_BASE_URL": codat.url,
             "CODAT_WEBHOOK_SECRET": secret,
-            "RECONCILE_INTERVAL_SECONDS": "1",
+            "RECONCILE_INTERVAL_SECONDS": sweep_every,
         },
-        port=serve_port,
+        port=port,
     )
-    with process:
-        yield process
 
 
-def authorized_silently(codat: Codat, serve: ServeProcess, name: str) -> dict[str, Any]:
-    """A company serve knows as pending_auth, whose connection.connected was never sent."""
+@pytest.fixture
+def sweeping(tmp_path: Path, codat: Codat, secret: str, serve_port: int) -> Iterator[Serve]:
+    """`serve` with its periodic reconciliation sweep every second."""
+    with serve_with(tmp_path, codat, secret, serve_port, "1") as server:
+        yield server
+
+
+@pytest.fixture
+def unswept(tmp_path: Path, codat: Codat, secret: str, serve_port: int) -> Iterator[Serve]:
+    """`serve` without its sweep: only the `reconcile` command asks Codat."""
+    with serve_with(tmp_path, codat, secret, serve_port, "0") as server:
+        yield server
+
+
+def pending(codat: Codat, serve: Serve, name: str) -> dict[str, Any]:
+    """A company serve knows as pending_auth."""
     company = codat.create_company(name)
     connection = codat.create_connection(company["id"], "gbol")
     wait_for(lambda: serve.state_of(company["id"]) == "pending_auth", what="pending_auth")
-    codat.admin("POST", "/config", json={"autoWebhooks": False})
-    codat.authorize(company["id"], connection["id"])
     return {"company": company, "connection": connection}
+
+
+def authorized_silently(codat: Codat, serve: Serve, name: str) -> dict[str, Any]:
+    """A company serve knows as pending_auth, whose connection.connected was never sent."""
+    made = pending(codat, serve, name)
+    codat.admin("POST", "/config", json={"autoWebhooks": False})
+    codat.authorize(made["company"]["id"], made["connection"]["id"])
+    generated = [e["eventType"] for e in codat.state()["events"]]
+    assert generated[-1] == "connection.connected", generated
+    return made
+
+
+def listings(codat: Codat, company_id: str) -> int:
+    """How many times Codat answered a listing of the company's connections."""
+    path = f"/companies/{company_id}/connections"
+    return sum(1 for r in requests_to(codat, "GET", path) if r["path"] == path and r["status"])
 
 
 def connected_deliveries(codat: Codat) -> list[dict[str, Any]]:
     return [d for d in codat.state()["deliveries"] if d["eventType"] == "connection.connected"]
 
 
-def test_reconcile_command_heals_a_lost_connected_webhook(
-    codat: Codat, serve: ServeProcess
-) -> None:
+def test_reconcile_command_heals_a_lost_connected_webhook(codat: Codat, unswept: Serve) -> None:
+    serve = unswept
     made = authorized_silently(codat, serve, "Lost Webhook Ltd")
     company_id = made["company"]["id"]
+    # Codat generated connection.connected but never sent it: serve cannot know.
     assert connected_deliveries(codat) == []
-    time.sleep(0.5)
     assert serve.state_of(company_id) == "pending_auth"
+    assert listings(codat, company_id) == 0
 
     cli = Cli(serve.database, codat.url)
     result = cli.ok("reconcile")
@@ -80,7 +106,10 @@ def test_reconcile_command_heals_a_lost_connected_webhook(
     assert len(partner_connections(codat.state(), company_id)) == 1
 
 
-def test_serve_sweep_heals_a_lost_connected_webhook(codat: Codat, sweeping: ServeProcess) -> None:
+def test_serve_sweep_heals_a_lost_connected_webhook(codat: Codat, sweeping: Serve) -> None:
+    # A company that never gets further: each sweep lists its connections, so its listings
+    # count the sweeps.
+    witness = pending(codat, sweeping, "Still Pending Ltd")["company"]["id"]
     made = authorized_silently(codat, sweeping, "Swept Ltd")
     company_id = made["company"]["id"]
     document = sweeping.wait_state(company_id, "ready", timeout=20)
@@ -88,12 +117,22 @@ def test_serve_sweep_heals_a_lost_connected_webhook(codat: Codat, sweeping: Serv
     [partner] = partner_connections(codat.state(), company_id)
     assert document["expenseConnection"]["id"] == partner["id"]
     assert any(e["source"] == "reconcile" for e in document["events"])
+
     # Later sweeps leave a ready company alone (checked within the day) and create nothing.
-    listed = len(requests_to(codat, "GET", f"/companies/{company_id}/connections"))
-    time.sleep(2.5)
-    assert len(requests_to(codat, "GET", f"/companies/{company_id}/connections")) == listed
+    # Sweeps run one after another, the witness first; once it is listed twice more, the sweep
+    # that may have been under way when the company became ready is over; once it is listed
+    # again, a whole sweep begun after that has run.
+    def sweeps_after(count: int) -> int:
+        wait_for(lambda: listings(codat, witness) >= count, timeout=15, what=f"{count} sweeps")
+        return count
+
+    seen = sweeps_after(listings(codat, witness) + 2)
+    listed = listings(codat, company_id)
+    sweeps_after(seen + 1)
+    assert listings(codat, company_id) == listed
     assert len(partner_connections(codat.state(), company_id)) == 1
     assert sweeping.state_of(company_id) == "ready"
+    assert sweeping.state_of(witness) == "pending_auth"
 
 
 def test_reconcile_records_a_company_deleted_in_codat(tmp_path: Path, codat: Codat) -> None:
@@ -138,7 +177,7 @@ def test_reconcile_waits_out_a_rate_limit(tmp_path: Path, codat: Codat) -> None:
                 "method": "GET",
                 "path": "/companies/*/connections",
                 "status": 429,
-                "retryAfter": "2",
+                "retryAfter": "1",
                 "times": 1,
             }
         ]
@@ -147,7 +186,7 @@ def test_reconcile_waits_out_a_rate_limit(tmp_path: Path, codat: Codat) -> None:
     result = cli.ok("reconcile")
     elapsed = time.monotonic() - started
     assert "1 corrected, 0 errors" in result.stdout, result.describe()
-    assert elapsed >= 2.0, elapsed
+    assert elapsed >= 1.0, elapsed
     lists = requests_to(codat, "GET", f"/companies/{company_id}/connections")
     assert [r["status"] for r in lists] == [429, 200]
     assert stored_state(cli.database, company_id)[0] == "linked"
