@@ -36,7 +36,7 @@ pytestmark = pytest.mark.serve_process  # the test SIGKILLs serve
 COMPANIES = 200
 MAX_CYCLES = 7  # disconnect-and-relink cycles per company, 0..MAX_CYCLES
 CONCURRENCY = 32
-RATE = 150.0  # new messages a second: spreads the sending over the kills
+RATE = 200.0  # new messages a second: spreads the sending over the kills
 RETRY_DELAYS = (0.05, 0.1, 0.2, 0.5, 1, 2, 3, 5)
 MIN_KILLS = 5
 MAX_KILLS = 8
@@ -56,7 +56,7 @@ async def _under_fire(
         while len(restarts) < MAX_KILLS and time.monotonic() < deadline:
             if sending_done.is_set() and len(restarts) >= MIN_KILLS:
                 return
-            await asyncio.sleep(rng.uniform(0.3, 2.5))
+            await asyncio.sleep(rng.uniform(0.2, 1.5))
             await asyncio.to_thread(serve.kill)
             began = time.monotonic()
             await asyncio.sleep(rng.uniform(0.0, 0.5))
