@@ -15,6 +15,7 @@ connection (exactly one if ready), nothing pending and nothing dead-lettered.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ STRETCHES: tuple[tuple[str, dict[str, Any], float], ...] = (
     ("drop", {"drop": True}, 1.5),
 )
 FAULT_SECONDS = sum(seconds for _, _, seconds in STRETCHES)
+SENDING_SECONDS = FAULT_SECONDS - STRETCHES[-1][2] / 2  # the last webhooks meet the last stretch
 # No answer may take as long as all the faults together: one that did was waiting for Codat.
 # The last stretch lasts until every webhook is answered, so such a sender would time out.
 SENDER_TIMEOUT = FAULT_SECONDS
@@ -101,17 +103,20 @@ async def _during_faults(
     sending_done = asyncio.Event()
 
     async def faults() -> list[Stretch]:
+        """Each stretch on a fixed schedule from the start, so that delays do not add up."""
+        start = time.monotonic()
         stretches = []
-        for index, (name, rule, seconds) in enumerate(STRETCHES):
+        boundaries = list(itertools.accumulate(seconds for _, _, seconds in STRETCHES))
+        for index, (name, rule, _) in enumerate(STRETCHES):
             last = index == len(STRETCHES) - 1
             began = time.monotonic()
-            lasting = 10 * FAULT_SECONDS if last else seconds
+            lasting = 10 * FAULT_SECONDS if last else start + boundaries[index] - began
             await asyncio.to_thread(
                 codat.faults,
                 [{"method": "*", "path": EVERY_API_PATH, **rule, "forSeconds": lasting}],
             )
             installed = time.monotonic()
-            await asyncio.sleep(seconds)
+            await asyncio.sleep(max(0.0, start + boundaries[index] - installed))
             if last:
                 await sending_done.wait()
             stretches.append(Stretch(name, installed, min(time.monotonic(), began + lasting)))
@@ -125,7 +130,7 @@ async def _during_faults(
             secret,
             during,
             concurrency=8,
-            rate=len(during) / (FAULT_SECONDS - 1.0),
+            rate=len(during) / SENDING_SECONDS,
             timeout=SENDER_TIMEOUT,
         )
         sending_done.set()
