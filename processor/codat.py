@@ -11,7 +11,8 @@ from typing import Any
 
 import httpx
 
-RETRYABLE_STATUSES = frozenset({408, 429})
+# 409: a request with the same Idempotency-Key is still in flight at Codat.
+RETRYABLE_STATUSES = frozenset({408, 409, 429})
 
 
 class CodatError(Exception):

@@ -150,7 +150,7 @@ async def carry_out(writer: Writes, codat: CodatClient, effect: Effect, settings
 def backoff(attempt: int, initial: float, maximum: float) -> float:
     """Exponential backoff with full jitter: Codat's SDK schedule (x1.5), capped."""
     ceiling = min(maximum, initial * 1.5 ** max(0, attempt - 1))
-    return random.uniform(ceiling / 2, ceiling)
+    return random.uniform(0, ceiling)
 
 
 def _event(

@@ -279,12 +279,6 @@ def test_codat_timeouts_408_and_dropped_connections_are_retried(
     assert len(partner_connections(codat.state(), company_id)) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: README (Failed commands) says 'a 4xx other than 408/409/429 fails it at "
-    "once', so a 409 is retried; processor/codat.py RETRYABLE_STATUSES is {408, 429}, so _error "
-    "marks a 409 not retryable and effects.record_failure dead-letters the command at once",
-)
 def test_codat_409_is_retried_not_failed(
     tmp_path: Path, codat: Codat, secret: str, serve_port: int
 ) -> None:
@@ -318,11 +312,6 @@ def test_backoff_grows_1_5_times_per_attempt_up_to_retry_max() -> None:
         assert len(set(delays)) > 250, "jittered"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="README (Configuration) says 'full jitter'; processor/effects.py backoff draws "
-    "uniform(ceiling / 2, ceiling), which is 'equal jitter': never under half the ceiling",
-)
 def test_backoff_jitter_is_full() -> None:
     ceiling = 0.5 * 1.5**4
     delays = [backoff(5, 0.5, 60.0) for _ in range(300)]
