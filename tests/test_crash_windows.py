@@ -286,11 +286,11 @@ def test_sigkill_in_each_window_of_the_partner_connection_gives_exactly_one(
         document = serve.wait_state(ids["company"], "ready", timeout=40)
         recovered = time.monotonic() - killed_at
 
-        # Let Codat finish any POST it still holds, so what it did is all in its log.
+        # Let Codat finish every request it still holds, so what it did is all in its log.
         wait_for(
-            lambda: not outstanding(codat, "POST", PARTNER_PATH.format(ids["company"])),
+            lambda: not [r for r in codat.state()["requests"] if r["status"] is None],
             timeout=15,
-            what="Codat to answer every POST",
+            what="Codat to answer every request",
         )
     state = codat.state()
     partners = partner_connections(state, ids["company"])

@@ -332,7 +332,7 @@ def test_replay_killed_half_way_then_run_again_creates_each_connection_once(
     codat.faults(
         [
             {"method": "POST", "path": PARTNER_EXPENSE_PATH, "times": 2},
-            {"method": "POST", "path": PARTNER_EXPENSE_PATH, "holdAfterCreate": 4.0, "times": 1},
+            {"method": "POST", "path": PARTNER_EXPENSE_PATH, "holdAfterCreate": 2.5, "times": 1},
         ]
     )
     process = cli.popen("replay")
@@ -396,6 +396,11 @@ def test_replay_killed_half_way_then_run_again_creates_each_connection_once(
             assert note == ("adopted" if company_id == company_of_held else "created"), done
     finally:
         store.close()
+    wait_for(
+        lambda: not [r for r in codat.state()["requests"] if r["status"] is None],
+        10,
+        what="Codat to answer the POST it held",
+    )
     # A third run finds nothing left to do.
     third = cli.ok("replay")
     assert "0 changed state, 0 commands run, 0 failures" in third.stdout, third.describe()
