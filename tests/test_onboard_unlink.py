@@ -184,7 +184,11 @@ def test_unlink_of_a_linked_connection(tmp_path: Path, codat: Codat, serve: Serv
         ),
         what="the stand-in's connection.disconnected webhook",
     )
-    assert serve.wait_state(company["id"], "disconnected")["pendingEvents"] == 0
+    folded = wait_for(
+        lambda: (serve.company(company["id"]) or {}).get("pendingEvents") == 0,
+        what="every event of the company folded",
+    )
+    assert folded and serve.state_of(company["id"]) == "disconnected"
     assert len(partner_connections(codat.state(), company["id"])) == 1
 
 
