@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -30,7 +32,7 @@ from tests.load_support import (
     shuffle_nearby,
     wait_until_settled,
 )
-from tests.support import ServeProcess
+from tests.support import API_KEY, ServeProcess
 
 pytestmark = pytest.mark.serve_process  # the test SIGKILLs serve
 COMPANIES = 200
@@ -42,6 +44,24 @@ MIN_KILLS = 5
 MAX_KILLS = 8
 KILLER_SECONDS = 45.0
 SEND_GIVE_UP_SECONDS = 60.0
+
+
+@pytest.fixture
+def serve(tmp_path: Path, codat: Codat, secret: str, serve_port: int) -> Iterator[ServeProcess]:
+    """A real `serve` process without the reconciliation sweep: each restart would otherwise
+    sweep 1 s later and correct from Codat what the events alone must bring about."""
+    process = ServeProcess(
+        tmp_path / "processor.db",
+        {
+            "CODAT_API_KEY": API_KEY,
+            "CODAT_BASE_URL": codat.url,
+            "CODAT_WEBHOOK_SECRET": secret,
+            "RECONCILE_INTERVAL_SECONDS": "0",
+        },
+        port=serve_port,
+    )
+    with process:
+        yield process
 
 
 async def _under_fire(
