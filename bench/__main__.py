@@ -23,8 +23,8 @@ from pathlib import Path
 import httpx
 
 from bench import partner
-from processor.sender import generate_secret, sign_headers
-from processor.webhook_bodies import company_event, encode, new_company
+from processor.sandbox.sender import generate_secret, sign_headers
+from processor.sandbox.webhook_bodies import company_event, encode, new_company
 
 HERE = Path(__file__).parent
 

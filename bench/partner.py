@@ -19,9 +19,9 @@ from pathlib import Path
 import httpx
 
 from processor import clock
-from processor.codat import basic_auth
+from processor.codat.client import basic_auth
 from processor.sandbox import SandboxServer
-from processor.sender import generate_secret
+from processor.sandbox.sender import generate_secret
 
 
 def measure(companies: int = 50) -> list[float]:

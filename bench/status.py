@@ -15,8 +15,8 @@ import uuid
 from pathlib import Path
 
 from processor import clock
-from processor.documents import company_document, summary
-from processor.folding import fold_companies
+from processor.http.documents import company_document, summary
+from processor.work.folding import fold_companies
 from store import NewEvent, Store
 
 

@@ -15,16 +15,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from processor.codat import CodatClient, new_client
+from processor.codat.client import CodatClient, new_client
 from processor.config import Settings
-from processor.queries import get_company, healthz, list_companies
-from processor.readers import Readers
-from processor.reconcile import sweep_periodically
-from processor.signature import Verifier
-from processor.webhook_health import WebhookHealth
-from processor.webhooks import error, receive_webhook
-from processor.worker import Worker
-from processor.writer import Writer
+from processor.http.queries import get_company, healthz, list_companies
+from processor.http.webhooks import error, receive_webhook
+from processor.intake.health import WebhookHealth
+from processor.intake.signature import Verifier
+from processor.intake.writer import Writer
+from processor.work.readers import Readers
+from processor.work.reconcile import sweep_periodically
+from processor.work.worker import Worker
 from store import Store
 
 log = logging.getLogger(__name__)

@@ -26,10 +26,10 @@ from rich.console import Console
 from rich.table import Column, Table
 from rich.text import Text
 
-from processor.codat import CodatClient, new_client
-from processor.platforms import resolve_platform
+from processor.codat.client import CodatClient, new_client
+from processor.codat.platforms import resolve_platform
 from processor.sandbox import SandboxServer
-from processor.sender import generate_secret
+from processor.sandbox.sender import generate_secret
 
 # On a terminal or with COLUMNS set, rich fits the tables to that width; through a pipe, 120.
 # Link URLs and ids are printed with click.echo, never wrapped or cut, so they can be copied.

@@ -9,9 +9,9 @@ from typing import Any
 import httpx
 import pytest
 
-from processor.codat import basic_auth
+from processor.codat.client import basic_auth
 from processor.sandbox import SandboxServer
-from processor.sender import generate_secret
+from processor.sandbox.sender import generate_secret
 from tests.support import API_KEY, Serve, ServeProcess, ServeThread, free_port
 
 

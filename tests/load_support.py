@@ -23,8 +23,8 @@ from typing import Any
 
 import httpx
 
-from processor.sender import WebhookSender, new_message_id, sign_headers
-from processor.webhook_bodies import encode
+from processor.sandbox.sender import WebhookSender, new_message_id, sign_headers
+from processor.sandbox.webhook_bodies import encode
 from store import Store
 from tests.conftest import Codat
 from tests.support import TOKEN, Serve, partner_connections

@@ -20,7 +20,7 @@ import uvicorn
 
 from processor import config
 from processor.app import create_app
-from processor.sender import sign_headers
+from processor.sandbox.sender import sign_headers
 from store import Store, StoredEvent
 
 T = TypeVar("T")

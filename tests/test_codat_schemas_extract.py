@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from processor.webhook_bodies import (
+from processor.sandbox.webhook_bodies import (
     COMPANY_EVENTS,
     CONNECTION_EVENTS,
     company_event,

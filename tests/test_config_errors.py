@@ -22,8 +22,8 @@ from svix.webhooks import Webhook
 
 from processor import config
 from processor.config import ConfigError, Settings
-from processor.sender import generate_secret, new_message_id
-from processor.signature import Verifier
+from processor.intake.signature import Verifier
+from processor.sandbox.sender import generate_secret, new_message_id
 from tests.support import API_KEY, TOKEN, free_port, wait_for
 
 SECRET = generate_secret()

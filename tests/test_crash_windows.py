@@ -32,7 +32,7 @@ from typing import Any
 import pytest
 
 from handlers.transitions import PARTNER_CONNECTION_CREATED
-from processor.sender import new_message_id
+from processor.sandbox.sender import new_message_id
 from store import Store
 from tests.conftest import Codat
 from tests.load_support import (

@@ -22,8 +22,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from processor.sender import generate_secret
-from processor.webhook_bodies import company_event, new_company
+from processor.sandbox.sender import generate_secret
+from processor.sandbox.webhook_bodies import company_event, new_company
 from store import Store
 from tests.support import API_KEY, Serve, ServeThread, post_webhook
 

@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from processor.sender import generate_secret, new_message_id, sign_headers
-from processor.webhook_bodies import encode, utc_now
+from processor.sandbox.sender import generate_secret, new_message_id, sign_headers
+from processor.sandbox.webhook_bodies import encode, utc_now
 from tests.support import API_KEY, Serve, ServeThread, assert_error, event_count, events
 
 SECRET = generate_secret()
@@ -244,7 +244,7 @@ def test_lone_surrogate_in_a_signed_body_is_stored(http: httpx.Client, server: S
 def test_generated_date_out_of_range_is_stored_like_any_unreadable_date(
     http: httpx.Client, server: Serve, date: str
 ) -> None:
-    """intake.py: an unreadable generatedDate falls back to the webhook timestamp (of the first
+    """intake/bodies.py: an unreadable generatedDate falls back to the webhook timestamp (of the first
     delivery: a redelivery, signed later, changes nothing); never a 5xx."""
     body = rate_limit_reached(generatedDate=date)
     raw, message_id = encode(body), new_message_id()

@@ -1,4 +1,4 @@
-"""From webhook bodies (current envelope and legacy) to stored events: `processor.intake`."""
+"""From webhook bodies (current envelope and legacy) to stored events: `processor.intake.bodies`."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ import pytest
 
 from handlers.transitions import IGNORED
 from processor import clock
-from processor.folding import FoldReport, fold_companies, fold_pending
-from processor.intake import (
+from processor.intake.bodies import (
     CURRENT,
     LEGACY,
     MAX_JSON_DEPTH,
@@ -21,7 +20,7 @@ from processor.intake import (
     parse_body,
     webhook_event,
 )
-from processor.webhook_bodies import (
+from processor.sandbox.webhook_bodies import (
     company_event,
     connection_error,
     connection_event,
@@ -30,6 +29,7 @@ from processor.webhook_bodies import (
     new_company,
     new_connection,
 )
+from processor.work.folding import FoldReport, fold_companies, fold_pending
 from store import NewEvent, Store, StoredEvent
 
 TIMESTAMP = 1_709_287_200  # 2024-03-01T10:00:00Z

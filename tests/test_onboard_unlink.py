@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from processor.platforms import PLATFORMS
+from processor.codat.platforms import PLATFORMS
 from tests.cli_support import Cli, linked_without_serve, requests_to, stored_state
 from tests.conftest import Codat
 from tests.support import ServeProcess, partner_connections, wait_for

@@ -18,8 +18,8 @@ import httpx
 
 from handlers.state import CompanyState
 from processor import clock
-from processor.folding import rebuild
-from processor.webhook_bodies import connection_event, new_connection
+from processor.sandbox.webhook_bodies import connection_event, new_connection
+from processor.work.folding import rebuild
 from store import Store
 from tests.conftest import Codat
 from tests.support import Serve, partner_connections, post_webhook, wait_for

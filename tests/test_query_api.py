@@ -16,10 +16,10 @@ import httpx
 import pytest
 
 from handlers.state import STATES
-from processor.codat import basic_auth
+from processor.codat.client import basic_auth
 from processor.sandbox import SandboxServer
-from processor.sender import generate_secret, new_message_id, sign_headers
-from processor.webhook_bodies import (
+from processor.sandbox.sender import generate_secret, new_message_id, sign_headers
+from processor.sandbox.webhook_bodies import (
     company_event,
     connection_event,
     encode,

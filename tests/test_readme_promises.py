@@ -20,13 +20,13 @@ import httpx
 import pytest
 
 from processor import clock, config
-from processor.documents import company_document
-from processor.effects import backoff, claim_seconds
-from processor.folding import fold_pending
-from processor.intake import webhook_event
-from processor.sender import new_message_id
-from processor.webhook_bodies import company_event, encode, new_company
-from processor.writer import Writer
+from processor.http.documents import company_document
+from processor.intake.bodies import webhook_event
+from processor.intake.writer import Writer
+from processor.sandbox.sender import new_message_id
+from processor.sandbox.webhook_bodies import company_event, encode, new_company
+from processor.work.effects import backoff, claim_seconds
+from processor.work.folding import fold_pending
 from store import Store
 from tests.cli_support import Cli, file_digests, requests_to, stored_state
 from tests.conftest import Codat

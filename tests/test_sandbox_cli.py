@@ -17,7 +17,7 @@ from starlette.routing import Route
 from svix.webhooks import Webhook, WebhookVerificationError
 
 from processor import config
-from processor.codat import basic_auth
+from processor.codat.client import basic_auth
 from processor.sandbox import LoopbackServer
 from processor.sandbox.app import ROUTES
 from tests.cli_support import Cli, Result

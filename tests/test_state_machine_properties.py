@@ -44,8 +44,8 @@ from handlers.transitions import (
     initial_state,
 )
 from processor import clock
-from processor.effects import Attempt, record_attempt
-from processor.folding import fold_pending, load_state, rebuild, to_event
+from processor.work.effects import Attempt, record_attempt
+from processor.work.folding import fold_pending, load_state, rebuild, to_event
 from store import EFFECT_CANCELLED, NewEvent, Store, StoredEvent
 
 COMPANY = "8a210b68-6988-11ed-a1eb-0242ac120002"
@@ -600,7 +600,7 @@ def test_replaced_accounting_connection_leaves_no_customer_stuck_in_linked(
 ) -> None:
     """Connection A is linked and an executor takes A's intent; meanwhile A is deleted and
     replaced by B, linked, and that is folded (A's intent is cancelled, B's opened). The
-    executor then finds A gone (404) and records that, as processor/effects.py does, on the
+    executor then finds A gone (404) and records that, as processor/work/effects.py does, on the
     intent it holds. B is linked: B's intent must still be open, A's stay closed."""
     a, b = accounting(1), accounting(2)
     events = _timeline(

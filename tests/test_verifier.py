@@ -1,7 +1,7 @@
-"""`processor.signature.Verifier` in-process: every error path, its status and `reason`, and the
+"""`processor.intake.signature.Verifier` in-process: every error path, its status and `reason`, and the
 verdict of the `svix` package's own `Webhook.verify` as the reference on well-formed cases.
 
-Signatures are real: made with `processor.sender.sign_headers` (svix's own signing) or, for the
+Signatures are real: made with `processor.sandbox.sender.sign_headers` (svix's own signing) or, for the
 reference, with `svix.webhooks.Webhook.sign`.
 """
 
@@ -17,8 +17,7 @@ from dataclasses import dataclass
 import pytest
 from svix.webhooks import Webhook, WebhookVerificationError
 
-from processor.sender import generate_secret, new_message_id, sign_headers
-from processor.signature import (
+from processor.intake.signature import (
     MALFORMED,
     MAX_HEADER_CHARS,
     MAX_SIGNATURES,
@@ -29,6 +28,7 @@ from processor.signature import (
     VerifiedMessage,
     Verifier,
 )
+from processor.sandbox.sender import generate_secret, new_message_id, sign_headers
 
 OLD = generate_secret()
 NEW = generate_secret()

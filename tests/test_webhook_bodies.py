@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from processor.platforms import PLATFORMS, UnknownPlatform, resolve_platform
-from processor.webhook_bodies import (
+from processor.codat.platforms import PLATFORMS, UnknownPlatform, resolve_platform
+from processor.sandbox.webhook_bodies import (
     CONNECTION_EVENTS,
     company_event,
     connection_error,

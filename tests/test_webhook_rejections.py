@@ -17,12 +17,12 @@ from typing import Any
 import httpx
 import pytest
 
-from processor.reconcile import FIRST_SWEEP_AFTER
-from processor.sender import generate_secret, new_message_id, sign_headers
-from processor.signature import SIGNATURE, TIMESTAMP
-from processor.webhook_bodies import company_event, encode, new_company
-from processor.webhook_health import WebhookHealth
-from processor.webhooks import STORE_UNAVAILABLE, TOO_LARGE
+from processor.http.webhooks import STORE_UNAVAILABLE, TOO_LARGE
+from processor.intake.health import WebhookHealth
+from processor.intake.signature import SIGNATURE, TIMESTAMP
+from processor.sandbox.sender import generate_secret, new_message_id, sign_headers
+from processor.sandbox.webhook_bodies import company_event, encode, new_company
+from processor.work.reconcile import FIRST_SWEEP_AFTER
 from tests.cli_support import Cli, stored_state
 from tests.conftest import Codat
 from tests.support import API_KEY, ServeProcess, event_count, partner_connections, wait_for

@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
-from processor.sender import generate_secret, new_message_id, sign_headers
-from processor.webhook_bodies import (
+from processor.sandbox.sender import generate_secret, new_message_id, sign_headers
+from processor.sandbox.webhook_bodies import (
     company_event,
     connection_event,
     encode,

@@ -1,4 +1,4 @@
-"""The worker (`processor.worker.Worker`) in-process: a real writer and store on a SQLite file in
+"""The worker (`processor.work.worker.Worker`) in-process: a real writer and store on a SQLite file in
 tmp_path, the stand-in for Codat on a real loopback URL, and the stand-in's own webhook bodies
 fed to the log the way the intake maps them. No HTTP intake, no uvicorn for the processor.
 """
@@ -18,14 +18,14 @@ from typing import Any, TypeVar
 import pytest
 
 from processor import clock, config
-from processor.codat import CodatClient, new_client
-from processor.documents import company_document
-from processor.folding import fold_companies
-from processor.intake import webhook_event
-from processor.sender import new_message_id
-from processor.webhook_bodies import encode
-from processor.worker import Worker
-from processor.writer import Writer
+from processor.codat.client import CodatClient, new_client
+from processor.http.documents import company_document
+from processor.intake.bodies import webhook_event
+from processor.intake.writer import Writer
+from processor.sandbox.sender import new_message_id
+from processor.sandbox.webhook_bodies import encode
+from processor.work.folding import fold_companies
+from processor.work.worker import Worker
 from store import Store
 from tests.conftest import Codat
 from tests.support import API_KEY, partner_connections

@@ -1,4 +1,4 @@
-"""The group-commit writer (`processor.writer.Writer`) in-process, on a real SQLite file.
+"""The group-commit writer (`processor.intake.writer.Writer`) in-process, on a real SQLite file.
 
 What a caller can observe: the InsertResult its own append gets back, when it gets it (only once
 the row is committed: another connection sees it), how many commits a crowd of concurrent appends
@@ -21,10 +21,10 @@ from typing import Any, TypeVar
 import pytest
 
 from processor import clock
-from processor.intake import webhook_event
-from processor.sender import new_message_id
-from processor.webhook_bodies import company_event, encode, new_company
-from processor.writer import MAX_BATCH, Writer
+from processor.intake.bodies import webhook_event
+from processor.intake.writer import MAX_BATCH, Writer
+from processor.sandbox.sender import new_message_id
+from processor.sandbox.webhook_bodies import company_event, encode, new_company
 from store import InsertResult, NewEvent, Store
 
 T = TypeVar("T")

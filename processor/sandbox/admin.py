@@ -10,8 +10,8 @@ from starlette.responses import JSONResponse, Response
 from processor.sandbox.api import json_object, sandbox_of
 from processor.sandbox.errors import CodatError, Json
 from processor.sandbox.faults import FaultRule
+from processor.sandbox.sender import check_secrets, new_message_id
 from processor.sandbox.state import CompanyRecord, Sandbox
-from processor.sender import check_secrets, new_message_id
 
 
 def _target(request: Request) -> tuple[Sandbox, CompanyRecord, Json]:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from processor.platforms import PLATFORMS
+from processor.codat.platforms import PLATFORMS
 from processor.sandbox.errors import (
     COMPANY_NAME_DISALLOWED,
     PLATFORM_KEY,

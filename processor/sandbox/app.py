@@ -35,8 +35,8 @@ from processor.sandbox.api import (
     update_connection,
 )
 from processor.sandbox.errors import DROPPED, CodatError, Json
+from processor.sandbox.sender import DEFAULT_RETRY_DELAYS
 from processor.sandbox.state import RequestContext, Sandbox, WebhookConfig
-from processor.sender import DEFAULT_RETRY_DELAYS
 
 COMPANY = "/companies/{company_id}"
 CONNECTION = COMPANY + "/connections/{connection_id}"

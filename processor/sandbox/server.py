@@ -11,8 +11,8 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from processor.sandbox.app import create_app
+from processor.sandbox.sender import DEFAULT_RETRY_DELAYS
 from processor.sandbox.state import Sandbox
-from processor.sender import DEFAULT_RETRY_DELAYS
 
 log = logging.getLogger("processor.sandbox")
 

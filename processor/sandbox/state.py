@@ -20,14 +20,14 @@ from processor.sandbox.errors import (
 )
 from processor.sandbox.faults import Faults
 from processor.sandbox.idempotency import IdempotencyKeys
-from processor.sender import (
+from processor.sandbox.sender import (
     DEFAULT_RETRY_DELAYS,
     Attempt,
     WebhookSender,
     check_secrets,
     new_message_id,
 )
-from processor.webhook_bodies import (
+from processor.sandbox.webhook_bodies import (
     company_event,
     connection_error,
     connection_event,

@@ -13,7 +13,7 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from processor.signature import SIGNATURE, TIMESTAMP
+from processor.intake.signature import SIGNATURE, TIMESTAMP
 
 DEFAULT_WINDOW_SECONDS = 600.0
 DEFAULT_THRESHOLD = 5

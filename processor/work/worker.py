@@ -15,11 +15,11 @@ import socket
 from collections.abc import Callable
 
 from processor import clock
-from processor.codat import CodatClient
+from processor.codat.client import CodatClient
 from processor.config import Settings
-from processor.effects import carry_out, claim_seconds, release_dead_claims
-from processor.folding import FoldReport, fold_companies
-from processor.writer import Writer
+from processor.intake.writer import Writer
+from processor.work.effects import carry_out, claim_seconds, release_dead_claims
+from processor.work.folding import FoldReport, fold_companies
 from store import Effect, Store
 
 log = logging.getLogger(__name__)

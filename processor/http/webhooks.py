@@ -8,8 +8,8 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from processor import clock
-from processor.intake import BodyError, parse_body, webhook_event
-from processor.signature import MALFORMED, SIGNATURE, SignatureError
+from processor.intake.bodies import BodyError, parse_body, webhook_event
+from processor.intake.signature import MALFORMED, SIGNATURE, SignatureError
 
 log = logging.getLogger(__name__)
 TOO_LARGE = "too_large"

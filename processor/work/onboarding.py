@@ -15,9 +15,9 @@ from typing import Any
 from handlers.events import ACCOUNTING, LINKED, PENDING_AUTH
 from handlers.transitions import COMPANY_CREATED, CONNECTION_CREATED, CONNECTION_DISCONNECTED
 from processor import clock
-from processor.codat import CodatClient, CodatError
-from processor.folding import fold_pending, load_state
-from processor.intake import INTERNAL, connection_fields
+from processor.codat.client import CodatClient, CodatError
+from processor.intake.bodies import INTERNAL, connection_fields
+from processor.work.folding import fold_pending, load_state
 from store import NewEvent, Store
 
 

@@ -5,7 +5,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from processor.platforms import resolve_platform
+from processor.codat.platforms import resolve_platform
 
 COMPANY_EVENTS = ("company.created", "company.deleted")
 CONNECTION_EVENTS = (

@@ -11,9 +11,10 @@ from typing import Any, NoReturn
 
 import click
 
-from processor import config, tables
-from processor.documents import company_document, summary
-from processor.tables import Column, print_table
+from processor import config
+from processor.cli import tables
+from processor.cli.tables import Column, print_table
+from processor.http.documents import company_document, summary
 from store import Store, StoreError
 
 log = logging.getLogger("processor")
@@ -302,7 +303,7 @@ def sandbox(
 
 
 def _codat(settings: config.Settings) -> Any:
-    from processor.codat import CodatClient, new_client
+    from processor.codat.client import CodatClient, new_client
 
     return CodatClient(
         new_client(settings.base_url, settings.api_key, timeout=settings.codat_timeout)
@@ -332,8 +333,8 @@ def replay(
     import asyncio
 
     from processor import clock
-    from processor.replay import Selection, plan, select_companies, unknown_selector
-    from processor.replay import replay as run_replay
+    from processor.work.replay import Selection, plan, select_companies, unknown_selector
+    from processor.work.replay import replay as run_replay
 
     if since is not None:
         try:
@@ -453,9 +454,9 @@ def onboard(name: str, platform: str, company_id: str | None, force: bool, as_js
     """
     import asyncio
 
-    from processor.onboarding import OnboardingError
-    from processor.onboarding import onboard as run_onboard
-    from processor.platforms import UnknownPlatform, resolve_platform
+    from processor.codat.platforms import UnknownPlatform, resolve_platform
+    from processor.work.onboarding import OnboardingError
+    from processor.work.onboarding import onboard as run_onboard
 
     try:
         platform_key, _ = resolve_platform(platform)
@@ -498,8 +499,8 @@ def unlink(company_id: str) -> None:
     """Unlink the company's accounting connection (Codat: PATCH status Unlinked)."""
     import asyncio
 
-    from processor.onboarding import OnboardingError
-    from processor.onboarding import unlink as run_unlink
+    from processor.work.onboarding import OnboardingError
+    from processor.work.onboarding import unlink as run_unlink
 
     settings = load_settings(require=("CODAT_API_KEY",))
     store = open_store(settings, readonly=False)
@@ -520,9 +521,9 @@ def reconcile(company_id: str | None) -> None:
     import asyncio
 
     from processor import clock
-    from processor.reconcile import due_companies
-    from processor.reconcile import reconcile as run_reconcile
-    from processor.writer import DirectWriter
+    from processor.intake.writer import DirectWriter
+    from processor.work.reconcile import due_companies
+    from processor.work.reconcile import reconcile as run_reconcile
 
     settings = load_settings(require=("CODAT_API_KEY",))
     if company_id is not None:
@@ -557,6 +558,6 @@ def reconcile(company_id: str | None) -> None:
 @main.command("secret")
 def secret_command() -> None:
     """Print a fresh webhook signing secret (whsec_<base64>) for serve and sandbox."""
-    from processor.sender import generate_secret
+    from processor.sandbox.sender import generate_secret
 
     click.echo(generate_secret())

@@ -19,10 +19,10 @@ from handlers.events import ACCOUNTING, EXPENSE
 from handlers.state import DELETED, READY, STATES, CompanyState
 from handlers.transitions import COMPANY_DELETED, CONNECTION_DELETED, CONNECTION_OBSERVED
 from processor import clock
-from processor.codat import CodatClient, CodatError
-from processor.effects import Writes
-from processor.folding import fold_pending, load_state
-from processor.intake import INTERNAL, connection_fields
+from processor.codat.client import CodatClient, CodatError
+from processor.intake.bodies import INTERNAL, connection_fields
+from processor.work.effects import Writes
+from processor.work.folding import fold_pending, load_state
 from store import NewEvent, Store
 
 log = logging.getLogger(__name__)

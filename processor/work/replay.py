@@ -18,11 +18,11 @@ from typing import Any
 from handlers.commands import needed_commands
 from handlers.transitions import fold, initial_state
 from processor import clock
-from processor.codat import CodatClient
+from processor.codat.client import CodatClient
 from processor.config import Settings
-from processor.effects import carry_out, claim_seconds, release_dead_claims
-from processor.folding import load_state, rebuild, to_event
-from processor.writer import DirectWriter
+from processor.intake.writer import DirectWriter
+from processor.work.effects import carry_out, claim_seconds, release_dead_claims
+from processor.work.folding import load_state, rebuild, to_event
 from store import EFFECT_FAILED, EFFECT_PENDING, Store, StoredEvent
 
 REBUILD_BATCH = 200

@@ -14,8 +14,8 @@ from starlette.responses import JSONResponse, Response
 
 from handlers.state import STATES
 from processor import clock
-from processor.documents import company_document, summary
-from processor.webhooks import error
+from processor.http.documents import company_document, summary
+from processor.http.webhooks import error
 from store import Store
 
 COMPANY_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}", re.ASCII)

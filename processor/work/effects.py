@@ -24,9 +24,9 @@ from handlers.transitions import (
     PARTNER_CONNECTION_FAILED,
 )
 from processor import clock
-from processor.codat import CodatClient, CodatError
+from processor.codat.client import CodatClient, CodatError
 from processor.config import Settings
-from processor.intake import INTERNAL, connection_fields
+from processor.intake.bodies import INTERNAL, connection_fields
 from store import EFFECT_CANCELLED, EFFECT_DONE, EFFECT_FAILED, Effect, NewEvent, Store
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,1 @@
+"""Codat's API: the client, platform keys, and reading Codat's connection JSON."""

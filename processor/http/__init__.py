@@ -1,0 +1,1 @@
+"""The HTTP routes: the webhook endpoint, status queries and documents."""

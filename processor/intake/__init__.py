@@ -1,0 +1,1 @@
+"""Receiving webhooks: signature verification, bodies to events, the group-commit writer."""

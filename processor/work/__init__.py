@@ -1,0 +1,1 @@
+"""Working on stored events: the worker, folding, effects, replay, reconciliation, onboarding."""
