@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from store import StoreError, sqlite_path
+
 N = TypeVar("N", int, float)
 T = TypeVar("T")
 _KINDS = {int: "an integer", float: "a number"}
@@ -34,7 +36,7 @@ class Settings:
     api_key: str = ""
     base_url: str = DEFAULT_BASE_URL
     webhook_secrets: tuple[str, ...] = ()
-    database_path: Path = Path("processor.db")
+    database_url: str = DEFAULT_DATABASE_URL
     status_tokens: tuple[str, ...] = ()
     port: int = 8000
     max_body_bytes: int = 256 * 1024
@@ -48,16 +50,22 @@ class Settings:
     rejection_window: float = 600.0
     rejection_threshold: int = 5
 
+    @property
+    def database_path(self) -> Path:
+        """The SQLite file of `database_url`."""
+        return sqlite_path(self.database_url)
 
-def database_path(url: str) -> Path:
-    """`sqlite:///relative.db` or `sqlite:////absolute.db` to a path."""
-    prefix = "sqlite:///"
-    if not url.startswith(prefix) or len(url) == len(prefix):
+
+def database_url(url: str) -> str:
+    """A `DATABASE_URL` a store backend can open; ConfigError naming the variable if not."""
+    try:
+        sqlite_path(url)
+    except StoreError:
         raise ConfigError(
             "Config 'DATABASE_URL' must look like sqlite:///relative/path.db or "
             f"sqlite:////absolute/path.db, found {redact_url(url)!r}."
-        )
-    return Path(url[len(prefix) :])
+        ) from None
+    return url
 
 
 def redact_url(url: str) -> str:
@@ -104,9 +112,9 @@ def load(
         api_key=env.get("CODAT_API_KEY", "").strip(),
         base_url=problems.check(lambda: _base_url(env), DEFAULT_BASE_URL),
         webhook_secrets=tuple(secrets),
-        database_path=problems.check(
-            lambda: database_path(env.get("DATABASE_URL", DEFAULT_DATABASE_URL).strip()),
-            Path("processor.db"),
+        database_url=problems.check(
+            lambda: database_url(env.get("DATABASE_URL", DEFAULT_DATABASE_URL).strip()),
+            DEFAULT_DATABASE_URL,
         ),
         status_tokens=tuple(_split(env.get("STATUS_API_TOKEN", ""))),
         port=number("PORT", 8000, int, 1, 65535),

@@ -15,67 +15,69 @@ from starlette.responses import JSONResponse, Response
 from handlers.state import STATES
 from processor import clock
 from processor.http.documents import company_document, summary
-from processor.http.webhooks import error
+from processor.http.errors import HttpError
+from processor.http.services import services
 from store import Store
 
 COMPANY_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}", re.ASCII)
 MAX_LIMIT = 1000
 
 
-def authorized(request: Request) -> Response | None:
-    """None when the request carries a configured bearer token, else the refusal to send."""
-    tokens = request.state.services.settings.status_tokens
+def authorize(request: Request) -> None:
+    """Raise 403 or 401 unless the request carries a configured bearer token."""
+    tokens = services(request).settings.status_tokens
     if not tokens:
-        return error(
+        raise HttpError(
             403,
             "the query API is disabled: set STATUS_API_TOKEN to one or more tokens to enable it",
         )
     header = request.headers.get("authorization", "")
     scheme, _, presented = header.partition(" ")
     if scheme.lower() != "bearer" or not presented.strip():
-        response = error(401, "expected an 'Authorization: Bearer <token>' header")
-        response.headers["WWW-Authenticate"] = "Bearer"
-        return response
+        raise HttpError(
+            401,
+            "expected an 'Authorization: Bearer <token>' header",
+            {"WWW-Authenticate": "Bearer"},
+        )
     given = presented.strip().encode()
     # Compare against every token so timing says nothing about which one nearly matched.
     matches = [hmac.compare_digest(given, token.encode()) for token in tokens]
     if not any(matches):
-        response = error(401, "the bearer token is not one of the configured STATUS_API_TOKEN")
-        response.headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
-        return response
-    return None
+        raise HttpError(
+            401,
+            "the bearer token is not one of the configured STATUS_API_TOKEN",
+            {"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        )
 
 
 async def get_company(request: Request) -> Response:
-    if (refusal := authorized(request)) is not None:
-        return refusal
+    authorize(request)
     # The raw path, not the route's capture: a route's `$` also matches before a final newline.
     company_id = request.scope["path"].removeprefix("/companies/")
     if not COMPANY_ID.fullmatch(company_id):
-        return error(400, f"expected a Codat company id (a UUID), found {company_id[:100]!r}")
-    document = await request.state.services.readers.run(
+        raise HttpError(400, f"expected a Codat company id (a UUID), found {company_id[:100]!r}")
+    document = await services(request).readers.run(
         lambda store: company_document(store, company_id)
     )
     if document is None:
-        return error(404, f"no company {company_id!r} in the store")
+        raise HttpError(404, f"no company {company_id!r} in the store")
     return JSONResponse(document)
 
 
 async def list_companies(request: Request) -> Response:
-    if (refusal := authorized(request)) is not None:
-        return refusal
+    authorize(request)
     params = request.query_params
     state = params.get("state") or None
     if state is not None and state not in STATES:
-        return error(400, f"expected state to be one of {', '.join(STATES)}, found {state!r}")
+        raise HttpError(400, f"expected state to be one of {', '.join(STATES)}, found {state!r}")
     raw_limit = params.get("limit", "100")
     if not (raw_limit.isascii() and raw_limit.isdigit()) or not 1 <= int(raw_limit) <= MAX_LIMIT:
-        return error(400, f"expected limit between 1 and {MAX_LIMIT}, found {raw_limit!r}")
+        raise HttpError(400, f"expected limit between 1 and {MAX_LIMIT}, found {raw_limit!r}")
     after = None
     if params.get("cursor"):
         after = decode_cursor(params["cursor"])
         if after is None:
-            return error(400, "expected a cursor from a previous answer's 'next', found another")
+            raise HttpError(400, "expected a cursor from a previous answer's 'next', found another")
     limit = int(raw_limit)
 
     def page(store: Store) -> dict[str, Any]:
@@ -85,23 +87,23 @@ async def list_companies(request: Request) -> Response:
             "next": encode_cursor(found.next_after) if found.next_after else None,
         }
 
-    return JSONResponse(await request.state.services.readers.run(page))
+    return JSONResponse(await services(request).readers.run(page))
 
 
 async def healthz(request: Request) -> Response:
     """200 when the store answers a read and commits a one-row write; 503 saying why if not."""
-    services = request.state.services
+    app = services(request)
     try:
-        await services.readers.run(lambda store: store.ping())
+        await app.readers.run(lambda store: store.ping())
         await asyncio.wait_for(
-            services.writer.call(lambda store: store.heartbeat(clock.now())),
-            timeout=services.settings.busy_timeout + 1,
+            app.writer.call(lambda store: store.heartbeat(clock.now())),
+            timeout=app.settings.busy_timeout + 1,
         )
     except TimeoutError:
         return _unhealthy("the store did not commit a write in time (locked or stalled)")
     except Exception as failure:
         return _unhealthy(f"the store cannot commit: {failure}")
-    reason = services.health.degraded()
+    reason = app.health.degraded()
     if reason is not None:
         return JSONResponse({"status": "degraded", "reason": reason})
     return JSONResponse({"status": "ok"})

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+from typing import NoReturn
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from processor import clock
+from processor.http.errors import HttpError
+from processor.http.services import services
 from processor.intake.bodies import BodyError, parse_body, webhook_event
 from processor.intake.signature import MALFORMED, SIGNATURE, SignatureError
 
@@ -21,26 +24,26 @@ class BodyTooLarge(Exception):
 
 
 async def receive_webhook(request: Request) -> Response:
-    services = request.state.services
-    limit = services.settings.max_body_bytes
+    app = services(request)
+    limit = app.settings.max_body_bytes
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
-        return _too_large(request, limit, f"{declared} bytes declared")
+        _too_large(request, limit, f"{declared} bytes declared")
     try:
         body = await _read_body(request, limit)
     except BodyTooLarge:
-        return _too_large(request, limit, "more than that was sent")
+        _too_large(request, limit, "more than that was sent")
     except ClientDisconnect:
         message = "the client went away before sending the whole body"
-        return _rejected(request, 400, MALFORMED, message, message)
+        _rejected(request, 400, MALFORMED, message, message)
     try:
-        verified = services.verifier.verify(body, request.headers)
+        verified = app.verifier.verify(body, request.headers)
         data = parse_body(body)
     except SignatureError as failure:
         shown = None if failure.reason == SIGNATURE else failure.message
-        return _rejected(request, failure.status, failure.reason, failure.message, shown)
+        _rejected(request, failure.status, failure.reason, failure.message, shown)
     except BodyError as failure:
-        return _rejected(request, 400, MALFORMED, str(failure), str(failure))
+        _rejected(request, 400, MALFORMED, str(failure), str(failure))
     event = webhook_event(
         data,
         body=body,
@@ -50,13 +53,13 @@ async def receive_webhook(request: Request) -> Response:
         received_at=clock.now(),
     )
     try:
-        result = await services.writer.append(event)
+        result = await app.writer.append(event)
     except Exception as failure:
         log.error("webhook %s not stored: %s", verified.message_id, failure)
-        services.health.rejected(STORE_UNAVAILABLE)
-        return error(503, f"the event could not be stored, retry later: {failure}")
-    services.health.accepted(result.status)
-    services.worker.wake()
+        app.health.rejected(STORE_UNAVAILABLE)
+        raise HttpError(503, f"the event could not be stored, retry later: {failure}") from None
+    app.health.accepted(result.status)
+    app.worker.wake()
     return JSONResponse({"status": result.status, "messageId": verified.message_id})
 
 
@@ -70,18 +73,21 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _too_large(request: Request, limit: int, found: str) -> Response:
+def _too_large(request: Request, limit: int, found: str) -> NoReturn:
     message = f"expected a body of at most {limit} bytes, found {found}"
-    response = _rejected(request, 413, TOO_LARGE, message, message)
-    response.headers["Connection"] = "close"
-    return response
+    _rejected(request, 413, TOO_LARGE, message, message, {"Connection": "close"})
 
 
 def _rejected(
-    request: Request, status: int, reason: str, message: str, loggable: str | None
-) -> Response:
-    """Count and log a refused webhook (never its secret or signature), then answer it."""
-    request.state.services.health.rejected(reason)
+    request: Request,
+    status: int,
+    reason: str,
+    message: str,
+    loggable: str | None,
+    headers: dict[str, str] | None = None,
+) -> NoReturn:
+    """Count and log a refused webhook (never its secret or signature), then refuse it."""
+    services(request).health.rejected(reason)
     message_id = request.headers.get("webhook-id") or request.headers.get("svix-id") or ""
     log.warning(
         "webhook rejected: %d %s, message %s%s",
@@ -90,8 +96,4 @@ def _rejected(
         repr(message_id[:80]) if message_id else "without an id",
         f": {loggable}" if loggable else "",
     )
-    return error(status, message)
-
-
-def error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+    raise HttpError(status, message, headers)
