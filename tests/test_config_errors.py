@@ -251,7 +251,7 @@ def test_defaults_when_unset_or_blank() -> None:
         api_key=API_KEY,
         base_url="https://api.codat.io",
         webhook_secrets=(SECRET,),
-        database_path=Path("processor.db"),
+        database_url="sqlite:///processor.db",
         status_tokens=(),
         port=8000,
         max_body_bytes=262144,

@@ -36,7 +36,7 @@ from scripts.extract_codat_schemas import (
     resolve,
     webhook_schema,
 )
-from tests.codat_schemas import (
+from tests.sandbox.codat_schemas import (
     EXPENSES_DOC,
     FIXTURE,
     PLATFORM_DOC,

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Codat
-from tests.load_support import (
+from tests.e2e.load_support import (
     Message,
     SendStats,
     build_population,

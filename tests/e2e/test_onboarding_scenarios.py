@@ -3,7 +3,7 @@
 Every test runs the real `serve` app (in a thread: the `serve` fixture) against the stand-in for
 Codat over loopback HTTP, and checks the outcome in both places: the processor's status document
 and Codat's connections. Killing `serve` in each window of the partner connection's creation is
-tests/test_crash_windows.py's part.
+tests/e2e/test_crash_windows.py's part.
 """
 
 from __future__ import annotations

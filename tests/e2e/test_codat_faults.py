@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tests.conftest import Codat
-from tests.load_support import (
+from tests.e2e.load_support import (
     Answer,
     Message,
     SendStats,

@@ -17,7 +17,7 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-FIXTURE = Path(__file__).parent / "fixtures" / "codat_oas_extract.json"
+FIXTURE = Path(__file__).parent.parent / "fixtures" / "codat_oas_extract.json"
 PLATFORM_DOC = "Codat-Platform.json"
 EXPENSES_DOC = "Codat-Sync-Expenses.json"
 

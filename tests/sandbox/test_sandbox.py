@@ -22,7 +22,7 @@ from svix.webhooks import Webhook, WebhookVerificationError
 from processor.sandbox import LoopbackServer, SandboxServer
 from processor.sandbox.sender import WebhookSender, generate_secret, sign_headers
 from processor.sandbox.webhook_bodies import company_event, new_company
-from tests.codat_schemas import EXPENSES_DOC, PLATFORM_DOC, conform_to
+from tests.sandbox.codat_schemas import EXPENSES_DOC, PLATFORM_DOC, conform_to
 from tests.support import wait_for
 
 API_KEY = "sandbox-test-key"

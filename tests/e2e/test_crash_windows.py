@@ -35,7 +35,7 @@ from handlers.transitions import PARTNER_CONNECTION_CREATED
 from processor.sandbox.sender import new_message_id
 from store import Store
 from tests.conftest import Codat
-from tests.load_support import (
+from tests.e2e.load_support import (
     PARTNER_PATH,
     check_posts,
     creating_posts,

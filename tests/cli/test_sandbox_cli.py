@@ -23,7 +23,7 @@ from processor.sandbox.app import ROUTES
 from tests.cli_support import Cli, Result
 from tests.support import API_KEY, free_port, wait_for
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 # Valid base64 up to the last two characters, so only the check of the whole value refuses it.
 MALFORMED = "whsec_" + base64.b64encode(b"a secret that is long enough!").decode() + "@@"
 LINK_URL = re.compile(

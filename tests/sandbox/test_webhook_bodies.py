@@ -17,7 +17,7 @@ from processor.sandbox.webhook_bodies import (
     new_company,
     new_connection,
 )
-from tests.codat_schemas import PLATFORM_DOC, conform_to
+from tests.sandbox.codat_schemas import PLATFORM_DOC, conform_to
 
 
 def conform(instance: Any, pointer: str, document: str = PLATFORM_DOC) -> None:

@@ -30,7 +30,7 @@ from processor.work.folding import fold_pending
 from store import Store
 from tests.cli_support import Cli, file_digests, requests_to, stored_state
 from tests.conftest import Codat
-from tests.load_support import quiet_stand_in_errors
+from tests.e2e.load_support import quiet_stand_in_errors
 from tests.support import (
     API_KEY,
     TOKEN,
