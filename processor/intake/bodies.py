@@ -18,12 +18,12 @@ from handlers.transitions import (
     IGNORED,
 )
 from processor import clock
+from processor.codat.connections import clean, connection_fields, text
 from store import NewEvent
 
 CURRENT = "current"
 LEGACY = "legacy"
 UNKNOWN = "unknown"
-INTERNAL = "internal"
 MAX_JSON_DEPTH = 64
 
 
@@ -57,21 +57,21 @@ def webhook_event(
     if isinstance(data.get("eventType"), str):
         body_format = CURRENT
         event_type = clean(data["eventType"])
-        event_id = _text(data.get("id"))
+        event_id = text(data.get("id"))
         generated = _date(data.get("generatedDate")) or clock.from_timestamp(timestamp)
         fields = _current_fields(event_type, data.get("payload"))
     elif data.get("RuleType") == "DataConnectionStatusChanged":
         body_format = LEGACY
-        event_id = _text(data.get("AlertId"))
+        event_id = text(data.get("AlertId"))
         # Legacy bodies carry no generatedDate: the first delivery's timestamp stands in.
         generated = clock.from_timestamp(timestamp)
         event_type, fields = _legacy_fields(data)
     else:
         body_format = LEGACY if "RuleType" in data else UNKNOWN
-        event_id = _text(data.get("AlertId") or data.get("id"))
+        event_id = text(data.get("AlertId") or data.get("id"))
         generated = clock.from_timestamp(timestamp)
         event_type = clean(f"legacy.{data['RuleType']}") if "RuleType" in data else "unknown"
-        fields = {"company_id": _text(data.get("CompanyId") or data.get("companyId"))}
+        fields = {"company_id": text(data.get("CompanyId") or data.get("companyId"))}
     company_id = fields.get("company_id")
     connection = fields.get("connection") or {}
     return NewEvent(
@@ -95,13 +95,13 @@ def _current_fields(event_type: str, payload: Any) -> dict[str, Any]:
     payload = payload if isinstance(payload, dict) else {}
     fields: dict[str, Any] = {}
     if event_type.startswith("company."):
-        fields["company_id"] = _text(payload.get("id"))
-        fields["company_name"] = _text(payload.get("name"))
+        fields["company_id"] = text(payload.get("id"))
+        fields["company_name"] = text(payload.get("name"))
         return fields
     company = payload.get("referenceCompany")
     company = company if isinstance(company, dict) else {}
-    fields["company_id"] = _text(company.get("id") or payload.get("companyId"))
-    fields["company_name"] = _text(company.get("name"))
+    fields["company_id"] = text(company.get("id") or payload.get("companyId"))
+    fields["company_name"] = text(company.get("name"))
     connection = payload.get("connection")
     if event_type.startswith("connection.") and isinstance(connection, dict):
         fields["connection"] = connection_fields(connection)
@@ -109,25 +109,14 @@ def _current_fields(event_type: str, payload: Any) -> dict[str, Any]:
     return fields
 
 
-def connection_fields(connection: dict[str, Any]) -> dict[str, Any]:
-    """The parts of a Codat Connection the state machine uses."""
-    return {
-        "id": _text(connection.get("id")),
-        "status": _text(connection.get("status")),
-        "platform_key": _text(connection.get("integrationKey") or connection.get("platformKey")),
-        "platform_name": _text(connection.get("platformName")),
-        "source_type": _text(connection.get("sourceType")),
-    }
-
-
 def _legacy_fields(data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     details = data.get("Data") if isinstance(data.get("Data"), dict) else {}
     assert isinstance(details, dict)
-    old, new = _text(details.get("oldStatus")), _text(details.get("newStatus"))
+    old, new = text(details.get("oldStatus")), text(details.get("newStatus"))
     connection = {
-        "id": _text(details.get("dataConnectionId") or data.get("DataConnectionId")),
+        "id": text(details.get("dataConnectionId") or data.get("DataConnectionId")),
         "status": new,
-        "platform_key": _text(details.get("platformKey")),
+        "platform_key": text(details.get("platformKey")),
         "platform_name": None,
         "source_type": None,
     }
@@ -136,10 +125,10 @@ def _legacy_fields(data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         # connection that appears already Linked is the partner expense connection.
         connection["source_type"] = EXPENSE
         return CONNECTION_CREATED, {
-            "company_id": _text(data.get("CompanyId")),
+            "company_id": text(data.get("CompanyId")),
             "connection": connection,
         }
-    fields = {"company_id": _text(data.get("CompanyId")), "connection": connection}
+    fields = {"company_id": text(data.get("CompanyId")), "connection": connection}
     return _legacy_type(old, new), fields
 
 
@@ -160,7 +149,7 @@ def _connection_error(connection: dict[str, Any]) -> str | None:
     if not isinstance(errors, list) or not errors:
         return None
     last = errors[-1] if isinstance(errors[-1], dict) else {}
-    parts = [_text(last.get(key)) for key in ("statusCode", "statusText", "errorMessage")]
+    parts = [text(last.get(key)) for key in ("statusCode", "statusText", "errorMessage")]
     return " ".join(part for part in parts if part) or None
 
 
@@ -171,20 +160,6 @@ def _date(value: Any) -> str | None:
         return clock.normalize(value)
     except clock.InvalidDate:
         return None
-
-
-def _text(value: Any) -> str | None:
-    if value is None:
-        return None
-    text = value if isinstance(value, str) else str(value)
-    return clean(text[:500]) or None
-
-
-def clean(text: str) -> str:
-    """Text SQLite can store: lone surrogates (valid in JSON, not in UTF-8) become U+FFFD."""
-    if text.isascii():
-        return text
-    return "".join("\ufffd" if "\ud800" <= ch <= "\udfff" else ch for ch in text)
 
 
 def _json_kind(value: Any) -> str:

@@ -7,7 +7,6 @@ only then POST with the intent's recorded Idempotency-Key. The result is recorde
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
@@ -25,8 +24,9 @@ from handlers.transitions import (
 )
 from processor import clock
 from processor.codat.client import CodatClient, CodatError
+from processor.codat.connections import connection_fields
 from processor.config import Settings
-from processor.intake.bodies import INTERNAL, connection_fields
+from processor.work.synthetic import synthetic_event
 from store import EFFECT_CANCELLED, EFFECT_DONE, EFFECT_FAILED, Effect, NewEvent, Store
 
 log = logging.getLogger(__name__)
@@ -160,19 +160,14 @@ def _event(
     answer: dict[str, Any] | None,
     now: str,
 ) -> NewEvent:
-    body = json.dumps({"effect": effect.id, "eventType": event_type, "codat": answer})
-    return NewEvent(
+    return synthetic_event(
         message_id=f"effect:{effect.id}:{effect.attempts + 1}:{event_type}",
         event_type=event_type,
-        body_format=INTERNAL,
         source="command",
-        generated_date=now,
-        received_at=now,
-        body=body.encode(),
-        headers={},
-        fields=fields,
         company_id=effect.company_id,
-        connection_id=(fields.get("connection") or {}).get("id"),
+        fields=fields,
+        body={"effect": effect.id, "eventType": event_type, "codat": answer},
+        now=now,
     )
 
 

@@ -7,7 +7,6 @@ Each Codat answer is recorded in the store as an event of its own (`source: onbo
 from __future__ import annotations
 
 import contextlib
-import json
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -16,9 +15,9 @@ from handlers.events import ACCOUNTING, LINKED, PENDING_AUTH
 from handlers.transitions import COMPANY_CREATED, CONNECTION_CREATED, CONNECTION_DISCONNECTED
 from processor import clock
 from processor.codat.client import CodatClient, CodatError
-from processor.intake.bodies import INTERNAL, connection_fields
 from processor.work.folding import fold_pending, load_state
-from store import NewEvent, Store
+from processor.work.synthetic import about_connection, synthetic_event
+from store import Store
 
 
 class OnboardingError(Exception):
@@ -174,28 +173,24 @@ async def unlink(store: Store, codat: CodatClient, company_id: str) -> dict[str,
 def _record(
     store: Store, company_id: str, event_type: str, answer: dict[str, Any], what: str
 ) -> None:
-    now = clock.now()
-    generated = now
+    generated = None
     if event_type == COMPANY_CREATED and isinstance(answer.get("created"), str):
         with contextlib.suppress(clock.InvalidDate):
             generated = clock.normalize(answer["created"])
-    fields: dict[str, Any] = {"company_id": company_id, "company_name": answer.get("name")}
+    fields: dict[str, Any] = {"company_name": answer.get("name")}
     if event_type != COMPANY_CREATED:
-        fields = {"company_id": company_id, "connection": connection_fields(answer)}
+        fields = about_connection(answer)
     identifier = answer.get("id") or uuid.uuid4()
-    event = NewEvent(
+    event = synthetic_event(
         message_id=f"{what}:{identifier}:{uuid.uuid4().hex[:8]}",
         event_type=event_type,
-        body_format=INTERNAL,
         source="onboard" if what in ("company", "connection") else "command",
-        generated_date=generated,
-        received_at=now,
-        body=json.dumps(answer).encode(),
-        headers={},
-        fields=fields,
         company_id=company_id,
-        connection_id=(fields.get("connection") or {}).get("id"),
+        fields=fields,
+        body=answer,
+        generated_date=generated,
     )
+    now = clock.now()
     with store.transaction():
         store.append_events([event])
         fold_pending(store, company_id, now)

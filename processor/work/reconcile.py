@@ -8,7 +8,6 @@ failures; a sweep heals what was never delivered. Differences are recorded as sy
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import uuid
 from dataclasses import dataclass, field
@@ -20,9 +19,9 @@ from handlers.state import DELETED, READY, STATES, CompanyState
 from handlers.transitions import COMPANY_DELETED, CONNECTION_DELETED, CONNECTION_OBSERVED
 from processor import clock
 from processor.codat.client import CodatClient, CodatError
-from processor.intake.bodies import INTERNAL, connection_fields
 from processor.work.effects import Writes
 from processor.work.folding import fold_pending, load_state
+from processor.work.synthetic import about_connection, synthetic_event
 from store import NewEvent, Store
 
 log = logging.getLogger(__name__)
@@ -114,22 +113,13 @@ def _newest(connections: Any) -> dict[str, Any] | None:
 
 
 def _synthetic(company_id: str, event_type: str, connection: dict[str, Any] | None) -> NewEvent:
-    now = clock.now()
-    fields: dict[str, Any] = {"company_id": company_id}
-    if connection is not None:
-        fields["connection"] = connection_fields(connection)
-    return NewEvent(
+    return synthetic_event(
         message_id=f"reconcile:{company_id}:{uuid.uuid4().hex}",
         event_type=event_type,
-        body_format=INTERNAL,
         source="reconcile",
-        generated_date=now,
-        received_at=now,
-        body=json.dumps({"eventType": event_type, "codat": connection}).encode(),
-        headers={},
-        fields=fields,
         company_id=company_id,
-        connection_id=connection.get("id") if connection else None,
+        fields=about_connection(connection),
+        body={"eventType": event_type, "codat": connection},
     )
 
 
