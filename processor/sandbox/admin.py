@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from processor.sandbox.api import json_object, sandbox_of
-from processor.sandbox.errors import CodatError, Json
+from processor.sandbox.errors import ErrorAnswer, Json
 from processor.sandbox.faults import FaultRule
 from processor.sandbox.sender import check_secrets, new_message_id
 from processor.sandbox.state import CompanyRecord, Sandbox
@@ -32,7 +32,7 @@ async def admin_config(request: Request) -> Response:
         secrets = check_secrets(data["secrets"]) if data.get("secrets") else []
         delays = tuple(float(d) for d in data.get("retryDelays", config.retry_delays))
     except (ValueError, TypeError, AttributeError) as exc:
-        raise CodatError(400, f"Invalid webhook config: {exc}") from None
+        raise ErrorAnswer(400, f"Invalid webhook config: {exc}") from None
     config.url, config.header_prefix, config.retry_delays = url, prefix, delays
     if "secrets" in data:
         config.secrets = secrets
@@ -81,9 +81,9 @@ async def admin_set_faults(request: Request) -> Response:
         data = json.loads(await request.body())
         rules = [FaultRule.from_json(item) for item in data] if isinstance(data, list) else None
     except (ValueError, TypeError) as exc:
-        raise CodatError(400, f"Invalid fault rules: {exc}") from None
+        raise ErrorAnswer(400, f"Invalid fault rules: {exc}") from None
     if rules is None:
-        raise CodatError(400, "Fault rules are a JSON list of rule objects.")
+        raise ErrorAnswer(400, "Fault rules are a JSON list of rule objects.")
     sandbox = sandbox_of(request)
     sandbox.faults.rules.extend(rules)
     return JSONResponse([rule.to_json() for rule in sandbox.faults.rules])
@@ -104,7 +104,7 @@ async def admin_send_webhook(request: Request) -> Response:
     if "raw" in data:
         body = str(data["raw"]).encode()
     elif not isinstance(body, dict):
-        raise CodatError(400, "Give 'body' (a webhook body object) or 'raw' (a string).")
+        raise ErrorAnswer(400, "Give 'body' (a webhook body object) or 'raw' (a string).")
     repeat, concurrent = int(data.get("repeat", 1)), bool(data.get("concurrent", False))
     message_id = data.get("messageId") or new_message_id()
 
@@ -124,7 +124,7 @@ async def admin_send_webhook(request: Request) -> Response:
 
 
 async def codat_error_handler(request: Request, exc: Exception) -> Response:
-    if isinstance(exc, CodatError):
+    if isinstance(exc, ErrorAnswer):
         return exc.response()
     status = exc.status_code if isinstance(exc, HTTPException) else 500
-    return CodatError(status, f"No route for {request.method} {request.url.path}.").response()
+    return ErrorAnswer(status, f"No route for {request.method} {request.url.path}.").response()

@@ -12,8 +12,8 @@ from processor.codat.platforms import PLATFORMS
 from processor.sandbox.errors import (
     COMPANY_NAME_DISALLOWED,
     PLATFORM_KEY,
-    CodatError,
     Endpoint,
+    ErrorAnswer,
     Json,
     invalid,
 )
@@ -33,9 +33,11 @@ async def json_object(request: Request, *, required: bool = True) -> Json:
     try:
         data = json.loads(body)
     except ValueError:
-        raise CodatError(400, "The request body is not valid JSON.") from None
+        raise ErrorAnswer(400, "The request body is not valid JSON.") from None
     if not isinstance(data, dict):
-        raise CodatError(400, f"The request body must be a JSON object, got {type(data).__name__}.")
+        raise ErrorAnswer(
+            400, f"The request body must be a JSON object, got {type(data).__name__}."
+        )
     return data
 
 
@@ -64,9 +66,9 @@ def page_params(request: Request) -> tuple[int, int]:
         page = int(request.query_params.get("page", "1"))
         page_size = int(request.query_params.get("pageSize", "100"))
     except ValueError:
-        raise CodatError(400, "Error parsing query: page and pageSize must be integers.") from None
+        raise ErrorAnswer(400, "Error parsing query: page and pageSize must be integers.") from None
     if page < 1 or not 1 <= page_size <= 5000:
-        raise CodatError(400, "Error parsing query: page >= 1 and 1 <= pageSize <= 5000.")
+        raise ErrorAnswer(400, "Error parsing query: page >= 1 and 1 <= pageSize <= 5000.")
     return page, page_size
 
 
@@ -78,7 +80,7 @@ def query_filter(query: str | None) -> Callable[[Json], bool]:
     for clause in query.split("&&"):
         match = re.fullmatch(r"\s*(\w+)\s*(!=|=)\s*(.*?)\s*", clause)
         if match is None:
-            raise CodatError(400, f"Error parsing query: malformed clause {clause!r}.")
+            raise ErrorAnswer(400, f"Error parsing query: malformed clause {clause!r}.")
         clauses.append(match.groups())
     return lambda item: all(
         (str(item.get(name)) == value) == (op == "=") for name, op, value in clauses
@@ -94,13 +96,13 @@ def codat_api(endpoint: Endpoint) -> Endpoint:
     async def wrapped(request: Request) -> Response:
         sandbox = sandbox_of(request)
         if not sandbox.authorized(request.headers.get("authorization")):
-            return CodatError(401).response()
+            return ErrorAnswer(401).response()
         key = request.headers.get("idempotency-key")
         if request.method not in ("POST", "PATCH") or not key:
             return await _answer(endpoint, request)
         try:
             stored = sandbox.idempotency.begin(key, fingerprint(request, await request.body()))
-        except CodatError as exc:
+        except ErrorAnswer as exc:
             return exc.response()
         if stored is not None:
             request.scope["sandbox"].replayed = True
@@ -119,7 +121,7 @@ def codat_api(endpoint: Endpoint) -> Endpoint:
 async def _answer(endpoint: Endpoint, request: Request) -> Response:
     try:
         response = await endpoint(request)
-    except CodatError as exc:
+    except ErrorAnswer as exc:
         response = exc.response()
     context: RequestContext = request.scope["sandbox"]
     if context.hold_after_create:

@@ -34,7 +34,7 @@ from processor.sandbox.api import (
     list_connections,
     update_connection,
 )
-from processor.sandbox.errors import DROPPED, CodatError, Json
+from processor.sandbox.errors import DROPPED, ErrorAnswer, Json
 from processor.sandbox.sender import DEFAULT_RETRY_DELAYS
 from processor.sandbox.state import RequestContext, Sandbox, WebhookConfig
 
@@ -169,7 +169,7 @@ def create_app(
     app = SandboxApp(
         routes=ROUTES,
         lifespan=lifespan,
-        exception_handlers={CodatError: codat_error_handler, HTTPException: codat_error_handler},
+        exception_handlers={ErrorAnswer: codat_error_handler, HTTPException: codat_error_handler},
     )
     app.state.sandbox = sandbox
     return app

@@ -39,8 +39,11 @@ ERROR_MESSAGES = {
 # --- Codat's errors -------------------------------------------------------------------------
 
 
-class CodatError(Exception):
-    """An error answer in Codat's shape."""
+class ErrorAnswer(Exception):
+    """An error answer in Codat's shape, as the stand-in sends it.
+
+    (The client's `CodatError` is what such an answer becomes on the processor's side.)
+    """
 
     def __init__(
         self,
@@ -78,5 +81,5 @@ class CodatError(Exception):
         return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
 
 
-def invalid(item: str, message: str, validator: str = "Validation") -> CodatError:
-    return CodatError(400, f"Validation failed: {message}", errors=[(item, message, validator)])
+def invalid(item: str, message: str, validator: str = "Validation") -> ErrorAnswer:
+    return ErrorAnswer(400, f"Validation failed: {message}", errors=[(item, message, validator)])

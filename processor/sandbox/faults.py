@@ -5,7 +5,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from processor.sandbox.errors import CodatError, Json
+from processor.sandbox.errors import ErrorAnswer, Json
 
 
 @dataclass
@@ -85,9 +85,9 @@ class FaultRule:
     def matches(self, method: str, path: str) -> bool:
         return self.method in ("*", method) and fnmatch.fnmatchcase(path, self.path)
 
-    def error(self) -> CodatError:
+    def error(self) -> ErrorAnswer:
         headers = {"Retry-After": str(self.retry_after)} if self.retry_after else {}
-        return CodatError(self.status or 500, headers=headers)
+        return ErrorAnswer(self.status or 500, headers=headers)
 
 
 class Faults:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from starlette.requests import Request
 from starlette.responses import Response
 
-from processor.sandbox.errors import IDEMPOTENCY_TTL_SECONDS, CodatError
+from processor.sandbox.errors import IDEMPOTENCY_TTL_SECONDS, ErrorAnswer
 
 
 @dataclass
@@ -29,7 +29,7 @@ class IdempotencyKeys:
         self.records: dict[str, StoredResponse] = {}
 
     def begin(self, key: str, fingerprint: str) -> StoredResponse | None:
-        """Claim the key, or return the replayable first answer; raises CodatError otherwise."""
+        """Claim the key, or return the replayable first answer; raises ErrorAnswer otherwise."""
         now = time.monotonic()
         record = self.records.get(key)
         if record is not None and record.expires <= now:
@@ -38,9 +38,9 @@ class IdempotencyKeys:
             self.records[key] = StoredResponse(fingerprint, now + self.ttl)
             return None
         if record.fingerprint != fingerprint:
-            raise CodatError(422, f"Idempotency-Key {key} was already used with another request.")
+            raise ErrorAnswer(422, f"Idempotency-Key {key} was already used with another request.")
         if record.status is None:
-            raise CodatError(409, f"A request with Idempotency-Key {key} is still in progress.")
+            raise ErrorAnswer(409, f"A request with Idempotency-Key {key} is still in progress.")
         return record
 
     def finish(self, key: str, response: Response) -> None:

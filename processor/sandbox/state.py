@@ -14,7 +14,7 @@ from processor.sandbox.errors import (
     DAILY_QUOTA,
     PARTNER_EXPENSE_KEY,
     PARTNER_EXPENSE_NAME,
-    CodatError,
+    ErrorAnswer,
     Json,
     invalid,
 )
@@ -130,13 +130,13 @@ class Sandbox:
     def company(self, company_id: str) -> CompanyRecord:
         record = self.companies.get(company_id)
         if record is None or record.deleted:
-            raise CodatError(404, f"No company was found with id {company_id}.")
+            raise ErrorAnswer(404, f"No company was found with id {company_id}.")
         return record
 
     def connection(self, record: CompanyRecord, connection_id: str) -> Json:
         connection = record.connections.get(connection_id)
         if connection is None or connection_id in record.deleted_connections:
-            raise CodatError(404, f"Data connection {connection_id} was not found.")
+            raise ErrorAnswer(404, f"Data connection {connection_id} was not found.")
         return connection
 
     # Codat's operations
@@ -183,7 +183,7 @@ class Sandbox:
     def authorize(self, record: CompanyRecord, connection: Json) -> Json:
         previous = connection["status"]
         if previous == "Linked":
-            raise CodatError(409, f"Connection {connection['id']} is already Linked.")
+            raise ErrorAnswer(409, f"Connection {connection['id']} is already Linked.")
         connection["lastSync"] = utc_now()
         for error in connection["dataConnectionErrors"]:
             if error.get("status") == "Active":
@@ -198,7 +198,7 @@ class Sandbox:
 
     def deauthorize(self, record: CompanyRecord, connection: Json) -> Json:
         if connection["status"] != "Linked":
-            raise CodatError(
+            raise ErrorAnswer(
                 409,
                 f"Only a Linked connection can lose its authorization; connection"
                 f" {connection['id']} is {connection['status']}.",
@@ -246,11 +246,11 @@ class Sandbox:
     ) -> "asyncio.Task[Json]":
         """Send one message in the background; the task's result is its delivery record."""
         if not self.webhooks.url:
-            raise CodatError(409, "No webhook url is configured: POST /_sandbox/config first.")
+            raise ErrorAnswer(409, "No webhook url is configured: POST /_sandbox/config first.")
         try:
             secrets = check_secrets(secrets or self.webhooks.secrets)
         except ValueError as exc:
-            raise CodatError(409 if not secrets else 400, str(exc)) from None
+            raise ErrorAnswer(409 if not secrets else 400, str(exc)) from None
         raw = body if isinstance(body, bytes) else encode(body)
         event = {} if isinstance(body, bytes) else body
         record: Json = {
