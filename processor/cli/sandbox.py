@@ -1,0 +1,104 @@
+"""`codat-expenses sandbox` and `secret`: the local stand-in for Codat and its signing secret."""
+
+from __future__ import annotations
+
+import click
+
+from processor import config
+from processor.cli.common import fail
+
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", type=int, default=8100, show_default=True, help="Port to listen on.")
+@click.option(
+    "--api-key",
+    envvar="CODAT_API_KEY",
+    show_envvar=True,
+    required=True,
+    help="Key clients must send (Basic auth), as serve's CODAT_API_KEY.",
+)
+@click.option(
+    "--webhook-url",
+    default=None,
+    help="Where to deliver signed webhooks, e.g. http://127.0.0.1:8000/webhooks/codat.",
+)
+@click.option(
+    "--secret",
+    "secrets",
+    multiple=True,
+    envvar="CODAT_WEBHOOK_SECRET",
+    show_envvar=True,
+    help="whsec_ signing secret(s), as serve's CODAT_WEBHOOK_SECRET (`codat-expenses secret`).",
+)
+def sandbox(
+    host: str, port: int, api_key: str, webhook_url: str | None, secrets: tuple[str, ...]
+) -> None:
+    """Run the local stand-in for Codat (for trials and fault drills; loopback only).
+
+    Codat's onboarding API (companies, connections, partner expense connection) with Basic auth
+    and Idempotency-Key, and Svix-signed webhooks to --webhook-url with retries. Every delivery
+    attempt is logged on stderr with its answer.
+
+    \b
+    Admin routes (no auth; JSON bodies):
+      POST   /_sandbox/companies/{companyId}/connections/{connectionId}/authorize
+             the customer completes Link (PendingAuth, Unlinked or Deauthorized -> Linked)
+      POST   /_sandbox/companies/{companyId}/connections/{connectionId}/fail
+             Link fails: {"errorMessage": "..."} (optional)
+      POST   /_sandbox/companies/{companyId}/connections/{connectionId}/deauthorize
+             Linked -> Deauthorized
+      DELETE /_sandbox/companies/{companyId}/connections/{connectionId}
+             delete the connection
+      DELETE /_sandbox/companies/{companyId}
+             delete the company
+      POST   /_sandbox/companies/{companyId}/legacy
+             send this company's webhooks in the old rules format: {"legacy": true}
+      GET    /_sandbox/state
+             companies, connections, webhook bodies, deliveries, API requests, faults
+      POST   /_sandbox/config
+             {"webhookUrl", "secrets", "autoWebhooks", "retryDelays", "headerPrefix"}
+      POST   /_sandbox/faults
+             add fault rules (a JSON list; see the README)
+      DELETE /_sandbox/faults
+             clear the fault rules
+      POST   /_sandbox/webhooks/send
+             send a webhook: {"body": {...}} or {"raw": "..."}, "messageId", "repeat"
+    """
+    from processor.sandbox import serve_sandbox
+
+    if host not in LOOPBACK_HOSTS:
+        fail(
+            f"expected --host to be a loopback address ({', '.join(LOOPBACK_HOSTS)}), found "
+            f"{host!r}: the sandbox's admin routes have no authentication"
+        )
+    split = [part for secret in secrets for part in secret.replace(",", " ").split()]
+    try:
+        config.check_webhook_secrets(split)
+    except config.ConfigError as error:
+        source = click.get_current_context().get_parameter_source("secrets")
+        from_option = source is click.core.ParameterSource.COMMANDLINE
+        prefix = "--secret: " if from_option else ""
+        fail("\n".join(prefix + line for line in str(error).splitlines()))
+    if webhook_url is not None:
+        if not webhook_url.startswith(("http://", "https://")):
+            fail(
+                "--webhook-url must be an http(s) URL such as "
+                f"http://127.0.0.1:8000/webhooks/codat, found {webhook_url!r}"
+            )
+        if not split:
+            fail(
+                "--webhook-url needs a signing secret: expected --secret or CODAT_WEBHOOK_SECRET "
+                "(make one with `codat-expenses secret`), found none"
+            )
+    serve_sandbox(host, port, api_key, webhook_url, split)
+
+
+@click.command("secret")
+def secret_command() -> None:
+    """Print a fresh webhook signing secret (whsec_<base64>) for serve and sandbox."""
+    from processor.sandbox.sender import generate_secret
+
+    click.echo(generate_secret())
