@@ -15,8 +15,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Self
 
-from sqlite_utils import Database
-
 from store.errors import StoreError
 from store.sqlite.schema import MIGRATIONS
 
@@ -29,7 +27,6 @@ class Connected:
     ) -> None:
         self.conn = conn
         self.timeout = timeout
-        self.db = Database(conn, execute_plugins=False)
         self.path = path
         self.readonly = readonly
         self._savepoints = 0
