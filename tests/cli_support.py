@@ -11,9 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from store import Store
 from tests.conftest import Codat
-from tests.support import API_KEY, ServeProcess, wait_for
+from tests.support import API_KEY, ServeProcess, open_db, wait_for
 
 PARTNER_EXPENSE_PATH = "/companies/*/sync/expenses/connections/partnerExpense"
 
@@ -103,7 +102,7 @@ class Cli:
 
 def stored_state(database: Path, company_id: str) -> tuple[str | None, dict[str, Any] | None]:
     """The company's row as the store holds it: (state, CompanyState dict)."""
-    store = Store.open(database, readonly=True)
+    store = open_db(database, readonly=True)
     try:
         row = store.company(company_id)
         return (row.state, row.data) if row is not None else (None, None)

@@ -21,11 +21,24 @@ import uvicorn
 from processor import config
 from processor.app import create_app
 from processor.sandbox.sender import sign_headers
-from store import Store, StoredEvent
+from store import Store, StoredEvent, open_store
+from store.sqlite import SqliteStore
 
 T = TypeVar("T")
 TOKEN = "test-status-token-0123456789"
 API_KEY = "test-api-key-abcdef"
+
+
+def open_db(path: str | Path, *, readonly: bool = False, timeout: float = 5.0) -> Store:
+    """The SQLite store at `path`, opened through the contract (`open_store` and its URL)."""
+    return open_store(f"sqlite:///{path}", readonly=readonly, timeout=timeout)
+
+
+def open_sqlite(path: str | Path, *, readonly: bool = False, timeout: float = 5.0) -> SqliteStore:
+    """`open_db`, for the tests that look at SQLite itself (its rows, pragmas and files)."""
+    store = open_db(path, readonly=readonly, timeout=timeout)
+    assert isinstance(store, SqliteStore), store
+    return store
 
 
 def free_port() -> int:
@@ -178,7 +191,7 @@ class ServeThread(Serve):
 
     def start(self) -> ServeThread:
         settings = config.load(self.env)
-        Store.open(settings.database_path).close()  # as `serve` does before binding
+        open_store(settings.database_url).close()  # as `serve` does before binding
         app = create_app(settings)
         self.server = uvicorn.Server(
             uvicorn.Config(
@@ -258,7 +271,7 @@ def partner_connections(sandbox_state: dict[str, Any], company_id: str) -> list[
 
 def events(server: ServeProcess, event_or_message_id: str) -> list[StoredEvent]:
     """The stored events with this event id or webhook message id, read without writing."""
-    store = Store.open(server.database, readonly=True)
+    store = open_db(server.database, readonly=True)
     try:
         return store.find_events(event_or_message_id=event_or_message_id)
     finally:
@@ -266,7 +279,7 @@ def events(server: ServeProcess, event_or_message_id: str) -> list[StoredEvent]:
 
 
 def event_count(server: ServeProcess) -> int:
-    store = Store.open(server.database, readonly=True)
+    store = open_db(server.database, readonly=True)
     try:
         return store.count_events()
     finally:

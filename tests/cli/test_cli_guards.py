@@ -13,10 +13,9 @@ from typing import Any
 
 import pytest
 
-from store import Store
 from tests.cli_support import Cli, file_digests, requests_to, stored_state
 from tests.conftest import Codat
-from tests.support import API_KEY, ServeProcess, wait_for
+from tests.support import API_KEY, ServeProcess, open_sqlite, wait_for
 
 FUTURE = "2999-01-01T00:00:00Z"
 
@@ -34,7 +33,7 @@ def listing(folder: Path) -> list[str]:
 
 def content(database: Path) -> dict[str, list[tuple[Any, ...]]]:
     """Every row the store holds about companies, events and commands (not its heartbeat)."""
-    store = Store.open(database, readonly=True)
+    store = open_sqlite(database, readonly=True)
     try:
         return {
             table: store.conn.execute(f"SELECT * FROM {table} ORDER BY rowid").fetchall()

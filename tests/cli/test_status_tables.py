@@ -13,8 +13,8 @@ import pytest
 
 from handlers.events import Connection
 from handlers.state import CompanyState
-from store import Store
 from tests.cli_support import Cli
+from tests.support import open_db
 
 ERROR = (
     "POST /companies/x/sync/expenses/connections/partnerExpense: Codat answered 402: the free "
@@ -26,7 +26,7 @@ ERROR = (
 def database(tmp_path: Path) -> tuple[Path, list[str]]:
     """Seven companies in `pending_auth`, each with a long last error."""
     path = tmp_path / "processor.db"
-    store = Store.open(path)
+    store = open_db(path)
     ids = sorted(str(uuid.uuid4()) for _ in range(7))
     with store.transaction():
         for number, company_id in enumerate(ids):

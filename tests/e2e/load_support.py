@@ -27,7 +27,7 @@ from processor.sandbox.sender import WebhookSender, new_message_id, sign_headers
 from processor.sandbox.webhook_bodies import encode
 from store import Store
 from tests.conftest import Codat
-from tests.support import TOKEN, Serve, partner_connections
+from tests.support import TOKEN, Serve, open_db, partner_connections
 
 PARTNER_PATH = "/companies/{}/sync/expenses/connections/partnerExpense"
 PLATFORM_KEYS = ("gbol", "qhyg", "fbrh", "akxx", "trji")
@@ -325,9 +325,7 @@ def latency_line(latencies: Sequence[float]) -> str:
 
 
 def pending_effects(store: Store) -> int:
-    return int(
-        store.conn.execute("SELECT COUNT(*) FROM effects WHERE status = 'pending'").fetchone()[0]
-    )
+    return sum(len(store.open_effects(company_id)) for company_id in store.company_ids())
 
 
 def mismatched(store: Store, plans: Sequence[CompanyPlan]) -> list[tuple[str, str, str | None]]:
@@ -348,7 +346,7 @@ def wait_until_settled(
     events say; twice in a row, half a second apart. Returns the seconds it took."""
     started = time.monotonic()
     deadline = started + timeout
-    store = Store.open(database, readonly=True)
+    store = open_db(database, readonly=True)
     try:
         calm = 0
         while True:
@@ -388,7 +386,7 @@ class Outcome:
 def check_log(database: Path, sent: Sequence[Message], acked: set[str]) -> Outcome:
     """Every acknowledged message is in the log exactly once; nothing is pending or failed."""
     outcome = Outcome()
-    store = Store.open(database, readonly=True)
+    store = open_db(database, readonly=True)
     try:
         rows = store.find_events()
         outcome.log_rows = len(rows)

@@ -33,7 +33,6 @@ import pytest
 
 from handlers.transitions import PARTNER_CONNECTION_CREATED
 from processor.sandbox.sender import new_message_id
-from store import Store
 from tests.conftest import Codat
 from tests.e2e.load_support import (
     PARTNER_PATH,
@@ -45,6 +44,7 @@ from tests.e2e.load_support import (
 from tests.support import (
     API_KEY,
     ServeProcess,
+    open_db,
     partner_connections,
     post_webhook,
     wait_for,
@@ -104,7 +104,7 @@ class Stored:
 
 
 def stored(serve: ServeProcess, ids: dict[str, str]) -> Stored:
-    store = Store.open(serve.database, readonly=True)
+    store = open_db(serve.database, readonly=True)
     try:
         events = store.find_events(company_id=ids["company"])
         effects = store.company_effects(ids["company"])
@@ -317,7 +317,7 @@ def test_sigkill_in_each_window_of_the_partner_connection_gives_exactly_one(
         # The restarted worker created nothing: the only POST is the one Codat held.
         assert len(posts) == 1, posts
 
-    store = Store.open(serve.database, readonly=True)
+    store = open_db(serve.database, readonly=True)
     try:
         connected = store.find_events(company_id=ids["company"], event_type="connection.connected")
         assert len(connected) == 1 and connected[0].outcome == "applied"

@@ -24,8 +24,7 @@ import pytest
 
 from processor.sandbox.sender import generate_secret
 from processor.sandbox.webhook_bodies import company_event, new_company
-from store import Store
-from tests.support import API_KEY, Serve, ServeThread, post_webhook
+from tests.support import API_KEY, Serve, ServeThread, open_db, post_webhook
 
 
 @pytest.fixture
@@ -65,7 +64,7 @@ def send(serve: Serve, secret: str) -> tuple[httpx.Response, str]:
 
 
 def stored(database: Path, message_id: str) -> int:
-    store = Store.open(database, readonly=True)
+    store = open_db(database, readonly=True)
     try:
         return len(store.find_events(event_or_message_id=message_id))
     finally:
@@ -151,7 +150,7 @@ def read_only(path: Path) -> Iterator[None]:
 def test_read_only_database_stops_start_up_with_one_line(small_disk: Path, secret: str) -> None:
     """`serve` runs as root, as everywhere here; a read-only mount is what root cannot write."""
     database = small_disk / "processor.db"
-    Store.open(database).close()  # the last connection closed: no -wal or -shm left open
+    open_db(database).close()  # the last connection closed: no -wal or -shm left open
     before = database.read_bytes()
     env = {
         "PATH": os.environ["PATH"],

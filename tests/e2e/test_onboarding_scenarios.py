@@ -20,9 +20,8 @@ from handlers.state import CompanyState
 from processor import clock
 from processor.sandbox.webhook_bodies import connection_event, new_connection
 from processor.work.folding import rebuild
-from store import Store
 from tests.conftest import Codat
-from tests.support import Serve, partner_connections, post_webhook, wait_for
+from tests.support import Serve, open_db, partner_connections, post_webhook, wait_for
 
 
 def linked_company(codat: Codat, serve: Serve, name: str = "Sawayn Group") -> dict[str, Any]:
@@ -324,7 +323,7 @@ def test_rebuild_from_the_log_equals_live_state(codat: Codat, serve: Serve, tmp_
     serve.stop()
     copy = tmp_path / "copy.db"
     shutil.copy(serve.database, copy)
-    store = Store.open(copy)
+    store = open_db(copy)
     try:
         ids = store.company_ids()
         assert len(ids) == 3

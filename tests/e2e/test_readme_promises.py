@@ -28,6 +28,7 @@ from processor.sandbox.webhook_bodies import company_event, encode, new_company
 from processor.work.effects import backoff, claim_seconds
 from processor.work.folding import fold_pending
 from store import Store
+from store.sqlite import SqliteStore
 from tests.cli_support import Cli, file_digests, requests_to, stored_state
 from tests.conftest import Codat
 from tests.e2e.load_support import quiet_stand_in_errors
@@ -36,6 +37,7 @@ from tests.support import (
     TOKEN,
     ServeProcess,
     ServeThread,
+    open_db,
     partner_connections,
     wait_for,
 )
@@ -74,7 +76,7 @@ def pending_auth_company(
 
 
 def effects_of(database: Path, company_id: str) -> list[Any]:
-    store = Store.open(database, readonly=True)
+    store = open_db(database, readonly=True)
     try:
         return store.company_effects(company_id)
     finally:
@@ -82,7 +84,7 @@ def effects_of(database: Path, company_id: str) -> list[Any]:
 
 
 def document_of(database: Path, company_id: str) -> dict[str, Any]:
-    store = Store.open(database, readonly=True)
+    store = open_db(database, readonly=True)
     try:
         document = company_document(store, company_id)
     finally:
@@ -93,7 +95,7 @@ def document_of(database: Path, company_id: str) -> dict[str, Any]:
 
 def store_companies(database: Path, codat: Codat | None, names: list[str]) -> list[str]:
     """Companies recorded straight into a store (company.created, folded), as serve would."""
-    store = Store.open(database)
+    store = open_db(database)
     ids = []
     try:
         with store.transaction():
@@ -387,6 +389,12 @@ def test_reconcile_interval_0_turns_the_sweep_off(
     assert len(partner_connections(codat.state(), on_id)) == 1
 
 
+def pragma(store: Store, name: str) -> object:
+    """A PRAGMA's value on the writer's own connection: SQLite's, whatever the contract says."""
+    assert isinstance(store, SqliteStore), store
+    return store.conn.execute(f"PRAGMA {name}").fetchone()[0]
+
+
 def test_the_event_log_is_committed_in_wal_mode_with_synchronous_full(tmp_path: Path) -> None:
     """README: "commits it to disk before answering 2xx (WAL, synchronous=FULL)": the writer's
     own connection, the one every commit goes through, says so."""
@@ -396,8 +404,8 @@ def test_the_event_log_is_committed_in_wal_mode_with_synchronous_full(tmp_path: 
         writer = Writer(database)
         writer.start()
         try:
-            mode = await writer.call(lambda s: s.conn.execute("PRAGMA journal_mode").fetchone()[0])
-            sync = await writer.call(lambda s: s.conn.execute("PRAGMA synchronous").fetchone()[0])
+            mode = await writer.call(lambda s: pragma(s, "journal_mode"))
+            sync = await writer.call(lambda s: pragma(s, "synchronous"))
             return str(mode), int(sync)
         finally:
             await writer.stop()

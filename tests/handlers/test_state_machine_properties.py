@@ -47,6 +47,7 @@ from processor import clock
 from processor.work.effects import Attempt, record_attempt
 from processor.work.folding import fold_pending, load_state, rebuild, to_event
 from store import EFFECT_CANCELLED, NewEvent, Store, StoredEvent
+from tests.support import open_db
 
 COMPANY = "8a210b68-6988-11ed-a1eb-0242ac120002"
 BASE_SECOND = 1_709_287_200  # 2024-03-01T10:00:00Z
@@ -483,7 +484,7 @@ def check_intents(store: Store, when: str, violations: list[str], *, aimed: bool
 def play(events: list[NewEvent], cuts: list[int], *, aimed: bool = False) -> Run:
     violations: list[str] = []
     with tempfile.TemporaryDirectory(dir=FAST_TMP) as directory:
-        store = Store.open(Path(directory) / "processor.db")
+        store = open_db(Path(directory) / "processor.db")
         try:
             bounds = [0, *sorted(set(cuts)), len(events)]
             for batch_number, (start, end) in enumerate(itertools.pairwise(bounds)):
@@ -610,7 +611,7 @@ def test_replaced_accounting_connection_leaves_no_customer_stuck_in_linked(
         (CONNECTION_CREATED, b),
         (CONNECTION_CONNECTED, _linked(b)),
     )
-    store = Store.open(tmp_path / "processor.db")
+    store = open_db(tmp_path / "processor.db")
     try:
         with store.transaction():
             store.append_events(events[:2])

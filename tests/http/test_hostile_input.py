@@ -244,8 +244,8 @@ def test_lone_surrogate_in_a_signed_body_is_stored(http: httpx.Client, server: S
 def test_generated_date_out_of_range_is_stored_like_any_unreadable_date(
     http: httpx.Client, server: Serve, date: str
 ) -> None:
-    """intake/bodies.py: an unreadable generatedDate falls back to the webhook timestamp (of the first
-    delivery: a redelivery, signed later, changes nothing); never a 5xx."""
+    """processor/intake/bodies.py: an unreadable generatedDate falls back to the webhook
+    timestamp (of the first delivery: a redelivery, signed later, changes nothing); never a 5xx."""
     body = rate_limit_reached(generatedDate=date)
     raw, message_id = encode(body), new_message_id()
     first = int(time.time()) - 60

@@ -31,6 +31,7 @@ from processor.sandbox.webhook_bodies import (
 )
 from processor.work.folding import FoldReport, fold_companies, fold_pending
 from store import NewEvent, Store, StoredEvent
+from tests.support import open_db
 
 TIMESTAMP = 1_709_287_200  # 2024-03-01T10:00:00Z
 TIMESTAMP_DATE = "2024-03-01T10:00:00.0000000Z"
@@ -302,7 +303,7 @@ def assert_folds_as_ignored(tmp_path: Path, event: NewEvent) -> StoredEvent:
     recorded it (ignored, processed when received) and no company appears for it.
     """
     neighbour = new_company("Neighbour Ltd")
-    store = Store.open(tmp_path / "intake.db")
+    store = open_db(tmp_path / "intake.db")
     try:
         with store.transaction():
             [result] = store.append_events([event])
@@ -522,7 +523,7 @@ def test_connection_event_without_a_connection_id_changes_nothing(
     event = intake(connection_event(event_type, company, {**connection, "status": "Linked"}))
     assert event.company_id == company["id"]
     assert event.connection_id is None
-    store = Store.open(tmp_path / "intake.db")
+    store = open_db(tmp_path / "intake.db")
     try:
         with store.transaction():
             [result] = store.append_events([event])
@@ -549,7 +550,7 @@ def test_legacy_body_without_a_connection_id_changes_nothing(
     assert event.company_id == company["id"]
     assert event.connection_id is None
     assert_folds_as_ignored(tmp_path, event)
-    store = Store.open(tmp_path / "intake.db")
+    store = open_db(tmp_path / "intake.db")
     try:
         assert store.open_effects(company["id"]) == []
     finally:

@@ -1,8 +1,9 @@
-"""`processor.intake.signature.Verifier` in-process: every error path, its status and `reason`, and the
-verdict of the `svix` package's own `Webhook.verify` as the reference on well-formed cases.
+"""`processor.intake.signature.Verifier` in-process: every error path, its status and
+`reason`, and the verdict of the `svix` package's own `Webhook.verify` as the reference on
+well-formed cases.
 
-Signatures are real: made with `processor.sandbox.sender.sign_headers` (svix's own signing) or, for the
-reference, with `svix.webhooks.Webhook.sign`.
+Signatures are real: made with `processor.sandbox.sender.sign_headers` (svix's own signing) or,
+for the reference, with `svix.webhooks.Webhook.sign`.
 """
 
 from __future__ import annotations

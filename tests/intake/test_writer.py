@@ -26,6 +26,7 @@ from processor.intake.writer import MAX_BATCH, Writer
 from processor.sandbox.sender import new_message_id
 from processor.sandbox.webhook_bodies import company_event, encode, new_company
 from store import InsertResult, NewEvent, Store
+from tests.support import open_db
 
 T = TypeVar("T")
 
@@ -77,7 +78,7 @@ def rows(path: Path) -> dict[str, tuple[int, int, str | None]]:
 @pytest.fixture
 def database(tmp_path: Path) -> Path:
     path = tmp_path / "processor.db"
-    Store.open(path).close()  # created and migrated, as `serve` does before binding
+    open_db(path).close()  # created and migrated, as `serve` does before binding
     return path
 
 

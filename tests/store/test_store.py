@@ -1,11 +1,11 @@
-"""The SQLite store on real files: migrations, the event log, effects, read-only use, pages."""
+"""The store's contract, run against every backend (`store_url` in tests/store/conftest.py):
+the event log, effects, read-only use, pages. Only what `store.Store` offers is used here; what
+only SQLite has (files, WAL, migrations) is tested in tests/store/sqlite/.
+"""
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
 
 import pytest
 
@@ -14,155 +14,21 @@ from store import (
     EFFECT_DONE,
     EFFECT_FAILED,
     EFFECT_PENDING,
-    NewEvent,
     Store,
-    StoreError,
+    open_store,
 )
-from store.sqlite.schema import MIGRATIONS
-
-COMPANY = "8a210b68-6988-11ed-a1eb-0242ac120002"
-KIND = "create_partner_expense_connection"
-T0 = "2024-03-01T10:00:00.0000000Z"
-T1 = "2024-03-01T10:00:10.0000000Z"
-T2 = "2024-03-01T10:00:20.0000000Z"
-T3 = "2024-03-01T10:00:30.0000000Z"
-T4 = "2024-03-01T10:00:40.0000000Z"
-
-
-@pytest.fixture
-def path(tmp_path: Path) -> Path:
-    return tmp_path / "processor.db"
-
-
-@pytest.fixture
-def store(path: Path) -> Iterator[Store]:
-    opened = Store.open(path)
-    yield opened
-    opened.close()
-
-
-def new_event(
-    message_id: str,
-    *,
-    event_id: str | None = "evt-1",
-    company_id: str | None = COMPANY,
-    event_type: str = "connection.connected",
-    generated_date: str = T0,
-    received_at: str = T0,
-    outcome: str | None = None,
-) -> NewEvent:
-    connection = {
-        "id": "conn-1",
-        "status": "Linked",
-        "platform_key": "gbol",
-        "platform_name": "Xero",
-        "source_type": "Accounting",
-    }
-    fields: dict[str, Any] = {"company_id": company_id, "connection": connection}
-    return NewEvent(
-        message_id=message_id,
-        event_type=event_type,
-        body_format="current",
-        source="webhook",
-        generated_date=generated_date,
-        received_at=received_at,
-        body=b'{"eventType":"connection.connected"}',
-        headers={"webhook-id": message_id},
-        fields=fields,
-        event_id=event_id,
-        company_id=company_id,
-        connection_id="conn-1",
-        outcome=outcome,
-    )
-
-
-def open_intent(store: Store, key: str, *, company_id: str = COMPANY, kind: str = KIND) -> Any:
-    return store.open_effect(
-        company_id=company_id,
-        kind=kind,
-        connection_id="conn-1",
-        idempotency_key=key,
-        caused_by=None,
-        now=T0,
-    )
-
-
-def count_rows(store: Store, table: str) -> int:
-    return int(store.conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
-
-
-# -- migrations -----------------------------------------------------------------------------------
-
-
-def test_migrations_are_idempotent_and_keep_the_data(path: Path) -> None:
-    first = Store.open(path)
-    latest = max(version for version, _ in MIGRATIONS)
-    assert first.schema_version() == latest
-    with first.transaction():
-        first.append_events([new_event("msg-1")])
-    first.close()
-
-    second = Store.open(path)
-    try:
-        assert second.schema_version() == latest
-        assert second.migrate() == latest
-        assert second.migrate() == latest
-        versions = [row[0] for row in second.conn.execute("SELECT version FROM schema_migrations")]
-        assert versions == [version for version, _ in MIGRATIONS]
-        assert count_rows(second, "events") == 1
-        assert second.count_events(pending=True) == 1
-        second.ping()
-    finally:
-        second.close()
-
-
-def test_schema_has_the_declared_tables(store: Store) -> None:
-    tables = {
-        row[0] for row in store.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
-    }
-    assert {"events", "companies", "effects", "schema_migrations"} <= tables
-    assert store.schema_version() == max(version for version, _ in MIGRATIONS)
-    assert store.schema_version() >= 1
-    journal = store.conn.execute("PRAGMA journal_mode").fetchone()[0]
-    assert journal.lower() == "wal"
-
-
-def test_an_older_database_is_migrated_forward_once(path: Path) -> None:
-    # A database written by the first release: only migration 1 applied, one event stored.
-    first_version, first_script = MIGRATIONS[0]
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute(
-        "CREATE TABLE schema_migrations "
-        "(version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)"
-    )
-    for statement in first_script.split(";"):
-        if statement.strip():
-            conn.execute(statement)
-    conn.execute("INSERT INTO schema_migrations (version) VALUES (?)", [first_version])
-    conn.execute(
-        "INSERT INTO events (message_id, event_type, body_format, source, generated_date, "
-        "received_at, fields, body, headers, last_delivered_at) "
-        "VALUES ('msg-old', 'company.created', 'current', 'webhook', ?, ?, '{}', X'7B7D', '{}', ?)",
-        [T0, T0, T0],
-    )
-    conn.close()
-    for _ in range(2):
-        reopened = Store.open(path)
-        try:
-            assert reopened.schema_version() == max(version for version, _ in MIGRATIONS)
-            versions = [
-                row[0] for row in reopened.conn.execute("SELECT version FROM schema_migrations")
-            ]
-            assert versions == [version for version, _ in MIGRATIONS]
-            assert count_rows(reopened, "events") == 1
-        finally:
-            reopened.close()
-
-
-def test_open_fails_clearly_for_a_path_that_cannot_be_a_database(tmp_path: Path) -> None:
-    with pytest.raises(StoreError, match="cannot open database"):
-        Store.open(tmp_path / "missing-directory" / "processor.db")
-
+from tests.store.samples import (
+    COMPANY,
+    KIND,
+    T0,
+    T1,
+    T2,
+    T3,
+    T4,
+    new_event,
+    open_intent,
+    opened_intent,
+)
 
 # -- the event log --------------------------------------------------------------------------------
 
@@ -174,15 +40,11 @@ def test_duplicate_message_id_is_one_row_with_two_deliveries(store: Store) -> No
     assert first.status == "stored"
     assert second.status == "duplicate"
     assert second.seq == first.seq
-    assert count_rows(store, "events") == 1
+    assert store.count_events() == 1
     stored = store.event(first.seq)
     assert stored is not None
     assert stored.deliveries == 2
     assert stored.received_at == T0
-    last = store.conn.execute(
-        "SELECT last_delivered_at FROM events WHERE seq = ?", [first.seq]
-    ).fetchone()[0]
-    assert last == T1
     assert [e.seq for e in store.pending_events(COMPANY)] == [first.seq]
 
 
@@ -190,7 +52,7 @@ def test_duplicate_message_id_in_one_batch_is_one_row(store: Store) -> None:
     with store.transaction():
         results = store.append_events([new_event("msg-1"), new_event("msg-1")])
     assert [r.status for r in results] == ["stored", "duplicate"]
-    assert count_rows(store, "events") == 1
+    assert store.count_events() == 1
     stored = store.event(results[0].seq)
     assert stored is not None
     assert stored.deliveries == 2
@@ -202,7 +64,7 @@ def test_same_event_id_with_another_message_id_is_a_recorded_duplicate(store: St
         [second] = store.append_events([new_event("msg-2", event_id="evt-1", received_at=T1)])
     assert second.seq != first.seq
     assert second.status == "duplicate"
-    assert count_rows(store, "events") == 2
+    assert store.count_events() == 2
     duplicate = store.event(second.seq)
     assert duplicate is not None
     assert duplicate.duplicate_of == first.seq
@@ -269,7 +131,7 @@ def test_a_rolled_back_transaction_leaves_nothing(store: Store) -> None:
     with pytest.raises(RuntimeError), store.transaction():
         store.append_events([new_event("msg-1")])
         raise RuntimeError("crash before commit")
-    assert count_rows(store, "events") == 0
+    assert store.count_events() == 0
 
 
 # -- effects --------------------------------------------------------------------------------------
@@ -296,7 +158,7 @@ def test_only_one_pending_effect_per_company_and_kind(store: Store) -> None:
 @pytest.mark.parametrize("closed", [EFFECT_DONE, EFFECT_FAILED, EFFECT_CANCELLED])
 def test_a_closed_effect_lets_a_new_one_open(store: Store, closed: str) -> None:
     with store.transaction():
-        first = open_intent(store, "key-1")
+        first = opened_intent(store, "key-1")
         store.finish_effect(first, status=closed, now=T1)
         second = open_intent(store, "key-2")
         third = open_intent(store, "key-3")
@@ -308,16 +170,16 @@ def test_a_closed_effect_lets_a_new_one_open(store: Store, closed: str) -> None:
 
 def test_the_same_idempotency_key_is_never_recorded_twice(store: Store) -> None:
     with store.transaction():
-        first = open_intent(store, "key-1")
+        first = opened_intent(store, "key-1")
         store.finish_effect(first, status=EFFECT_DONE, now=T1)
         again = open_intent(store, "key-1")
     assert again is None
-    assert count_rows(store, "effects") == 1
+    assert [e.id for e in store.company_effects(COMPANY)] == [first]
 
 
 def test_claim_is_exclusive_until_it_expires(store: Store) -> None:
     with store.transaction():
-        effect_id = open_intent(store, "key-1")
+        effect_id = opened_intent(store, "key-1")
     assert [e.id for e in store.due_effects(T0)] == [effect_id]
     assert store.claim_effect(effect_id, "worker-a", until=T2, now=T0)
     assert store.due_effects(T1) == []
@@ -326,16 +188,13 @@ def test_claim_is_exclusive_until_it_expires(store: Store) -> None:
     # At the expiry the claim is free again, for anyone.
     assert [e.id for e in store.due_effects(T2)] == [effect_id]
     assert store.claim_effect(effect_id, "worker-b", until=T4, now=T2)
-    owner = store.conn.execute(
-        "SELECT claimed_by, claim_expires_at FROM effects WHERE id = ?", [effect_id]
-    ).fetchone()
-    assert tuple(owner) == ("worker-b", T4)
+    assert store.claim_owners() == ["worker-b"]
     assert not store.claim_effect(effect_id, "worker-a", until=T4, now=T3)
 
 
 def test_retry_releases_the_claim_and_a_closed_effect_cannot_be_claimed(store: Store) -> None:
     with store.transaction():
-        effect_id = open_intent(store, "key-1")
+        effect_id = opened_intent(store, "key-1")
     assert store.claim_effect(effect_id, "worker-a", until=T4, now=T0)
     store.retry_effect(effect_id, error="503 maintenance", next_attempt_at=T2, now=T1)
     effect = store.effect(effect_id)
@@ -409,7 +268,7 @@ def test_redelivery_does_not_requeue_when_another_effect_is_open(store: Store) -
 
 def test_close_effect_cancels_an_open_effect_and_frees_its_slot(store: Store) -> None:
     with store.transaction():
-        effect_id = open_intent(store, "key-1")
+        effect_id = opened_intent(store, "key-1")
         assert store.claim_effect(effect_id, "worker-a", until=T4, now=T0)
         store.close_effect(effect_id, EFFECT_CANCELLED, T1)
         # Closing is only for open effects: a closed one keeps its status.
@@ -438,11 +297,13 @@ def test_a_failed_savepoint_is_undone_alone(store: Store) -> None:
 # -- read-only use --------------------------------------------------------------------------------
 
 
-def test_readonly_store_reads_but_cannot_write(store: Store, path: Path) -> None:
+def test_readonly_store_reads_but_cannot_write(
+    store: Store, store_url: str, refused_write: tuple[type[Exception], ...]
+) -> None:
     with store.transaction():
         store.append_events([new_event("msg-1")])
         store.save_company(COMPANY, "linked", {"company_id": COMPANY}, T0)
-    reader = Store.open(path, readonly=True)
+    reader = open_store(store_url, readonly=True)
     try:
         assert reader.readonly
         row = reader.company(COMPANY)
@@ -465,7 +326,7 @@ def test_readonly_store_reads_but_cannot_write(store: Store, path: Path) -> None
             lambda: reader.heartbeat(T1),
         ]
         for write in writes:
-            with pytest.raises((StoreError, sqlite3.Error)):
+            with pytest.raises(refused_write):
                 write()
         # A readonly reader sees what the writer commits later.
         with store.transaction():
@@ -475,15 +336,8 @@ def test_readonly_store_reads_but_cannot_write(store: Store, path: Path) -> None
         assert later.state == "ready"
     finally:
         reader.close()
-    assert count_rows(store, "events") == 1
-    assert count_rows(store, "effects") == 0
-
-
-def test_readonly_open_of_a_missing_file_fails_and_creates_nothing(tmp_path: Path) -> None:
-    missing = tmp_path / "missing.db"
-    with pytest.raises(StoreError, match="does not exist"):
-        Store.open(missing, readonly=True)
-    assert not missing.exists()
+    assert store.count_events() == 1
+    assert store.company_effects(COMPANY) == []
 
 
 # -- company pages --------------------------------------------------------------------------------
@@ -557,4 +411,5 @@ def test_save_company_updates_in_place(store: Store) -> None:
     row = store.company(COMPANY)
     assert row is not None
     assert (row.state, row.data["name"], row.updated_at) == ("pending_auth", "B", T1)
-    assert count_rows(store, "companies") == 1
+    assert store.company_ids() == [COMPANY]
+    assert store.state_counts() == {"pending_auth": 1}

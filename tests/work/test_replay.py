@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from processor import clock
-from store import Store
 from tests.cli_support import (
     PARTNER_EXPENSE_PATH,
     Cli,
@@ -27,12 +26,12 @@ from tests.cli_support import (
     without_times,
 )
 from tests.conftest import Codat
-from tests.support import Serve, partner_connections, wait_for
+from tests.support import Serve, open_db, partner_connections, wait_for
 
 
 def damage(database: Path, company_id: str, how: str) -> None:
     """Simulate a bug: lose or corrupt the company's state row (serve is stopped)."""
-    store = Store.open(database)
+    store = open_db(database)
     try:
         with store.transaction():
             if how == "delete":
@@ -143,7 +142,7 @@ def test_replay_dry_run_changes_nothing_and_shows_the_plan(
     assert partner_connections(codat.state(), waiting) == []
 
     # Again with a write-ahead log in use: another process holds the database open for writing.
-    writer = Store.open(serve.database)
+    writer = open_db(serve.database)
     try:
         with writer.transaction():
             writer.mark_checked(ready, clock.now())
@@ -386,7 +385,7 @@ def test_replay_killed_half_way_then_run_again_creates_each_connection_once(
     assert cli.ok("status", "--state", "linked", "--json").json() == {"companies": []}
     # The rerun adopted what Codat created for the killed replay: no second POST for it.
     assert len(requests_to(codat, "POST", in_flight["path"])) == 1
-    store = Store.open(cli.database, readonly=True)
+    store = open_db(cli.database, readonly=True)
     try:
         for company_id in ids:
             assert store.open_effects(company_id) == [], company_id

@@ -1,6 +1,6 @@
-"""The worker (`processor.work.worker.Worker`) in-process: a real writer and store on a SQLite file in
-tmp_path, the stand-in for Codat on a real loopback URL, and the stand-in's own webhook bodies
-fed to the log the way the intake maps them. No HTTP intake, no uvicorn for the processor.
+"""The worker (`processor.work.worker.Worker`) in-process: a real writer and store on a SQLite
+file in tmp_path, the stand-in for Codat on a real loopback URL, and the stand-in's own webhook
+bodies fed to the log the way the intake maps them. No HTTP intake, no uvicorn for the processor.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from processor.work.folding import fold_companies
 from processor.work.worker import Worker
 from store import Store
 from tests.conftest import Codat
-from tests.support import API_KEY, partner_connections
+from tests.support import API_KEY, open_db, partner_connections
 
 T = TypeVar("T")
 PARTNER_PATH = "/companies/{}/sync/expenses/connections/partnerExpense"
@@ -53,8 +53,8 @@ class Harness:
         )
         self.writer = Writer(self.settings.database_path)
         self.writer.start()
-        self.worker_reads = Store.open(database, readonly=True)
-        self.reads = Store.open(database, readonly=True)
+        self.worker_reads = open_db(database, readonly=True)
+        self.reads = open_db(database, readonly=True)
         self.http = new_client(self.settings.base_url, API_KEY, timeout=self.settings.codat_timeout)
         self.worker = Worker(self.writer, self.worker_reads, CodatClient(self.http), self.settings)
         self.task: asyncio.Task[None] | None = None
