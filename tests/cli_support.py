@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import Codat
-from tests.support import API_KEY, ServeProcess, open_db, wait_for
+from tests.support import API_KEY, Serve, open_db, wait_for
 
 PARTNER_EXPENSE_PATH = "/companies/*/sync/expenses/connections/partnerExpense"
 
@@ -141,7 +141,7 @@ def linked_without_serve(cli: Cli, codat: Codat, name: str) -> dict[str, Any]:
     return onboarded
 
 
-def ready_with_serve(codat: Codat, serve: ServeProcess, name: str) -> dict[str, Any]:
+def ready_with_serve(codat: Codat, serve: Serve, name: str) -> dict[str, Any]:
     """A company taken to `ready` by the live path: stand-in webhooks into `serve`."""
     company = codat.create_company(name)
     connection = codat.create_connection(company["id"], "gbol")

@@ -48,11 +48,14 @@ def free_port() -> int:
 
 
 def wait_for(
-    predicate: Callable[[], T], timeout: float = 15.0, interval: float = 0.05, what: str = ""
+    predicate: Callable[[], T | None],
+    timeout: float = 15.0,
+    interval: float = 0.05,
+    what: str = "",
 ) -> T:
-    """Poll until `predicate()` is truthy; fail with `what` after `timeout` seconds."""
+    """Poll until `predicate()` is truthy: its value; fail with `what` after `timeout` seconds."""
     deadline = time.monotonic() + timeout
-    last: T = predicate()
+    last = predicate()
     while not last:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
@@ -269,7 +272,7 @@ def partner_connections(sandbox_state: dict[str, Any], company_id: str) -> list[
     ]
 
 
-def events(server: ServeProcess, event_or_message_id: str) -> list[StoredEvent]:
+def events(server: Serve, event_or_message_id: str) -> list[StoredEvent]:
     """The stored events with this event id or webhook message id, read without writing."""
     store = open_db(server.database, readonly=True)
     try:
@@ -278,7 +281,7 @@ def events(server: ServeProcess, event_or_message_id: str) -> list[StoredEvent]:
         store.close()
 
 
-def event_count(server: ServeProcess) -> int:
+def event_count(server: Serve) -> int:
     store = open_db(server.database, readonly=True)
     try:
         return store.count_events()

@@ -90,7 +90,7 @@ def met(request: dict[str, Any], kind: str) -> bool:
         return request["status"] is None  # closed without an answer
     if kind == "slow":
         return True  # held past serve's timeout: the answer, if any, went nowhere
-    return request["status"] == int(kind)
+    return bool(request["status"] == int(kind))
 
 
 async def _during_faults(

@@ -213,8 +213,9 @@ def test_the_pre_check_cancels_the_intent_with_no_post_once_the_connection_is_no
 
         def settled() -> dict[str, Any] | None:
             document = serve.company(company_id)
-            closed = document and not document["pending"] and document["pendingEvents"] == 0
-            return document if closed and document["state"] != "linked" else None
+            if document is None or document["pending"] or document["pendingEvents"] != 0:
+                return None
+            return document if document["state"] != "linked" else None
 
         document = wait_for(settled, what="the intent to be closed")
 
@@ -389,10 +390,10 @@ def test_reconcile_interval_0_turns_the_sweep_off(
     assert len(partner_connections(codat.state(), on_id)) == 1
 
 
-def pragma(store: Store, name: str) -> object:
+def pragma(store: Store, name: str) -> str:
     """A PRAGMA's value on the writer's own connection: SQLite's, whatever the contract says."""
     assert isinstance(store, SqliteStore), store
-    return store.conn.execute(f"PRAGMA {name}").fetchone()[0]
+    return str(store.conn.execute(f"PRAGMA {name}").fetchone()[0])
 
 
 def test_the_event_log_is_committed_in_wal_mode_with_synchronous_full(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ import sqlite3
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +93,7 @@ def company_ids(server: Serve, http: httpx.Client) -> list[str]:
         assert answer.status_code == 200, answer.text
         ids.append(company["id"])
     for company_id in ids:
-        wait_for(lambda company_id=company_id: folded(http, company_id), timeout=10)
+        wait_for(partial(folded, http, company_id), timeout=10, what=f"{company_id} folded")
     return sorted(ids)
 
 

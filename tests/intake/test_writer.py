@@ -68,7 +68,7 @@ def outsider(path: Path) -> Iterator[sqlite3.Connection]:
         conn.close()
 
 
-def rows(path: Path) -> dict[str, tuple[int, int, str | None]]:
+def rows(path: Path) -> dict[str, tuple[int, int, int | None]]:
     """message id -> (seq, deliveries, duplicate_of) of every stored event, read afresh."""
     with outsider(path) as conn:
         found = conn.execute("SELECT message_id, seq, deliveries, duplicate_of FROM events")

@@ -164,7 +164,9 @@ def partner_expense_connections(api: httpx.Client, company_id: str) -> list[dict
         {"Authorization": f"Bearer {API_KEY}"},
     ],
 )
-def test_wrong_or_missing_key_is_401_in_codat_shape(sandbox, headers):
+def test_wrong_or_missing_key_is_401_in_codat_shape(
+    sandbox: SandboxServer, headers: dict[str, str]
+) -> None:
     with httpx.Client(base_url=sandbox.url, headers=headers) as client:
         answer = client.post("/companies", json={"name": "x"})
     assert answer.status_code == 401
@@ -177,7 +179,7 @@ def test_wrong_or_missing_key_is_401_in_codat_shape(sandbox, headers):
     )
 
 
-def test_every_answer_carries_rate_limit_headers(api):
+def test_every_answer_carries_rate_limit_headers(api: httpx.Client) -> None:
     first = api.post("/companies", json={"name": "A"})
     second = api.get(f"/companies/{uuid.uuid4()}")
     for answer in (first, second):
@@ -191,7 +193,7 @@ def test_every_answer_carries_rate_limit_headers(api):
 # --- Companies and connections --------------------------------------------------------------
 
 
-def test_create_and_get_company_in_codat_shape(api):
+def test_create_and_get_company_in_codat_shape(api: httpx.Client) -> None:
     answer = api.post(
         "/companies",
         json={"name": "Bank <of> Dave #1!", "description": "ours-42", "tags": {"uid": "42"}},
@@ -217,20 +219,22 @@ def test_create_and_get_company_in_codat_shape(api):
         ({"name": "A", "tags": {"k": 1}}, "tags.k"),
     ],
 )
-def test_invalid_company_is_400_with_validation_errors(api, body, item):
+def test_invalid_company_is_400_with_validation_errors(
+    api: httpx.Client, body: dict[str, Any], item: str
+) -> None:
     answer = api.post("/companies", json=body)
     assert answer.status_code == 400
     conform(answer.json(), "ErrorMessage")
     assert answer.json()["validation"]["errors"][0]["itemId"] == item
 
 
-def test_malformed_json_is_400(api):
+def test_malformed_json_is_400(api: httpx.Client) -> None:
     answer = api.post("/companies", content=b"{not json", headers={"content-type": "x"})
     assert answer.status_code == 400
     assert "JSON" in answer.json()["error"]
 
 
-def test_unknown_ids_are_404(api):
+def test_unknown_ids_are_404(api: httpx.Client) -> None:
     missing = str(uuid.uuid4())
     assert api.get(f"/companies/{missing}").status_code == 404
     assert (
@@ -243,7 +247,7 @@ def test_unknown_ids_are_404(api):
     assert missing in answer.json()["error"]
 
 
-def test_create_connection_in_codat_shape(api):
+def test_create_connection_in_codat_shape(api: httpx.Client) -> None:
     company_id = company(api)["id"]
     created = connection(api, company_id, "qhyg")
     conform(created, "Connection")
@@ -256,13 +260,13 @@ def test_create_connection_in_codat_shape(api):
 
 
 @pytest.mark.parametrize("body", [{"platformKey": "zzzz"}, {"platformKey": "XERO"}, {}])
-def test_unknown_platform_key_is_400(api, body):
+def test_unknown_platform_key_is_400(api: httpx.Client, body: dict[str, Any]) -> None:
     answer = api.post(f"/companies/{company(api)['id']}/connections", json=body)
     assert answer.status_code == 400
     assert answer.json()["validation"]["errors"][0]["itemId"] == "platformKey"
 
 
-def test_list_connections_paginates(api):
+def test_list_connections_paginates(api: httpx.Client) -> None:
     company_id = company(api)["id"]
     ids = [connection(api, company_id)["id"] for _ in range(5)]
     seen, page = [], 1
@@ -283,7 +287,7 @@ def test_list_connections_paginates(api):
     assert beyond["results"] == [] and beyond["totalResults"] == 5
 
 
-def test_list_connections_query_and_bad_paging(api):
+def test_list_connections_query_and_bad_paging(api: httpx.Client) -> None:
     company_id = company(api)["id"]
     connection(api, company_id)
     api.post(PARTNER_EXPENSE.format(company_id))
@@ -293,7 +297,7 @@ def test_list_connections_query_and_bad_paging(api):
         assert api.get(f"/companies/{company_id}/connections?{query}").status_code == 400
 
 
-def test_unlink_rules(api):
+def test_unlink_rules(api: httpx.Client) -> None:
     company_id = company(api)["id"]
     created = connection(api, company_id)
     path = f"/companies/{company_id}/connections/{created['id']}"
@@ -310,7 +314,7 @@ def test_unlink_rules(api):
     assert admin(api, company_id, created["id"], "authorize").json()["status"] == "Linked"
 
 
-def test_admin_deletes_hide_connections_and_companies(api):
+def test_admin_deletes_hide_connections_and_companies(api: httpx.Client) -> None:
     company_id = company(api)["id"]
     created = connection(api, company_id)
     path = f"/_sandbox/companies/{company_id}/connections/{created['id']}"
@@ -326,7 +330,7 @@ def test_admin_deletes_hide_connections_and_companies(api):
 # --- Partner expense connection and idempotency ---------------------------------------------
 
 
-def test_partner_expense_connection_duplicates_without_a_key(api):
+def test_partner_expense_connection_duplicates_without_a_key(api: httpx.Client) -> None:
     company_id = company(api)["id"]
     first = api.post(PARTNER_EXPENSE.format(company_id))
     second = api.post(PARTNER_EXPENSE.format(company_id))
@@ -338,7 +342,7 @@ def test_partner_expense_connection_duplicates_without_a_key(api):
     assert len(partner_expense_connections(api, company_id)) == 2
 
 
-def test_idempotency_key_replays_the_first_answer(api):
+def test_idempotency_key_replays_the_first_answer(api: httpx.Client) -> None:
     key = {"Idempotency-Key": str(uuid.uuid4())}
     first = api.post("/companies", json={"name": "Once"}, headers=key)
     again = api.post("/companies", content=b'{ "name" : "Once" }', headers=key)
@@ -353,7 +357,7 @@ def test_idempotency_key_replays_the_first_answer(api):
     assert replayed == [False, True, False, False]
 
 
-def test_idempotency_key_while_in_flight_is_409(sandbox, api):
+def test_idempotency_key_while_in_flight_is_409(sandbox: SandboxServer, api: httpx.Client) -> None:
     company_id = company(api)["id"]
     path = PARTNER_EXPENSE.format(company_id)
     faults(api, {"method": "POST", "path": PARTNER_EXPENSE.format("*"), "holdAfterCreate": HOLD})
@@ -379,14 +383,14 @@ def test_idempotency_key_while_in_flight_is_409(sandbox, api):
     assert len(partner_expense_connections(api, company_id)) == 1
 
 
-def test_429_is_not_cached_for_the_key(api):
+def test_429_is_not_cached_for_the_key(api: httpx.Client) -> None:
     faults(api, {"method": "POST", "path": "/companies", "status": 429, "retryAfter": "1"})
     key = {"Idempotency-Key": str(uuid.uuid4())}
     assert api.post("/companies", json={"name": "A"}, headers=key).status_code == 429
     assert api.post("/companies", json={"name": "A"}, headers=key).status_code == 200
 
 
-def test_lost_answer_after_create_then_replay_with_the_key(api):
+def test_lost_answer_after_create_then_replay_with_the_key(api: httpx.Client) -> None:
     """The crash window: Codat created the connection, but the caller never saw the answer."""
     company_id = company(api)["id"]
     faults(api, {"path": PARTNER_EXPENSE.format("*"), "holdAfterCreate": 0.0, "status": 503})
@@ -402,7 +406,7 @@ def test_lost_answer_after_create_then_replay_with_the_key(api):
 # --- Faults ---------------------------------------------------------------------------------
 
 
-def test_503_three_times_then_success(api):
+def test_503_three_times_then_success(api: httpx.Client) -> None:
     company_id = company(api)["id"]
     faults(
         api,
@@ -422,7 +426,7 @@ def test_503_three_times_then_success(api):
     assert len(partner_expense_connections(api, company_id)) == 2
 
 
-def test_faulted_answer_is_in_codat_shape_and_rules_match_method(api):
+def test_faulted_answer_is_in_codat_shape_and_rules_match_method(api: httpx.Client) -> None:
     faults(api, {"method": "GET", "path": "/companies/*", "status": 500})
     assert api.post("/companies", json={"name": "A"}).status_code == 200
     answer = api.get(f"/companies/{uuid.uuid4()}")
@@ -431,7 +435,7 @@ def test_faulted_answer_is_in_codat_shape_and_rules_match_method(api):
     assert answer.json()["statusCode"] == 500
 
 
-def test_429_with_retry_after_seconds_or_http_date(api):
+def test_429_with_retry_after_seconds_or_http_date(api: httpx.Client) -> None:
     when = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
     faults(
         api,
@@ -446,14 +450,14 @@ def test_429_with_retry_after_seconds_or_http_date(api):
     assert api.post("/companies", json={"name": "A"}).status_code == 200
 
 
-def test_delay_slows_the_answer(api):
+def test_delay_slows_the_answer(api: httpx.Client) -> None:
     faults(api, {"path": "/companies", "delay": 0.3})
     started = time.monotonic()
     assert api.post("/companies", json={"name": "A"}).status_code == 200
     assert time.monotonic() - started >= 0.3
 
 
-def test_drop_closes_the_connection_without_an_answer(api):
+def test_drop_closes_the_connection_without_an_answer(api: httpx.Client) -> None:
     faults(api, {"path": "/companies", "drop": True})
     with pytest.raises(httpx.TransportError):
         api.post("/companies", json={"name": "A"})
@@ -461,7 +465,7 @@ def test_drop_closes_the_connection_without_an_answer(api):
     assert api.post("/companies", json={"name": "A"}).status_code == 200
 
 
-def test_drop_after_create_keeps_what_was_created(api):
+def test_drop_after_create_keeps_what_was_created(api: httpx.Client) -> None:
     company_id = company(api)["id"]
     faults(api, {"path": PARTNER_EXPENSE.format("*"), "holdAfterCreate": 0.05, "drop": True})
     with pytest.raises(httpx.TransportError):
@@ -469,7 +473,7 @@ def test_drop_after_create_keeps_what_was_created(api):
     assert len(partner_expense_connections(api, company_id)) == 1
 
 
-def test_rule_for_a_time_window(api):
+def test_rule_for_a_time_window(api: httpx.Client) -> None:
     """A `forSeconds` rule faults every matching request until it expires, then none.
 
     Judged by when each request was sent and answered, not by a sleep: whatever was answered
@@ -500,7 +504,7 @@ def test_rule_for_a_time_window(api):
     assert first_200 - before >= window
 
 
-def test_fault_rules_are_validated_and_cleared(api):
+def test_fault_rules_are_validated_and_cleared(api: httpx.Client) -> None:
     assert api.post("/_sandbox/faults", json={"path": "/x"}).status_code == 400
     assert api.post("/_sandbox/faults", json=[{"path": "/x", "sttaus": 1}]).status_code == 400
     assert "sttaus" in api.post("/_sandbox/faults", json=[{"path": "/x", "sttaus": 1}]).text
@@ -513,7 +517,7 @@ def test_fault_rules_are_validated_and_cleared(api):
 # --- Webhooks -------------------------------------------------------------------------------
 
 
-def test_state_changes_send_signed_webhooks(api, hooked):
+def test_state_changes_send_signed_webhooks(api: httpx.Client, hooked: Receiver) -> None:
     created = company(api)
     company_id = created["id"]
     accounting = connection(api, company_id)
@@ -559,7 +563,9 @@ def test_state_changes_send_signed_webhooks(api, hooked):
     assert all(p["referenceCompany"]["id"] == company_id for p in by_type["connection.deleted"])
 
 
-def test_failed_deliveries_are_retried_with_the_same_message_id(api, hooked):
+def test_failed_deliveries_are_retried_with_the_same_message_id(
+    api: httpx.Client, hooked: Receiver
+) -> None:
     hooked.fail_first = 2
     company(api)
     (delivery,) = settled(api, 1)
@@ -569,7 +575,9 @@ def test_failed_deliveries_are_retried_with_the_same_message_id(api, hooked):
     assert len(hooked.bodies) == 1
 
 
-def test_legacy_mode_sends_data_connection_status_changed(api, hooked):
+def test_legacy_mode_sends_data_connection_status_changed(
+    api: httpx.Client, hooked: Receiver
+) -> None:
     company_id = company(api)["id"]
     assert api.post(f"/_sandbox/companies/{company_id}/legacy", json={"legacy": True}).json()[
         "legacy"
@@ -589,7 +597,7 @@ def test_legacy_mode_sends_data_connection_status_changed(api, hooked):
     assert {b["Data"]["platformKey"] for b in legacy} == {"gbol"}
 
 
-def test_admin_send_repeats_one_message(api, hooked):
+def test_admin_send_repeats_one_message(api: httpx.Client, hooked: Receiver) -> None:
     body = company_event("company.created", new_company("Replayed Ltd"))
     answer = api.post(
         "/_sandbox/webhooks/send",
@@ -602,14 +610,14 @@ def test_admin_send_repeats_one_message(api, hooked):
     assert hooked.bodies == [body] * 3
 
 
-def test_admin_send_with_a_wrong_secret_is_rejected(api, hooked):
+def test_admin_send_with_a_wrong_secret_is_rejected(api: httpx.Client, hooked: Receiver) -> None:
     answer = api.post("/_sandbox/webhooks/send", json={"raw": "{}", "secrets": [generate_secret()]})
     (delivery,) = answer.json()["deliveries"]
     assert delivery["delivered"] is False and delivery["status"] == 400
     assert hooked.rejected == 1 + len(FAST_RETRIES)
 
 
-def test_admin_send_needs_a_configured_url(api):
+def test_admin_send_needs_a_configured_url(api: httpx.Client) -> None:
     answer = api.post("/_sandbox/webhooks/send", json={"body": {"eventType": "x"}})
     assert answer.status_code == 409
 
@@ -617,7 +625,7 @@ def test_admin_send_needs_a_configured_url(api):
 # --- The sender on its own ------------------------------------------------------------------
 
 
-def test_sender_signs_with_every_secret_and_svix_prefix(receiver):
+def test_sender_signs_with_every_secret_and_svix_prefix(receiver: Receiver) -> None:
     old, new = generate_secret(), SECRET
 
     async def send() -> Any:
@@ -631,7 +639,7 @@ def test_sender_signs_with_every_secret_and_svix_prefix(receiver):
     assert "webhook-id" not in headers
 
 
-def test_sender_gives_up_after_its_retries():
+def test_sender_gives_up_after_its_retries() -> None:
     with LoopbackServer(Starlette()) as server:
         url = server.url  # nothing listens here once the server is stopped
 
@@ -644,7 +652,7 @@ def test_sender_gives_up_after_its_retries():
     assert delivery.status is None and len(delivery.errors) == 3
 
 
-def test_sign_headers_verify_with_svix():
+def test_sign_headers_verify_with_svix() -> None:
     body = '{"name":"Café"}'.encode()
     headers = sign_headers([generate_secret(), SECRET], "msg_x", body)
     Webhook(SECRET).verify(body, headers)
@@ -655,7 +663,7 @@ def test_sign_headers_verify_with_svix():
     assert sign_headers(SECRET, "m", b"\xff", timestamp=1)["webhook-signature"].startswith("v1,")
 
 
-def test_webhook_config_is_validated(api):
+def test_webhook_config_is_validated(api: httpx.Client) -> None:
     for config in (
         {"secrets": ["not base64 !"]},
         {"webhookUrl": "ftp://x"},

@@ -2,6 +2,7 @@
 
 import json
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -39,7 +40,9 @@ def connection(company: dict[str, Any]) -> dict[str, Any]:
     return new_connection(company["id"], "gbol")
 
 
-def test_new_company_and_connection_match_codat_schemas(company, connection):
+def test_new_company_and_connection_match_codat_schemas(
+    company: dict[str, Any], connection: dict[str, Any]
+) -> None:
     conform(company, "/components/schemas/Company")
     conform(connection, "/components/schemas/Connection")
     conform({**company, "dataConnections": [connection]}, "/components/schemas/Company")
@@ -49,7 +52,7 @@ def test_new_company_and_connection_match_codat_schemas(company, connection):
     )
 
 
-def test_schema_check_catches_a_wrong_shape(connection):
+def test_schema_check_catches_a_wrong_shape(connection: dict[str, Any]) -> None:
     with pytest.raises(AssertionError, match="Unlinkd"):
         conform({**connection, "status": "Unlinkd"}, "/components/schemas/Connection")
     with pytest.raises(AssertionError, match="extra"):
@@ -57,7 +60,7 @@ def test_schema_check_catches_a_wrong_shape(connection):
 
 
 @pytest.mark.parametrize("event_type", ["company.created", "company.deleted"])
-def test_company_events_match_codat_schema(event_type, company):
+def test_company_events_match_codat_schema(event_type: str, company: dict[str, Any]) -> None:
     body = company_event(event_type, company, event_id="ba29118f-5406-4e59-b05c-ba307ca38d01")
     conform(body, webhook_schema(event_type))
     assert body["eventType"] == event_type
@@ -68,7 +71,9 @@ def test_company_events_match_codat_schema(event_type, company):
 
 
 @pytest.mark.parametrize("event_type", CONNECTION_EVENTS)
-def test_connection_events_match_codat_schema(event_type, company, connection):
+def test_connection_events_match_codat_schema(
+    event_type: str, company: dict[str, Any], connection: dict[str, Any]
+) -> None:
     if event_type == "connection.failed":
         connection["dataConnectionErrors"].append(connection_error("The user cancelled."))
     body = connection_event(event_type, company, connection)
@@ -80,7 +85,7 @@ def test_connection_events_match_codat_schema(event_type, company, connection):
     assert body["payload"]["connection"] == connection
 
 
-def test_partner_expense_connection_event_matches_schema(company):
+def test_partner_expense_connection_event_matches_schema(company: dict[str, Any]) -> None:
     connection = new_connection(
         company["id"],
         "expn",
@@ -93,12 +98,14 @@ def test_partner_expense_connection_event_matches_schema(company):
     assert body["payload"]["connection"]["lastSync"] is not None
 
 
-def test_connection_event_leaves_out_fields_codat_does_not_send(company, connection):
+def test_connection_event_leaves_out_fields_codat_does_not_send(
+    company: dict[str, Any], connection: dict[str, Any]
+) -> None:
     body = connection_event("connection.deleted", company, {**connection, "deleted": True})
     assert "deleted" not in body["payload"]["connection"]
 
 
-def test_legacy_status_changed_shape(company, connection):
+def test_legacy_status_changed_shape(company: dict[str, Any], connection: dict[str, Any]) -> None:
     body = legacy_status_changed(company, connection, "PendingAuth", "Linked")
     assert set(body) == {
         "ClientId",
@@ -125,7 +132,9 @@ def test_legacy_status_changed_shape(company, connection):
     conform(body["Data"]["oldStatus"], status_schema)
 
 
-def test_legacy_created_has_no_old_status(company, connection):
+def test_legacy_created_has_no_old_status(
+    company: dict[str, Any], connection: dict[str, Any]
+) -> None:
     body = legacy_status_changed(company, connection, None, "PendingAuth", alert_id="a-1")
     assert body["Data"]["oldStatus"] is None
     assert body["AlertId"] == "a-1"
@@ -140,12 +149,16 @@ def test_legacy_created_has_no_old_status(company, connection):
         lambda c, n: new_connection(c["id"], "gbol", status="Active"),
     ],
 )
-def test_builders_reject_values_codat_never_sends(build, company, connection):
+def test_builders_reject_values_codat_never_sends(
+    build: Callable[[dict[str, Any], dict[str, Any]], object],
+    company: dict[str, Any],
+    connection: dict[str, Any],
+) -> None:
     with pytest.raises(ValueError, match="is not one of"):
         build(company, connection)
 
 
-def test_encode_is_compact_utf8_json(company):
+def test_encode_is_compact_utf8_json(company: dict[str, Any]) -> None:
     company["name"] = "Café Ltd"
     raw = encode(company_event("company.created", company))
     assert b": " not in raw and b", " not in raw
@@ -162,11 +175,11 @@ def test_encode_is_compact_utf8_json(company):
         ("MQJO", ("mqjo", "Codat Sandbox")),
     ],
 )
-def test_resolve_platform_by_key_or_name(value, expected):
+def test_resolve_platform_by_key_or_name(value: str, expected: tuple[str, str]) -> None:
     assert resolve_platform(value) == expected
 
 
-def test_unknown_platform_lists_the_valid_ones():
+def test_unknown_platform_lists_the_valid_ones() -> None:
     with pytest.raises(UnknownPlatform) as raised:
         resolve_platform("sage50")
     assert isinstance(raised.value, ValueError)

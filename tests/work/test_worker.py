@@ -92,7 +92,8 @@ class Harness:
         assert document is not None, f"no company {company_id} in the store"
         return document
 
-    async def until(self, predicate: Callable[[], T], what: str, timeout: float = 10.0) -> T:
+    async def until(self, predicate: Callable[[], T | None], what: str, timeout: float = 10.0) -> T:
+        """Poll until `predicate()` is truthy: its value."""
         deadline = time.monotonic() + timeout
         while not (value := predicate()):
             if time.monotonic() > deadline:
