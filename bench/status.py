@@ -17,11 +17,11 @@ from pathlib import Path
 from processor import clock
 from processor.http.documents import company_document, summary
 from processor.work.folding import fold_companies
-from store import NewEvent, Store
+from store import NewEvent, open_store
 
 
 def populate(path: Path, companies: int, batch: int = 5000) -> list[str]:
-    store = Store.open(path)
+    store = open_store(f"sqlite:///{path}")
     ids = []
     now = clock.now()
     try:
@@ -63,7 +63,7 @@ def main() -> None:
         started = time.perf_counter()
         ids = populate(path, args.companies)
         print(f"populated {len(ids)} companies in {time.perf_counter() - started:.0f} s")
-        store = Store.open(path, readonly=True)
+        store = open_store(f"sqlite:///{path}", readonly=True)
         try:
             document = _timed(lambda: company_document(store, random.choice(ids)), args.queries)
             page = _timed(

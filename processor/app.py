@@ -63,10 +63,10 @@ def create_app(
 async def _open(
     stack: AsyncExitStack, settings: Settings, transport: httpx.AsyncBaseTransport | None
 ) -> Services:
-    writer = Writer(settings.database_path, busy_timeout=settings.busy_timeout)
+    writer = Writer(settings.database_url, busy_timeout=settings.busy_timeout)
     writer.start()
     stack.push_async_callback(writer.stop)
-    readers = Readers(settings.database_path)
+    readers = Readers(settings.database_url)
     stack.callback(readers.close)
     worker_reads = open_store(settings.database_url, readonly=True)
     stack.callback(worker_reads.close)

@@ -17,10 +17,9 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
-from store import InsertResult, NewEvent, Store, is_unavailable
+from store import InsertResult, NewEvent, Store, is_unavailable, open_store
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -42,8 +41,8 @@ class _Call:
 class Writer:
     """Owns the writable store connection and the queue every write goes through."""
 
-    def __init__(self, path: Path, *, busy_timeout: float = 5.0) -> None:
-        self.path = path
+    def __init__(self, database_url: str, *, busy_timeout: float = 5.0) -> None:
+        self.database_url = database_url
         self.busy_timeout = busy_timeout
         self._queue: list[_Append | _Call] = []
         self._store: Store | None = None
@@ -52,7 +51,7 @@ class Writer:
         self.appended = 0
 
     def start(self) -> None:
-        self._store = Store.open(self.path, timeout=self.busy_timeout)
+        self._store = open_store(self.database_url, timeout=self.busy_timeout)
 
     async def stop(self) -> None:
         while self._drainer is not None and not self._drainer.done():

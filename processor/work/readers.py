@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import TypeVar
 
 from starlette.concurrency import run_in_threadpool
 
-from store import Store
+from store import Store, open_store
 
 T = TypeVar("T")
 
@@ -17,8 +16,8 @@ T = TypeVar("T")
 class Readers:
     """Runs read-only queries off the event loop; the connections cannot write."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, database_url: str) -> None:
+        self.database_url = database_url
         self._local = threading.local()
         self._all: list[Store] = []
         self._lock = threading.Lock()
@@ -29,7 +28,7 @@ class Readers:
     def _run(self, fn: Callable[[Store], T]) -> T:
         store: Store | None = getattr(self._local, "store", None)
         if store is None:
-            store = Store.open(self.path, readonly=True)
+            store = open_store(self.database_url, readonly=True)
             self._local.store = store
             with self._lock:
                 self._all.append(store)

@@ -402,7 +402,7 @@ def test_the_event_log_is_committed_in_wal_mode_with_synchronous_full(tmp_path: 
     database = tmp_path / "processor.db"
 
     async def pragmas() -> tuple[str, int]:
-        writer = Writer(database)
+        writer = Writer(f"sqlite:///{database}")
         writer.start()
         try:
             mode = await writer.call(lambda s: pragma(s, "journal_mode"))

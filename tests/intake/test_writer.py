@@ -48,7 +48,7 @@ def run(path: Path, scenario: Callable[[Writer], Awaitable[T]], busy_timeout: fl
     """Run `scenario` against a started writer on `path`, stopping it afterwards."""
 
     async def main() -> T:
-        writer = Writer(path, busy_timeout=busy_timeout)
+        writer = Writer(f"sqlite:///{path}", busy_timeout=busy_timeout)
         writer.start()
         try:
             return await scenario(writer)
@@ -271,7 +271,7 @@ def test_stop_waits_for_every_queued_write(database: Path) -> None:
     events = [company_created(f"At Shutdown {n}") for n in range(30)]
 
     async def main() -> list[InsertResult]:
-        writer = Writer(database)
+        writer = Writer(f"sqlite:///{database}")
         writer.start()
         appends = [asyncio.ensure_future(writer.append(event)) for event in events]
         await asyncio.sleep(0)  # queued, the drain started

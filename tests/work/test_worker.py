@@ -51,7 +51,7 @@ class Harness:
             },
             require=(),
         )
-        self.writer = Writer(self.settings.database_path)
+        self.writer = Writer(self.settings.database_url)
         self.writer.start()
         self.worker_reads = open_db(database, readonly=True)
         self.reads = open_db(database, readonly=True)
