@@ -1,4 +1,7 @@
-"""The `codat-expenses` command line: a thin layer over the processor's Python API."""
+"""The `codat-expenses` command line: a thin layer over the processor's Python API.
+
+One module per command group; `common` holds what they share.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +11,22 @@ import click
 
 from processor.cli import demo, onboard, reconcile, replay, sandbox, serve, status
 
+COMMANDS = (
+    demo.demo,
+    onboard.onboard,
+    onboard.unlink,
+    reconcile.reconcile,
+    replay.replay,
+    sandbox.sandbox,
+    sandbox.secret,
+    serve.serve,
+    status.status,
+)
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @click.version_option(package_name="codat-expenses", prog_name="codat-expenses")
 @click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
 def main(verbose: bool) -> None:
@@ -22,15 +39,5 @@ def main(verbose: bool) -> None:
     logging.getLogger("httpx").setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
-for command in (
-    demo.demo,
-    onboard.onboard,
-    onboard.unlink,
-    reconcile.reconcile,
-    replay.replay,
-    sandbox.sandbox,
-    sandbox.secret_command,
-    serve.serve,
-    status.status,
-):
+for command in COMMANDS:
     main.add_command(command)

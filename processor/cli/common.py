@@ -1,49 +1,111 @@
-"""What every command shares: the one-line error, the settings, the store and the Codat client."""
+"""What every command shares: its one-line errors, its options, and what it opens.
+
+`opened` is the one way a command gets its settings, its store and a Codat client, and the
+one place that closes them.
+"""
 
 from __future__ import annotations
 
-import sys
-from typing import Any, NoReturn
+import asyncio
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import IO, Any, TypeVar
 
 import click
 
 from processor import config
+from processor.codat.client import CodatClient, new_client
 from store import Store, StoreError
 
+T = TypeVar("T")
+FC = TypeVar("FC", bound=Callable[..., Any])
 
-def fail(message: str, code: int = 2) -> NoReturn:
-    for line in message.splitlines():
-        click.echo(f"codat-expenses: {line}", err=True)
-    sys.exit(code)
+API_KEY = ("CODAT_API_KEY",)
+"""What a command that calls Codat requires of the environment."""
 
 
-def load_settings(*, require: tuple[str, ...] = ()) -> config.Settings:
+class CliError(click.ClickException):
+    """Bad arguments or configuration: `codat-expenses: <line>` on stderr per line, exit 2."""
+
+    exit_code = 2
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        for line in self.format_message().splitlines():
+            click.echo(f"codat-expenses: {line}", file=file, err=True)
+
+
+class Refused(CliError):
+    """Codat or the store refused, or what was asked for is not stored: exit 1."""
+
+    exit_code = 1
+
+
+def company_option(help: str) -> Callable[[FC], FC]:
+    """`--company ID`, passed as `company_id`."""
+    return click.option("--company", "company_id", help=help)
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+host_option = click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Interface to listen on."
+)
+
+
+@dataclass(frozen=True)
+class Opened:
+    """What `opened` gives a command: its settings, its store, and a way to call Codat."""
+
+    settings: config.Settings
+    store: Store
+
+    def run(self, work: Callable[[CodatClient], Awaitable[T]]) -> T:
+        """Await `work` with a Codat client made for it, and closed after it, in an event loop."""
+        return asyncio.run(_with_codat(self.settings, work))
+
+
+async def _with_codat(settings: config.Settings, work: Callable[[CodatClient], Awaitable[T]]) -> T:
+    # Made and closed inside the event loop that uses it: httpx closes its connections there.
+    http = new_client(settings.base_url, settings.api_key, timeout=settings.codat_timeout)
+    async with http:
+        return await work(CodatClient(http))
+
+
+@contextmanager
+def opened(
+    require: tuple[str, ...] = (),
+    *,
+    readonly: bool,
+    must_exist: bool = True,
+    settings: config.Settings | None = None,
+) -> Iterator[Opened]:
+    """Load the settings (unless given), open the store, and close it when the command is done.
+
+    Only `serve` and `onboard` may create a new database file (`must_exist=False`).
+    """
+    if settings is None:
+        settings = load_settings(require)
+    store = _open_store(settings, readonly=readonly, must_exist=must_exist)
+    try:
+        yield Opened(settings, store)
+    finally:
+        store.close()
+
+
+def load_settings(require: tuple[str, ...] = ()) -> config.Settings:
+    """The settings, with `require` set; every bad variable on a line of its own if not."""
     try:
         return config.load(require=require)
     except config.ConfigError as error:
-        fail(str(error))
+        raise CliError(str(error)) from None
 
 
-def open_store(settings: config.Settings, *, readonly: bool, must_exist: bool = True) -> Store:
-    """Open the store; only `serve` and `onboard` may create a new database file."""
+def _open_store(settings: config.Settings, *, readonly: bool, must_exist: bool) -> Store:
     if must_exist and not settings.database_path.exists():
-        fail(f"database file {str(settings.database_path)!r} does not exist (check DATABASE_URL)")
+        raise CliError(
+            f"database file {str(settings.database_path)!r} does not exist (check DATABASE_URL)"
+        )
     try:
         return Store.open(settings.database_path, readonly=readonly)
     except StoreError as error:
-        fail(str(error))
-
-
-def _codat(settings: config.Settings) -> Any:
-    from processor.codat.client import CodatClient, new_client
-
-    return CodatClient(
-        new_client(settings.base_url, settings.api_key, timeout=settings.codat_timeout)
-    )
-
-
-async def _closing(codat: Any, work: Any) -> Any:
-    try:
-        return await work
-    finally:
-        await codat.http.aclose()
+        raise CliError(str(error)) from None

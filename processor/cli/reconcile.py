@@ -1,4 +1,4 @@
-"""`codat-expenses reconcile`: compare stored state with Codat's."""
+"""`codat-expenses reconcile`: compare stored state with Codat's and record what differs."""
 
 from __future__ import annotations
 
@@ -6,39 +6,41 @@ import sys
 
 import click
 
-from processor.cli.common import _closing, _codat, fail, load_settings, open_store
+from processor import clock, config
+from processor.cli.common import API_KEY, CliError, company_option, load_settings, opened
+from processor.intake.writer import DirectWriter
+from processor.work.reconcile import Sweep, due_companies
+from processor.work.reconcile import reconcile as run_reconcile
 
 
 @click.command()
-@click.option("--company", "company_id", help="Only this company.")
+@company_option("Only this company.")
 def reconcile(company_id: str | None) -> None:
     """Compare stored state with Codat's and record what differs (heals lost webhooks)."""
-    import asyncio
-
-    from processor import clock
-    from processor.intake.writer import DirectWriter
-    from processor.work.reconcile import due_companies
-    from processor.work.reconcile import reconcile as run_reconcile
-
-    settings = load_settings(require=("CODAT_API_KEY",))
+    settings = load_settings(API_KEY)
     if company_id is not None:
-        # Checked on a reader first: opening the store for writing commits a heartbeat.
-        reader = open_store(settings, readonly=True)
-        try:
-            if not reader.knows_company(company_id):
-                fail(
-                    f"no company {company_id!r} in {settings.database_path}; "
-                    "expected a stored company id"
-                )
-        finally:
-            reader.close()
-    store = open_store(settings, readonly=False)
-    codat = _codat(settings)
-    try:
-        companies = [company_id] if company_id else due_companies(store, clock.now())
-        sweep = asyncio.run(_closing(codat, run_reconcile(DirectWriter(store), codat, companies)))
-    finally:
-        store.close()
+        _check_stored(settings, company_id)
+    with opened(readonly=False, settings=settings) as session:
+        companies = [company_id] if company_id else due_companies(session.store, clock.now())
+        sweep = session.run(
+            lambda codat: run_reconcile(DirectWriter(session.store), codat, companies)
+        )
+    _print_sweep(sweep)
+    if sweep.errors:
+        sys.exit(1)
+
+
+def _check_stored(settings: config.Settings, company_id: str) -> None:
+    # Checked on a reader first: opening the store for writing commits a heartbeat.
+    with opened(readonly=True, settings=settings) as reader:
+        if not reader.store.knows_company(company_id):
+            raise CliError(
+                f"no company {company_id!r} in {settings.database_path}; "
+                "expected a stored company id"
+            )
+
+
+def _print_sweep(sweep: Sweep) -> None:
     click.echo(
         f"checked {sweep.checked} companies against Codat: {len(sweep.corrected)} corrected, "
         f"{len(sweep.errors)} errors"
@@ -47,4 +49,3 @@ def reconcile(company_id: str | None) -> None:
         click.echo(f"  corrected {company}")
     for error in sweep.errors:
         click.echo(f"  error: {error}", err=True)
-    sys.exit(1 if sweep.errors else 0)

@@ -1,17 +1,17 @@
-"""`codat-expenses sandbox` and `secret`: the local stand-in for Codat and its signing secret."""
+"""`codat-expenses sandbox` and `secret`: the local stand-in for Codat and a signing secret."""
 
 from __future__ import annotations
 
 import click
 
 from processor import config
-from processor.cli.common import fail
+from processor.cli.common import CliError, host_option
 
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 
 
 @click.command()
-@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@host_option
 @click.option("--port", type=int, default=8100, show_default=True, help="Port to listen on.")
 @click.option(
     "--api-key",
@@ -67,38 +67,52 @@ def sandbox(
       POST   /_sandbox/webhooks/send
              send a webhook: {"body": {...}} or {"raw": "..."}, "messageId", "repeat"
     """
+    # Imported here: the stand-in brings Starlette, uvicorn and svix, slow to import.
     from processor.sandbox import serve_sandbox
 
+    _check_loopback(host)
+    checked = _checked_secrets(secrets)
+    if webhook_url is not None:
+        _check_webhook_url(webhook_url, checked)
+    serve_sandbox(host, port, api_key, webhook_url, checked)
+
+
+def _check_loopback(host: str) -> None:
     if host not in LOOPBACK_HOSTS:
-        fail(
+        raise CliError(
             f"expected --host to be a loopback address ({', '.join(LOOPBACK_HOSTS)}), found "
             f"{host!r}: the sandbox's admin routes have no authentication"
         )
+
+
+def _checked_secrets(secrets: tuple[str, ...]) -> list[str]:
+    """Every secret of every --secret (or of CODAT_WEBHOOK_SECRET), checked as serve checks it."""
     split = [part for secret in secrets for part in secret.replace(",", " ").split()]
     try:
-        config.check_webhook_secrets(split)
+        return config.check_webhook_secrets(split)
     except config.ConfigError as error:
         source = click.get_current_context().get_parameter_source("secrets")
-        from_option = source is click.core.ParameterSource.COMMANDLINE
-        prefix = "--secret: " if from_option else ""
-        fail("\n".join(prefix + line for line in str(error).splitlines()))
-    if webhook_url is not None:
-        if not webhook_url.startswith(("http://", "https://")):
-            fail(
-                "--webhook-url must be an http(s) URL such as "
-                f"http://127.0.0.1:8000/webhooks/codat, found {webhook_url!r}"
-            )
-        if not split:
-            fail(
-                "--webhook-url needs a signing secret: expected --secret or CODAT_WEBHOOK_SECRET "
-                "(make one with `codat-expenses secret`), found none"
-            )
-    serve_sandbox(host, port, api_key, webhook_url, split)
+        prefix = "--secret: " if source is click.core.ParameterSource.COMMANDLINE else ""
+        raise CliError("\n".join(prefix + line for line in str(error).splitlines())) from None
 
 
-@click.command("secret")
-def secret_command() -> None:
+def _check_webhook_url(webhook_url: str, secrets: list[str]) -> None:
+    if not webhook_url.startswith(("http://", "https://")):
+        raise CliError(
+            "--webhook-url must be an http(s) URL such as "
+            f"http://127.0.0.1:8000/webhooks/codat, found {webhook_url!r}"
+        )
+    if not secrets:
+        raise CliError(
+            "--webhook-url needs a signing secret: expected --secret or CODAT_WEBHOOK_SECRET "
+            "(make one with `codat-expenses secret`), found none"
+        )
+
+
+@click.command()
+def secret() -> None:
     """Print a fresh webhook signing secret (whsec_<base64>) for serve and sandbox."""
+    # Imported here: the sender imports svix, slower to import than the rest of the CLI.
     from processor.sandbox.sender import generate_secret
 
     click.echo(generate_secret())

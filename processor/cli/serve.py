@@ -1,4 +1,4 @@
-"""`codat-expenses serve`: the HTTP app and the worker."""
+"""`codat-expenses serve`: the HTTP app and the worker, in one process."""
 
 from __future__ import annotations
 
@@ -9,30 +9,24 @@ from importlib import metadata
 import click
 
 from processor import config
-from processor.cli.common import load_settings, open_store
+from processor.cli.common import host_option, opened
 
 log = logging.getLogger("processor")
 
 
-def _version() -> str:
-    try:
-        return metadata.version("codat-expenses")
-    except metadata.PackageNotFoundError:
-        return "unknown"
-
-
 @click.command()
-@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@host_option
 @click.option("--port", type=int, default=None, help="Port to listen on [default: $PORT or 8000].")
 def serve(host: str, port: int | None) -> None:
     """Run the HTTP app and the worker, in one process."""
+    # Imported here: the app (Starlette, svix) and uvicorn would slow every other command's start.
     import uvicorn
 
     from processor.app import create_app
 
-    settings = load_settings(require=config.SERVE_REQUIRES)
     # Open (and migrate) the store before binding, so a bad database stops start-up at once.
-    open_store(settings, readonly=False, must_exist=False).close()
+    with opened(config.SERVE_REQUIRES, readonly=False, must_exist=False) as checked:
+        settings = checked.settings
     log.info("%s", config.describe(settings, os.environ, version=_version()))
     uvicorn.run(
         create_app(settings),
@@ -42,3 +36,10 @@ def serve(host: str, port: int | None) -> None:
         log_level="info",
         timeout_graceful_shutdown=10,
     )
+
+
+def _version() -> str:
+    try:
+        return metadata.version("codat-expenses")
+    except metadata.PackageNotFoundError:
+        return "unknown"

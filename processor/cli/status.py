@@ -1,4 +1,4 @@
-"""`codat-expenses status`: one company's status document, or a table of companies."""
+"""`codat-expenses status`: one company's status document, or a table of companies (read-only)."""
 
 from __future__ import annotations
 
@@ -6,61 +6,67 @@ import json
 from typing import Any
 
 import click
+from rich.console import Console
 
+from handlers.state import STATES
 from processor.cli import tables
-from processor.cli.common import fail, load_settings, open_store
+from processor.cli.common import CliError, Opened, Refused, json_option, opened
 from processor.cli.tables import Column, print_table
 from processor.http.documents import company_document, summary
 from store import Store
+
+COMPANY_COLUMNS = (
+    Column("company", whole=True, keep=True),
+    Column("state", whole=True, keep=True),
+    Column("last error", keep=True),
+    Column("accounting", whole=True),
+    Column("expense", whole=True),
+    Column("name"),
+)
+EVENT_COLUMNS = (
+    Column("generated", whole=True, keep=True),
+    Column("event", keep=True),
+    Column("outcome", whole=True, keep=True),
+    Column("message id", whole=True),
+    Column("source", whole=True),
+)
+EVENT_KEYS = ("generatedDate", "eventType", "outcome", "messageId", "source")
 
 
 @click.command()
 @click.argument("company_id", required=False)
 @click.option("--state", help="Only companies in this state.")
 @click.option("--failed", is_flag=True, help="Only companies with failed commands.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option
 @click.option("--limit", type=click.IntRange(1, 100_000), default=1000, show_default=True)
 def status(
     company_id: str | None, state: str | None, failed: bool, as_json: bool, limit: int
 ) -> None:
     """Show one company's status document, or a table of companies (read-only)."""
-    from handlers.state import STATES
-
     if state is not None and state not in STATES:
-        fail(f"expected --state to be one of {', '.join(STATES)}, found {state!r}")
-    settings = load_settings()
-    store = open_store(settings, readonly=True)
-    try:
+        raise CliError(f"expected --state to be one of {', '.join(STATES)}, found {state!r}")
+    with opened(readonly=True) as session:
         if company_id is not None:
-            document = company_document(store, company_id)
-            if document is None:
-                fail(f"no company {company_id!r} in {settings.database_path}", 1)
-            _print_company(document, as_json)
-            return
-        rows = _company_rows(store, state, failed, limit)
-        counts = store.state_counts()
-        total = len(rows) if failed else counts.get(state, 0) if state else sum(counts.values())
-        _print_table(rows, as_json, total)
-        if not as_json:
-            click.echo(", ".join(f"{name} {counts[name]}" for name in STATES if name in counts))
-    finally:
-        store.close()
+            _show_company(session, company_id, as_json)
+        else:
+            _show_companies(session.store, state, failed, as_json, limit)
 
 
-def _company_rows(store: Store, state: str | None, failed: bool, limit: int) -> list[Any]:
-    if failed:
-        ids = sorted({effect.company_id for effect in store.failed_effects()})
-        documents = [company_document(store, company_id, event_limit=0) for company_id in ids]
-        return [d for d in documents if d is not None and (state is None or d["state"] == state)]
-    page = store.companies(state=state, limit=limit, after=None)
-    return [summary(row, row.company_id) for row in page.companies]
-
-
-def _print_company(document: dict[str, Any], as_json: bool) -> None:
+def _show_company(session: Opened, company_id: str, as_json: bool) -> None:
+    document = company_document(session.store, company_id)
+    if document is None:
+        raise Refused(f"no company {company_id!r} in {session.settings.database_path}")
     if as_json:
         click.echo(json.dumps(document, indent=2))
         return
     console = tables.console()
+    _print_header(console, document)
+    _print_effects(console, document["pending"] + document["failed"])
+    rows = [[str(event[key] or "") for key in EVENT_KEYS] for event in document["events"]]
+    print_table(EVENT_COLUMNS, rows)
+
+
+def _print_header(console: Console, document: dict[str, Any]) -> None:
     console.print(f"[bold]{document['id']}[/] {document.get('name') or ''}")
     console.print(f"state: [bold]{document['state']}[/]   updated {document['updatedAt']}")
     accounting = document["accountingConnection"]
@@ -75,38 +81,40 @@ def _print_company(document: dict[str, Any], as_json: bool) -> None:
     if document["lastError"]:
         error = document["lastError"]
         console.print(f"[red]last error[/] at {error['at']}: {error['message']}")
-    for effect in document["pending"] + document["failed"]:
+
+
+def _print_effects(console: Console, effects: list[dict[str, Any]]) -> None:
+    for effect in effects:
         console.print(
             f"{effect['command']}: {effect['status']} after {effect['attempts']} attempt(s)"
             + (f", next at {effect['nextAttemptAt']}" if effect["nextAttemptAt"] else "")
             + (f": {effect['lastError']}" if effect["lastError"] else "")
         )
-    columns = (
-        Column("generated", whole=True, keep=True),
-        Column("event", keep=True),
-        Column("outcome", whole=True, keep=True),
-        Column("message id", whole=True),
-        Column("source", whole=True),
-    )
-    events = document["events"]
-    keys = ("generatedDate", "eventType", "outcome", "messageId", "source")
-    print_table(columns, [[str(event[key] or "") for key in keys] for event in events])
 
 
-COMPANY_COLUMNS = (
-    Column("company", whole=True, keep=True),
-    Column("state", whole=True, keep=True),
-    Column("last error", keep=True),
-    Column("accounting", whole=True),
-    Column("expense", whole=True),
-    Column("name"),
-)
-
-
-def _print_table(rows: list[dict[str, Any]], as_json: bool, total: int) -> None:
+def _show_companies(
+    store: Store, state: str | None, failed: bool, as_json: bool, limit: int
+) -> None:
+    rows = _company_rows(store, state, failed, limit)
     if as_json:
         click.echo(json.dumps({"companies": rows}, indent=2))
         return
+    counts = store.state_counts()
+    total = len(rows) if failed else counts.get(state, 0) if state else sum(counts.values())
+    _print_companies(rows, total)
+    click.echo(", ".join(f"{name} {counts[name]}" for name in STATES if name in counts))
+
+
+def _company_rows(store: Store, state: str | None, failed: bool, limit: int) -> list[Any]:
+    if failed:
+        ids = sorted({effect.company_id for effect in store.failed_effects()})
+        documents = [company_document(store, company_id, event_limit=0) for company_id in ids]
+        return [d for d in documents if d is not None and (state is None or d["state"] == state)]
+    page = store.companies(state=state, limit=limit, after=None)
+    return [summary(row, row.company_id) for row in page.companies]
+
+
+def _print_companies(rows: list[dict[str, Any]], total: int) -> None:
     print_table(COMPANY_COLUMNS, [_table_row(row) for row in rows])
     noun = "company" if total == 1 else "companies"
     if len(rows) < total:
@@ -118,16 +126,21 @@ def _print_table(rows: list[dict[str, Any]], as_json: bool, total: int) -> None:
 def _table_row(row: dict[str, Any]) -> list[str]:
     accounting = row["accountingConnection"] or {}
     expense = row["expenseConnection"] or {}
-    error = (row["lastError"] or {}).get("message") or ""
-    for effect in row.get("failed", []):
-        reason = effect.get("lastError")
-        if reason and reason not in error:
-            error = f"{error}; {reason}" if error else reason
     return [
         row["id"],
         row["state"] or "",
-        error,
+        _errors(row),
         accounting.get("status", ""),
         expense.get("status", ""),
         row["name"] or "",
     ]
+
+
+def _errors(row: dict[str, Any]) -> str:
+    """The last error, then the reason of each failed command it does not already say."""
+    error: str = (row["lastError"] or {}).get("message") or ""
+    for effect in row.get("failed", []):
+        reason = effect.get("lastError")
+        if reason and reason not in error:
+            error = f"{error}; {reason}" if error else reason
+    return error
