@@ -10,6 +10,7 @@ import logging
 import click
 
 from processor.cli import demo, onboard, reconcile, replay, sandbox, serve, status
+from processor.cli.common import example
 
 COMMANDS = (
     demo.demo,
@@ -26,6 +27,7 @@ COMMANDS = (
 
 @click.group(
     context_settings={"help_option_names": ["-h", "--help"]},
+    epilog=example("codat-expenses demo"),
 )
 @click.version_option(package_name="codat-expenses", prog_name="codat-expenses")
 @click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")

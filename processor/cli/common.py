@@ -41,6 +41,11 @@ class Refused(CliError):
     exit_code = 1
 
 
+def example(command: str) -> str:
+    """The end of a command's --help: one example, its line kept whole (`\\b`)."""
+    return f"\b\nExample:\n  {command}"
+
+
 def company_option(help: str) -> Callable[[FC], FC]:
     """`--company ID`, passed as `company_id`."""
     return click.option("--company", "company_id", help=help)

@@ -7,8 +7,10 @@ import sys
 
 import click
 
+from processor.cli.common import example
 
-@click.command()
+
+@click.command(epilog=example("codat-expenses demo --timeout 120"))
 @click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds to wait.")
 def demo(timeout: float) -> None:
     """A complete onboarding, offline, against a local stand-in for Codat."""

@@ -13,6 +13,7 @@ from processor.cli.common import (
     CliError,
     Refused,
     company_option,
+    example,
     json_option,
     opened,
 )
@@ -22,7 +23,7 @@ from processor.work.onboarding import onboard as run_onboard
 from processor.work.onboarding import unlink as run_unlink
 
 
-@click.command()
+@click.command(epilog=example('codat-expenses onboard --name "Sawayn Group" --platform xero'))
 @click.option("--name", required=True, help="The customer's company name.")
 @click.option("--platform", required=True, help="Platform key (gbol) or name (xero).")
 @company_option("Continue an earlier run for this company id.")
@@ -54,7 +55,7 @@ def onboard(name: str, platform: str, company_id: str | None, force: bool, as_js
     _print_onboarded(result, as_json)
 
 
-@click.command()
+@click.command(epilog=example("codat-expenses unlink 77921ff9-2491-4dfe-b23b-ff28f3e31e4f"))
 @click.argument("company_id")
 def unlink(company_id: str) -> None:
     """Unlink the company's accounting connection (Codat: PATCH status Unlinked)."""

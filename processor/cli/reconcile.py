@@ -7,13 +7,13 @@ import sys
 import click
 
 from processor import clock, config
-from processor.cli.common import API_KEY, CliError, company_option, load_settings, opened
+from processor.cli.common import API_KEY, CliError, company_option, example, load_settings, opened
 from processor.intake.writer import DirectWriter
 from processor.work.reconcile import Sweep, due_companies
 from processor.work.reconcile import reconcile as run_reconcile
 
 
-@click.command()
+@click.command(epilog=example("codat-expenses reconcile"))
 @company_option("Only this company.")
 def reconcile(company_id: str | None) -> None:
     """Compare stored state with Codat's and record what differs (heals lost webhooks)."""

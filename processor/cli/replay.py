@@ -12,14 +12,14 @@ from rich.progress import Progress
 from rich.table import Table
 
 from processor import clock
-from processor.cli.common import API_KEY, CliError, company_option, opened
+from processor.cli.common import API_KEY, CliError, company_option, example, opened
 from processor.work.replay import Plan, Selection, Summary, plan, select_companies, unknown_selector
 from processor.work.replay import replay as run_replay
 
 Advance = Callable[[str], None]
 
 
-@click.command()
+@click.command(epilog=example("codat-expenses replay --failed --dry-run"))
 @company_option("Only this company's events.")
 @click.option("--event", "event_id", help="Only this event (event id or webhook message id).")
 @click.option("--since", help="Only events generated at or after this ISO 8601 date.")

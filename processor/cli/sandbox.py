@@ -5,12 +5,14 @@ from __future__ import annotations
 import click
 
 from processor import config
-from processor.cli.common import CliError, host_option
+from processor.cli.common import CliError, example, host_option
 
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 
 
-@click.command()
+@click.command(
+    epilog=example("codat-expenses sandbox --webhook-url http://127.0.0.1:8000/webhooks/codat")
+)
 @host_option
 @click.option("--port", type=int, default=8100, show_default=True, help="Port to listen on.")
 @click.option(
@@ -109,7 +111,7 @@ def _check_webhook_url(webhook_url: str, secrets: list[str]) -> None:
         )
 
 
-@click.command()
+@click.command(epilog=example("export CODAT_WEBHOOK_SECRET=$(codat-expenses secret)"))
 def secret() -> None:
     """Print a fresh webhook signing secret (whsec_<base64>) for serve and sandbox."""
     # Imported here: the sender imports svix, slower to import than the rest of the CLI.

@@ -9,12 +9,12 @@ from importlib import metadata
 import click
 
 from processor import config
-from processor.cli.common import host_option, opened
+from processor.cli.common import example, host_option, opened
 
 log = logging.getLogger("processor")
 
 
-@click.command()
+@click.command(epilog=example("codat-expenses serve --host 0.0.0.0 --port 8000"))
 @host_option
 @click.option("--port", type=int, default=None, help="Port to listen on [default: $PORT or 8000].")
 def serve(host: str, port: int | None) -> None:

@@ -10,7 +10,7 @@ from rich.console import Console
 
 from handlers.state import STATES
 from processor.cli import tables
-from processor.cli.common import CliError, Opened, Refused, json_option, opened
+from processor.cli.common import CliError, Opened, Refused, example, json_option, opened
 from processor.cli.tables import Column, print_table
 from processor.http.documents import company_document, summary
 from store import Store
@@ -33,7 +33,7 @@ EVENT_COLUMNS = (
 EVENT_KEYS = ("generatedDate", "eventType", "outcome", "messageId", "source")
 
 
-@click.command()
+@click.command(epilog=example("codat-expenses status --state linked"))
 @click.argument("company_id", required=False)
 @click.option("--state", help="Only companies in this state.")
 @click.option("--failed", is_flag=True, help="Only companies with failed commands.")
