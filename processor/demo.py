@@ -121,73 +121,100 @@ def _start_serve(
 async def _onboard(codat_url: str, api_key: str) -> list[Expected]:
     admin = httpx.AsyncClient(base_url=f"{codat_url}/_sandbox", timeout=10)
     async with new_client(codat_url, api_key) as http, admin:
-        codat = CodatClient(http)
+        story = _Stories(CodatClient(http), admin)
+        expected = [
+            await story.links(),
+            await story.unlinks_and_relinks(),
+            await story.fails_to_authorize(),
+            await story.webhooks_newest_first(),
+        ]
+        await story.resend_connected(expected[0].company_id)
+        return expected
 
-        async def onboard(name: str, platform: str) -> tuple[str, str]:
-            key, _ = resolve_platform(platform)
-            company = await codat.create_company(name)
-            connection = await codat.create_connection(company["id"], key)
-            click.echo(f"onboarded {name!r}: company {company['id']}")
-            click.echo(f"  Link URL: {connection['linkUrl']}")
-            return company["id"], connection["id"]
 
-        async def admin_post(path: str, **kwargs: Any) -> Any:
-            answer = await admin.post(path, **kwargs)
-            answer.raise_for_status()
-            return answer.json()
+class _Stories:
+    """The demo's companies, each a short story told through the stand-in for Codat."""
 
+    def __init__(self, codat: CodatClient, admin: httpx.AsyncClient) -> None:
+        self.codat = codat
+        self.admin = admin
+
+    async def onboard(self, name: str, platform: str) -> tuple[str, str]:
+        key, _ = resolve_platform(platform)
+        company = await self.codat.create_company(name)
+        connection = await self.codat.create_connection(company["id"], key)
+        click.echo(f"onboarded {name!r}: company {company['id']}")
+        click.echo(f"  Link URL: {connection['linkUrl']}")
+        return company["id"], connection["id"]
+
+    async def post(self, path: str, **kwargs: Any) -> Any:
+        answer = await self.admin.post(path, **kwargs)
+        answer.raise_for_status()
+        return answer.json()
+
+    async def authorize(self, company_id: str, connection_id: str) -> None:
+        await self.post(f"/companies/{company_id}/connections/{connection_id}/authorize")
+
+    async def links(self) -> Expected:
         ready = Expected("Sawayn Group", "ready", 1)
-        ready.company_id, conn = await onboard(ready.name, "qhyg")
+        ready.company_id, connection = await self.onboard(ready.name, "qhyg")
         await _settle()
-        await admin_post(f"/companies/{ready.company_id}/connections/{conn}/authorize")
+        await self.authorize(ready.company_id, connection)
+        return ready
 
+    async def unlinks_and_relinks(self) -> Expected:
         relink = Expected("Relink & Co", "ready", 1)
-        relink.company_id, conn2 = await onboard(relink.name, "gbol")
+        relink.company_id, connection = await self.onboard(relink.name, "gbol")
         await _settle()
-        await admin_post(f"/companies/{relink.company_id}/connections/{conn2}/authorize")
+        await self.authorize(relink.company_id, connection)
         await _settle(1.0)
-        await codat.unlink_connection(relink.company_id, conn2)
+        await self.codat.unlink_connection(relink.company_id, connection)
         console.print(f"unlinked {relink.name!r}; the customer links it again")
         await _settle(1.0)
-        await admin_post(f"/companies/{relink.company_id}/connections/{conn2}/authorize")
+        await self.authorize(relink.company_id, connection)
+        return relink
 
+    async def fails_to_authorize(self) -> Expected:
         cancelled = Expected("Cancelled Link Ltd", "pending_auth", 0)
-        cancelled.company_id, conn3 = await onboard(cancelled.name, "Xero")
+        cancelled.company_id, connection = await self.onboard(cancelled.name, "Xero")
         await _settle()
-        await admin_post(
-            f"/companies/{cancelled.company_id}/connections/{conn3}/fail",
+        await self.post(
+            f"/companies/{cancelled.company_id}/connections/{connection}/fail",
             json={"errorMessage": "The user cancelled the authorization."},
         )
+        return cancelled
 
-        # A company whose webhooks arrive late and backwards: connected before created.
+    async def webhooks_newest_first(self) -> Expected:
+        """A company whose webhooks arrive late and backwards: connected before created."""
         late = Expected("Late Mail plc", "ready", 1)
-        await admin_post("/config", json={"autoWebhooks": False})
-        late.company_id, conn4 = await onboard(late.name, "fbrh")
-        await admin_post(f"/companies/{late.company_id}/connections/{conn4}/authorize")
-        state = (await admin.get("/state")).json()
+        await self.post("/config", json={"autoWebhooks": False})
+        late.company_id, connection = await self.onboard(late.name, "fbrh")
+        await self.authorize(late.company_id, connection)
+        state = (await self.admin.get("/state")).json()
         bodies = [b for b in state["events"] if _company_of(b) == late.company_id]
         for body in reversed(bodies):
-            await admin_post("/webhooks/send", json={"body": body})
+            await self.post("/webhooks/send", json={"body": body})
         console.print(f"sent {len(bodies)} webhooks for {late.name!r} newest first")
-        await admin_post("/config", json={"autoWebhooks": True})
+        await self.post("/config", json={"autoWebhooks": True})
+        return late
 
-        # Svix delivers at least once: send Sawayn Group's connected message again, same id.
-        state = (await admin.get("/state")).json()
+    async def resend_connected(self, company_id: str) -> None:
+        """Svix delivers at least once: send the connected message again, with the same id."""
+        state = (await self.admin.get("/state")).json()
         original = next(
             d
             for d in state["deliveries"]
             if d["eventType"] == "connection.connected"
             and any(
-                b.get("id") == d["eventId"] and _company_of(b) == ready.company_id
+                b.get("id") == d["eventId"] and _company_of(b) == company_id
                 for b in state["events"]
             )
         )
         body = next(b for b in state["events"] if b.get("id") == original["eventId"])
-        await admin_post(
+        await self.post(
             "/webhooks/send", json={"body": body, "messageId": original["messageId"], "repeat": 2}
         )
         console.print(f"resent message {original['messageId']} twice (a duplicate delivery)")
-        return [ready, relink, cancelled, late]
 
 
 async def _check(
