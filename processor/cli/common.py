@@ -16,7 +16,7 @@ import click
 
 from processor import config
 from processor.codat.client import CodatClient, new_client
-from store import Store, StoreError
+from store import Store, StoreError, open_store
 
 T = TypeVar("T")
 FC = TypeVar("FC", bound=Callable[..., Any])
@@ -111,6 +111,6 @@ def _open_store(settings: config.Settings, *, readonly: bool, must_exist: bool) 
             f"database file {str(settings.database_path)!r} does not exist (check DATABASE_URL)"
         )
     try:
-        return Store.open(settings.database_path, readonly=readonly)
+        return open_store(settings.database_url, readonly=readonly)
     except StoreError as error:
         raise CliError(str(error)) from None
