@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -64,7 +65,7 @@ def _run(codat_url: str, api_key: str, url: str, token: str, companies: int) -> 
                 f"/_sandbox/companies/{company['id']}/connections/{connection['id']}/authorize"
             )
 
-            def ready(company_id: str = company["id"]) -> dict | None:
+            def ready(company_id: str = company["id"]) -> dict[str, Any] | None:
                 answer = status.get(f"/companies/{company_id}")
                 document = answer.json() if answer.status_code == 200 else None
                 return document if document and document["state"] == "ready" else None

@@ -52,8 +52,8 @@ def webhook_schema(event_type: str) -> str:
     return f"/webhooks/{event_type}/post/requestBody/content/application~1json/schema"
 
 
-# The JSON pointers the tests pass to `conform_to` (tests/test_sandbox.py,
-# tests/test_webhook_bodies.py). A test that needs another one: add it here and regenerate.
+# The JSON pointers the tests pass to `conform_to` (tests/sandbox/test_sandbox.py,
+# tests/sandbox/test_webhook_bodies.py). A test that needs another one: add it here and regenerate.
 ROOTS: dict[str, tuple[str, ...]] = {
     PLATFORM_DOC: (
         "/components/schemas/Company",

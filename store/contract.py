@@ -135,7 +135,7 @@ class EffectRecord(Protocol):
         ...
 
     def claim_owners(self) -> list[str]:
-        """Owners of claims that have not expired or been released."""
+        """Owners of the claims not released yet (expired ones included)."""
         ...
 
     def release_claims(self, owner: str) -> int:

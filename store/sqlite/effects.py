@@ -91,7 +91,7 @@ class SqliteEffects(Connected):
         return cursor.rowcount == 1
 
     def claim_owners(self) -> list[str]:
-        """Owners of claims that have not expired or been released."""
+        """Owners of the claims not released yet (expired ones included)."""
         found = self.conn.execute(
             "SELECT DISTINCT claimed_by FROM effects WHERE status = ? AND claimed_by IS NOT NULL",
             [EFFECT_PENDING],
