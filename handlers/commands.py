@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from handlers.state import LINKED_STATE, CompanyState
+from handlers.state import CompanyState, OnboardingState
 
 CREATE_PARTNER_EXPENSE_CONNECTION = "create_partner_expense_connection"
 
@@ -25,7 +25,7 @@ def still_needed(state: CompanyState, command: Command) -> bool:
     """Whether a command emitted during a fold is still wanted by the state the fold ended in."""
     accounting = state.accounting_connection
     return (
-        state.state == LINKED_STATE
+        state.state == OnboardingState.LINKED
         and accounting is not None
         and accounting.id == command.accounting_connection_id
     )
@@ -34,6 +34,6 @@ def still_needed(state: CompanyState, command: Command) -> bool:
 def needed_commands(state: CompanyState) -> list[Command]:
     """The commands a state calls for, whatever events led to it (used after a rebuild)."""
     accounting = state.accounting_connection
-    if state.state == LINKED_STATE and accounting is not None:
+    if state.state == OnboardingState.LINKED and accounting is not None:
         return [CreatePartnerExpenseConnection(state.company_id, accounting.id)]
     return []

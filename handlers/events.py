@@ -7,14 +7,23 @@ to these before they reach a handler, so one fold serves live processing, replay
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 
-# Codat's connection statuses and source types, as its API spells them.
-PENDING_AUTH = "PendingAuth"
-LINKED = "Linked"
-UNLINKED = "Unlinked"
-DEAUTHORIZED = "Deauthorized"
-EXPENSE = "Expense"
-ACCOUNTING = "Accounting"
+
+class ConnectionStatus(StrEnum):
+    """A connection's status in Codat, as its API spells it."""
+
+    PENDING_AUTH = "PendingAuth"
+    LINKED = "Linked"
+    UNLINKED = "Unlinked"
+    DEAUTHORIZED = "Deauthorized"
+
+
+class SourceType(StrEnum):
+    """The kinds of connection onboarding tells apart, as Codat's API spells them."""
+
+    ACCOUNTING = "Accounting"
+    EXPENSE = "Expense"
 
 
 @dataclass(frozen=True)

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from typing import Any
 
-from handlers.events import DEAUTHORIZED, LINKED, PENDING_AUTH, UNLINKED, Connection
+from handlers.events import Connection, ConnectionStatus
 
-CREATED = "created"
-PENDING_AUTH_STATE = "pending_auth"
-LINKED_STATE = "linked"
-READY = "ready"
-DISCONNECTED = "disconnected"
-DELETED = "deleted"
-STATES = (CREATED, PENDING_AUTH_STATE, LINKED_STATE, READY, DISCONNECTED, DELETED)
+
+class OnboardingState(StrEnum):
+    """Where a company is in onboarding (the README's state table), in funnel order."""
+
+    CREATED = "created"
+    PENDING_AUTH = "pending_auth"
+    LINKED = "linked"
+    READY = "ready"
+    DISCONNECTED = "disconnected"
+    DELETED = "deleted"
+
+
+STATES: tuple[str, ...] = tuple(OnboardingState)
 
 
 @dataclass(frozen=True)
@@ -34,17 +41,19 @@ class CompanyState:
     def state(self) -> str:
         """The onboarding state, derived from the facts so it can never disagree with them."""
         if self.deleted:
-            return DELETED
+            return OnboardingState.DELETED
         accounting = self.accounting_connection
         if accounting is None:
-            return CREATED
-        if accounting.status == PENDING_AUTH:
-            return PENDING_AUTH_STATE
-        if accounting.status in (UNLINKED, DEAUTHORIZED):
-            return DISCONNECTED
-        if accounting.status == LINKED:
-            return READY if self.expense_connection is not None else LINKED_STATE
-        return PENDING_AUTH_STATE
+            return OnboardingState.CREATED
+        if accounting.status == ConnectionStatus.PENDING_AUTH:
+            return OnboardingState.PENDING_AUTH
+        if accounting.status in (ConnectionStatus.UNLINKED, ConnectionStatus.DEAUTHORIZED):
+            return OnboardingState.DISCONNECTED
+        if accounting.status == ConnectionStatus.LINKED:
+            if self.expense_connection is not None:
+                return OnboardingState.READY
+            return OnboardingState.LINKED
+        return OnboardingState.PENDING_AUTH
 
     def with_watermark(self, key: str, generated_date: str) -> CompanyState:
         marks = dict(self.watermarks)

@@ -9,17 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from handlers.commands import Command, CreatePartnerExpenseConnection
-from handlers.events import (
-    ACCOUNTING,
-    DEAUTHORIZED,
-    EXPENSE,
-    LINKED,
-    PENDING_AUTH,
-    UNLINKED,
-    Connection,
-    Event,
-)
-from handlers.state import LINKED_STATE, READY, CompanyState
+from handlers.events import Connection, ConnectionStatus, Event, SourceType
+from handlers.state import CompanyState, OnboardingState
 
 COMPANY_CREATED = "company.created"
 COMPANY_DELETED = "company.deleted"
@@ -124,7 +115,7 @@ def _connection_event(state: CompanyState, event: Event, connection: Connection)
 def _connection_step(state: CompanyState, event: Event, connection: Connection) -> Transition:
     if _is_expense(state, event, connection):
         return _role_event(state, event, connection, EXPENSE_ROLE, state.expense_connection)
-    if connection.source_type not in (None, ACCOUNTING):
+    if connection.source_type not in (None, SourceType.ACCOUNTING):
         # Banking, commerce and other connections play no part in onboarding.
         return Transition(state, (), IGNORED)
     return _role_event(state, event, connection, ACCOUNTING_ROLE, state.accounting_connection)
@@ -152,7 +143,7 @@ def _role_event(
         return Transition(marked, (), IGNORED)
     if role == EXPENSE_ROLE:
         updated = _expense_event(marked, event, connection)
-        if updated.state == READY and state.state != READY:
+        if updated.state == OnboardingState.READY and state.state != OnboardingState.READY:
             # Whatever failed on the way is behind us once the company is ready.
             updated = replace(updated, last_error=None, last_error_at=None)
         return _applied(updated)
@@ -170,7 +161,11 @@ def _accounting_event(state: CompanyState, event: Event, connection: Connection)
         # sweep ask Codat before anything irreversible). A connection already known Linked
         # stays Linked: the failure was of a later attempt.
         same = previous is not None and previous.id == connection.id
-        status = LINKED if same and previous and previous.status == LINKED else PENDING_AUTH
+        status = (
+            ConnectionStatus.LINKED
+            if same and previous and previous.status == ConnectionStatus.LINKED
+            else ConnectionStatus.PENDING_AUTH
+        )
     updated = replace(connection, status=status)
     if previous is not None and previous.id == connection.id:
         # Legacy bodies carry no platform name or source type: keep what we knew.
@@ -187,10 +182,10 @@ def _accounting_event(state: CompanyState, event: Event, connection: Connection)
             last_error=event.error or "Codat reported that linking the connection failed",
             last_error_at=event.generated_date,
         )
-    elif status == LINKED:
+    elif status == ConnectionStatus.LINKED:
         new_state = replace(new_state, last_error=None, last_error_at=None)
     commands: tuple[Command, ...] = ()
-    if new_state.state == LINKED_STATE:
+    if new_state.state == OnboardingState.LINKED:
         commands = (CreatePartnerExpenseConnection(state.company_id, connection.id),)
     return Transition(new_state, commands, APPLIED)
 
@@ -210,24 +205,37 @@ def _expense_event(state: CompanyState, event: Event, connection: Connection) ->
                 last_error_at=event.generated_date,
             )
         return state
-    expense = replace(connection, status=_status_after(event, connection), source_type=EXPENSE)
+    expense = replace(
+        connection, status=_status_after(event, connection), source_type=SourceType.EXPENSE
+    )
     return replace(state, expense_connection=expense)
 
 
 def _status_after(event: Event, connection: Connection) -> str:
     if event.event_type in (CONNECTION_CREATED, CONNECTION_FAILED):
-        return connection.status if connection.status == LINKED else PENDING_AUTH
+        return (
+            connection.status
+            if connection.status == ConnectionStatus.LINKED
+            else ConnectionStatus.PENDING_AUTH
+        )
     if event.event_type in (CONNECTION_CONNECTED, CONNECTION_RECONNECTED):
-        return LINKED
+        return ConnectionStatus.LINKED
     if event.event_type == PARTNER_CONNECTION_CREATED:
-        return connection.status or LINKED
+        return connection.status or ConnectionStatus.LINKED
     if event.event_type == CONNECTION_DISCONNECTED:
-        return DEAUTHORIZED if connection.status == DEAUTHORIZED else UNLINKED
+        return (
+            ConnectionStatus.DEAUTHORIZED
+            if connection.status == ConnectionStatus.DEAUTHORIZED
+            else ConnectionStatus.UNLINKED
+        )
     return connection.status  # CONNECTION_OBSERVED: Codat's own answer
 
 
 def _is_expense(state: CompanyState, event: Event, connection: Connection) -> bool:
-    if event.event_type == PARTNER_CONNECTION_CREATED or connection.source_type == EXPENSE:
+    if (
+        event.event_type == PARTNER_CONNECTION_CREATED
+        or connection.source_type == SourceType.EXPENSE
+    ):
         return True
     known = state.expense_connection
     return connection.source_type is None and known is not None and known.id == connection.id

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
-from pathlib import Path
 from typing import Any, Protocol
 
 from store.records import CompanyRow, Effect, InsertResult, NewEvent, Page, StoredEvent
@@ -171,13 +170,6 @@ class Store(EventLog, CompanyStates, EffectRecord, Protocol):
     """A whole store: the three concerns, in transactions."""
 
     readonly: bool
-
-    @staticmethod
-    def open(path: str | Path, *, readonly: bool = False, timeout: float = 5.0) -> Store:
-        """Transitional, until the tests open stores through `open_store(url)`: SQLite only."""
-        from store.sqlite import SqliteStore
-
-        return SqliteStore.open(path, readonly=readonly, timeout=timeout)
 
     def transaction(self) -> AbstractContextManager[Store]:
         """One write transaction; nested calls join the outer one."""

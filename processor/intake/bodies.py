@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from handlers.events import DEAUTHORIZED, EXPENSE, LINKED, PENDING_AUTH, UNLINKED
+from handlers.events import ConnectionStatus, SourceType
 from handlers.transitions import (
     CONNECTION_CONNECTED,
     CONNECTION_CREATED,
@@ -120,10 +120,10 @@ def _legacy_fields(data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         "platform_name": None,
         "source_type": None,
     }
-    if old in (None, "", "None") and new == LINKED:
+    if old in (None, "", "None") and new == ConnectionStatus.LINKED:
         # Accounting connections are born PendingAuth and linked by the customer; the only
         # connection that appears already Linked is the partner expense connection.
-        connection["source_type"] = EXPENSE
+        connection["source_type"] = SourceType.EXPENSE
         return CONNECTION_CREATED, {
             "company_id": text(data.get("CompanyId")),
             "connection": connection,
@@ -133,13 +133,16 @@ def _legacy_fields(data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
 
 
 def _legacy_type(old: str | None, new: str | None) -> str:
-    if new == PENDING_AUTH and old in (None, "", "None"):
+    if new == ConnectionStatus.PENDING_AUTH and old in (None, "", "None"):
         return CONNECTION_CREATED
-    if new == LINKED and old == PENDING_AUTH:
+    if new == ConnectionStatus.LINKED and old == ConnectionStatus.PENDING_AUTH:
         return CONNECTION_CONNECTED
-    if new in (UNLINKED, DEAUTHORIZED):
+    if new in (ConnectionStatus.UNLINKED, ConnectionStatus.DEAUTHORIZED):
         return CONNECTION_DISCONNECTED
-    if new == LINKED and old in (UNLINKED, DEAUTHORIZED):
+    if new == ConnectionStatus.LINKED and old in (
+        ConnectionStatus.UNLINKED,
+        ConnectionStatus.DEAUTHORIZED,
+    ):
         return CONNECTION_RECONNECTED
     return f"legacy.DataConnectionStatusChanged.{old}->{new}"
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from handlers.events import EXPENSE, LINKED
+from handlers.events import ConnectionStatus, SourceType
 from handlers.transitions import (
     CONNECTION_DELETED,
     CONNECTION_OBSERVED,
@@ -60,7 +60,7 @@ async def create_partner_expense_connection(codat: CodatClient, effect: Effect) 
                 raise
             gone = {"id": effect.connection_id, "status": "Deleted"}
             return Attempt(CONNECTION_DELETED, gone, EFFECT_CANCELLED, "accounting connection gone")
-        if accounting.get("status") != LINKED:
+        if accounting.get("status") != ConnectionStatus.LINKED:
             return Attempt(
                 CONNECTION_OBSERVED,
                 accounting,
@@ -68,7 +68,7 @@ async def create_partner_expense_connection(codat: CodatClient, effect: Effect) 
                 f"accounting connection is {accounting.get('status')}, not Linked",
             )
     for connection in await codat.list_connections(company_id):
-        if connection.get("sourceType") == EXPENSE:
+        if connection.get("sourceType") == SourceType.EXPENSE:
             return Attempt(PARTNER_CONNECTION_CREATED, connection, EFFECT_DONE, "adopted")
     created = await codat.create_partner_expense_connection(
         company_id, idempotency_key=effect.idempotency_key
@@ -80,7 +80,7 @@ def record_attempt(store: Store, effect: Effect, attempt: Attempt, now: str) -> 
     """Record what an attempt found, and close the effect, in one transaction."""
     connection = connection_fields(attempt.connection) if attempt.connection else None
     if connection is not None and attempt.event_type == PARTNER_CONNECTION_CREATED:
-        connection["source_type"] = EXPENSE
+        connection["source_type"] = SourceType.EXPENSE
     fields = {"company_id": effect.company_id, "connection": connection, "note": attempt.note}
     store.append_events([_event(effect, attempt.event_type, fields, attempt.connection, now)])
     result = {"note": attempt.note, "connectionId": connection and connection["id"]}

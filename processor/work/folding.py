@@ -14,7 +14,7 @@ from typing import Any
 
 from handlers.commands import Command, needed_commands, still_needed
 from handlers.events import Connection, Event
-from handlers.state import LINKED_STATE, CompanyState
+from handlers.state import CompanyState, OnboardingState
 from handlers.transitions import fold, initial_state
 from store import EFFECT_CANCELLED, Store, StoredEvent
 
@@ -77,7 +77,7 @@ def fold_pending(store: Store, company_id: str, now: str) -> FoldReport:
         if still_needed(final, command)
     ]
     # Intents only open in `linked`: nothing to open or close unless the fold touched it.
-    if causes or LINKED_STATE in (report.before, report.after):
+    if causes or OnboardingState.LINKED in (report.before, report.after):
         _settle_effects(store, final, causes, now, report)
     return report
 

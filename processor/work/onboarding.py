@@ -11,7 +11,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from handlers.events import ACCOUNTING, LINKED, PENDING_AUTH
+from handlers.events import ConnectionStatus, SourceType
 from handlers.transitions import COMPANY_CREATED, CONNECTION_CREATED, CONNECTION_DISCONNECTED
 from processor import clock
 from processor.codat.client import CodatClient, CodatError
@@ -129,9 +129,9 @@ async def _refuse_second_connection(codat: CodatClient, company_id: str) -> None
             f"cannot list the connections of company {company_id}: {error}", company_id=company_id
         ) from None
     for connection in connections:
-        if connection.get("sourceType") not in (ACCOUNTING, None):
+        if connection.get("sourceType") not in (SourceType.ACCOUNTING, None):
             continue
-        if connection.get("status") in (PENDING_AUTH, LINKED):
+        if connection.get("status") in (ConnectionStatus.PENDING_AUTH, ConnectionStatus.LINKED):
             existing = {
                 "connectionId": connection.get("id"),
                 "platformKey": connection.get("integrationKey"),
@@ -154,7 +154,7 @@ async def unlink(store: Store, codat: CodatClient, company_id: str) -> dict[str,
     if state is None:
         raise OnboardingError(f"no company {company_id!r} in the store")
     accounting = state.accounting_connection
-    if accounting is None or accounting.status != LINKED:
+    if accounting is None or accounting.status != ConnectionStatus.LINKED:
         found = f"it is {accounting.status}" if accounting else "it has no accounting connection"
         raise OnboardingError(
             f"company {company_id} has no Linked accounting connection to unlink: {found} "

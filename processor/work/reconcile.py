@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from handlers.events import ACCOUNTING, EXPENSE
-from handlers.state import DELETED, READY, STATES, CompanyState
+from handlers.events import SourceType
+from handlers.state import STATES, CompanyState, OnboardingState
 from handlers.transitions import COMPANY_DELETED, CONNECTION_DELETED, CONNECTION_OBSERVED
 from processor import clock
 from processor.codat.client import CodatClient, CodatError
@@ -44,13 +44,13 @@ def due_companies(store: Store, now: str) -> list[str]:
     stale_before = clock.format_datetime(clock.parse(now) - READY_RECHECK)
     due = []
     for state in STATES:
-        if state == DELETED:
+        if state == OnboardingState.DELETED:
             continue
         after = None
         while True:
             page = store.companies(state=state, limit=500, after=after)
             for row in page.companies:
-                if state != READY or (row.checked_at or "") < stale_before:
+                if state != OnboardingState.READY or (row.checked_at or "") < stale_before:
                     due.append(row.company_id)
             if page.next_after is None:
                 break
@@ -93,14 +93,16 @@ async def _check(writer: Writes, codat: CodatClient, company_id: str) -> int:
 def _differences(state: CompanyState, connections: list[dict[str, Any]]) -> list[NewEvent]:
     company_id = state.company_id
     events = []
-    accounting = _newest(c for c in connections if c.get("sourceType") in (ACCOUNTING, None))
+    accounting = _newest(
+        c for c in connections if c.get("sourceType") in (SourceType.ACCOUNTING, None)
+    )
     stored = state.accounting_connection
     if accounting is not None:
         if stored is None or stored.id != accounting["id"] or stored.status != accounting["status"]:
             events.append(_synthetic(company_id, CONNECTION_OBSERVED, accounting))
     elif stored is not None:
         events.append(_synthetic(company_id, CONNECTION_DELETED, {"id": stored.id, "status": ""}))
-    expense = _newest(c for c in connections if c.get("sourceType") == EXPENSE)
+    expense = _newest(c for c in connections if c.get("sourceType") == SourceType.EXPENSE)
     known = state.expense_connection
     if expense is not None and (known is None or known.id != expense["id"]):
         events.append(_synthetic(company_id, CONNECTION_OBSERVED, expense))

@@ -27,8 +27,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from handlers.commands import CREATE_PARTNER_EXPENSE_CONNECTION
-from handlers.events import DEAUTHORIZED, LINKED, PENDING_AUTH, UNLINKED, Event
-from handlers.state import DELETED, LINKED_STATE, READY, CompanyState
+from handlers.events import ConnectionStatus, Event
+from handlers.state import CompanyState, OnboardingState
 from handlers.transitions import (
     COMPANY_CREATED,
     COMPANY_DELETED,
@@ -91,17 +91,23 @@ class World:
             found.append("acc.create")
         if acc is not None:
             found += ["acc.observe", "acc.delete"]
-            if acc["status"] == PENDING_AUTH:
+            if acc["status"] == ConnectionStatus.PENDING_AUTH:
                 found += ["acc.fail", "acc.connect"]
-            elif acc["status"] == LINKED:
+            elif acc["status"] == ConnectionStatus.LINKED:
                 found.append("acc.disconnect")
             else:
                 found.append("acc.reconnect")
-            if acc["status"] == LINKED and exp is None and self.expense_count < MAX_CONNECTIONS:
+            if (
+                acc["status"] == ConnectionStatus.LINKED
+                and exp is None
+                and self.expense_count < MAX_CONNECTIONS
+            ):
                 found.append("partner.create")
         if exp is not None:
             found += ["exp.notify", "exp.delete"]
-            found.append("exp.disconnect" if exp["status"] == LINKED else "exp.reconnect")
+            found.append(
+                "exp.disconnect" if exp["status"] == ConnectionStatus.LINKED else "exp.reconnect"
+            )
         return found
 
     def emit(
@@ -160,7 +166,7 @@ class World:
 def accounting(number: int) -> dict[str, Any]:
     return {
         "id": f"acc-{number}",
-        "status": PENDING_AUTH,
+        "status": ConnectionStatus.PENDING_AUTH,
         "platform_key": "gbol",
         "platform_name": "Xero",
         "source_type": "Accounting",
@@ -170,7 +176,7 @@ def accounting(number: int) -> dict[str, Any]:
 def expense(number: int) -> dict[str, Any]:
     return {
         "id": f"exp-{number}",
-        "status": LINKED,
+        "status": ConnectionStatus.LINKED,
         "platform_key": "xpns",
         "platform_name": "Partner Expense",
         "source_type": "Expense",
@@ -253,16 +259,18 @@ def histories(draw: st.DrawFn, *, outages: bool = True) -> History:
             world.accounting = accounting(world.accounting_count)
             world.emit(CONNECTION_CREATED, gap, connection=dict(world.accounting), legacy=legacy)
         elif action == "acc.fail":
-            conn = world.accounting_connection(PENDING_AUTH)
+            conn = world.accounting_connection(ConnectionStatus.PENDING_AUTH)
             world.emit(CONNECTION_FAILED, gap, connection=conn, error="400 Bad Request cancelled")
         elif action == "acc.connect":
-            conn = world.accounting_connection(LINKED)
+            conn = world.accounting_connection(ConnectionStatus.LINKED)
             world.emit(CONNECTION_CONNECTED, gap, connection=conn, legacy=legacy)
         elif action == "acc.disconnect":
-            conn = world.accounting_connection(draw(st.sampled_from([UNLINKED, DEAUTHORIZED])))
+            conn = world.accounting_connection(
+                draw(st.sampled_from([ConnectionStatus.UNLINKED, ConnectionStatus.DEAUTHORIZED]))
+            )
             world.emit(CONNECTION_DISCONNECTED, gap, connection=conn, legacy=legacy)
         elif action == "acc.reconnect":
-            conn = world.accounting_connection(LINKED)
+            conn = world.accounting_connection(ConnectionStatus.LINKED)
             world.emit(CONNECTION_RECONNECTED, gap, connection=conn, legacy=legacy)
         elif action == "acc.observe":
             assert world.accounting is not None
@@ -284,14 +292,16 @@ def histories(draw: st.DrawFn, *, outages: bool = True) -> History:
                 world.emit(CONNECTION_CREATED, gap, connection=conn)
         elif action == "exp.notify":
             # Codat's own webhook about the partner expense connection (sourceType Expense).
-            conn = world.expense_connection(LINKED)
+            conn = world.expense_connection(ConnectionStatus.LINKED)
             kind = draw(st.sampled_from([CONNECTION_CREATED, CONNECTION_CONNECTED]))
             world.emit(kind, gap, connection=conn)
         elif action == "exp.disconnect":
-            conn = world.expense_connection(draw(st.sampled_from([UNLINKED, DEAUTHORIZED])))
+            conn = world.expense_connection(
+                draw(st.sampled_from([ConnectionStatus.UNLINKED, ConnectionStatus.DEAUTHORIZED]))
+            )
             world.emit(CONNECTION_DISCONNECTED, gap, connection=conn)
         elif action == "exp.reconnect":
-            conn = world.expense_connection(LINKED)
+            conn = world.expense_connection(ConnectionStatus.LINKED)
             world.emit(CONNECTION_RECONNECTED, gap, connection=conn)
         elif action == "exp.delete":
             assert world.expense is not None
@@ -391,8 +401,8 @@ def facts(state: CompanyState) -> tuple[Any, ...]:
     are recorded and ignored, so a connection snapshot older than the deletion that arrives after
     it legitimately stays unapplied (there is nothing newer to learn about a deleted company).
     """
-    if state.state == DELETED:
-        return (DELETED,)
+    if state.state == OnboardingState.DELETED:
+        return (OnboardingState.DELETED,)
     acc, exp = state.accounting_connection, state.expense_connection
     return (
         state.state,
@@ -413,13 +423,13 @@ def in_time_order(history: History) -> CompanyState:
 
 def world_facts(history: History) -> tuple[Any, ...]:
     if history.deleted:
-        return (DELETED,)
+        return (OnboardingState.DELETED,)
     if history.accounting is None:
         name = "created"
-    elif history.accounting[1] == PENDING_AUTH:
+    elif history.accounting[1] == ConnectionStatus.PENDING_AUTH:
         name = "pending_auth"
-    elif history.accounting[1] == LINKED:
-        name = READY if history.expense else LINKED_STATE
+    elif history.accounting[1] == ConnectionStatus.LINKED:
+        name = OnboardingState.READY if history.expense else OnboardingState.LINKED
     else:
         name = "disconnected"
     return (name, history.accounting, history.expense)
@@ -468,13 +478,13 @@ def check_intents(store: Store, when: str, violations: list[str], *, aimed: bool
     state = load_state(store, COMPANY)
     if len(intents) > 1:
         violations.append(f"{when}: {len(intents)} open create-partner intents")
-    if state is not None and state.state == READY and intents:
+    if state is not None and state.state == OnboardingState.READY and intents:
         violations.append(f"{when}: state ready with an open create-partner intent")
     if aimed and state is not None and intents:
         acc = state.accounting_connection
         current = acc.id if acc else None
         for intent in intents:
-            if intent.connection_id != current or state.state != LINKED_STATE:
+            if intent.connection_id != current or state.state != OnboardingState.LINKED:
                 violations.append(
                     f"{when}: open intent for connection {intent.connection_id!r} while the "
                     f"state is {state.state} with accounting connection {current!r}"
@@ -556,7 +566,7 @@ def _timeline(*steps: tuple[str, dict[str, Any] | None]) -> list[NewEvent]:
     return world.events
 
 
-def _linked(connection: dict[str, Any], status: str = LINKED) -> dict[str, Any]:
+def _linked(connection: dict[str, Any], status: str = ConnectionStatus.LINKED) -> dict[str, Any]:
     return {**connection, "status": status}
 
 
@@ -590,7 +600,7 @@ def test_late_event_of_a_deleted_expense_connection_does_not_replace_the_current
         (PARTNER_CONNECTION_CREATED, e2),
     )
     expected, _ = fold(initial_state(COMPANY), [as_event(e) for e in events])
-    assert facts(expected) == (READY, ("acc-1", LINKED), "exp-2")
+    assert facts(expected) == (OnboardingState.READY, ("acc-1", ConnectionStatus.LINKED), "exp-2")
     late = [events[0], events[1], events[4], events[2], events[3]]
     final, _ = fold(initial_state(COMPANY), [as_event(e) for e in late])
     assert facts(final) == facts(expected)
@@ -630,7 +640,7 @@ def test_replaced_accounting_connection_leaves_no_customer_stuck_in_linked(
             fold_pending(store, COMPANY, clock.now())
         state = load_state(store, COMPANY)
         assert state is not None
-        assert facts(state) == (LINKED_STATE, ("acc-2", LINKED), None)
+        assert facts(state) == (OnboardingState.LINKED, ("acc-2", ConnectionStatus.LINKED), None)
         assert [intent.connection_id for intent in open_intents(store)] == ["acc-2"]
         closed = store.effect(held.id)
         assert closed is not None and closed.status == EFFECT_CANCELLED

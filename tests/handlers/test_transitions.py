@@ -7,26 +7,8 @@ from dataclasses import dataclass, replace
 import pytest
 
 from handlers.commands import CreatePartnerExpenseConnection
-from handlers.events import (
-    ACCOUNTING,
-    DEAUTHORIZED,
-    EXPENSE,
-    LINKED,
-    PENDING_AUTH,
-    UNLINKED,
-    Connection,
-    Event,
-)
-from handlers.state import (
-    CREATED,
-    DELETED,
-    DISCONNECTED,
-    LINKED_STATE,
-    PENDING_AUTH_STATE,
-    READY,
-    STATES,
-    CompanyState,
-)
+from handlers.events import Connection, ConnectionStatus, Event, SourceType
+from handlers.state import STATES, CompanyState, OnboardingState
 from handlers.transitions import (
     APPLIED,
     COMPANY_CREATED,
@@ -63,9 +45,9 @@ def at(second: int) -> str:
 
 
 def acc(
-    status: str = PENDING_AUTH,
+    status: str = ConnectionStatus.PENDING_AUTH,
     connection_id: str = ACC,
-    source_type: str | None = ACCOUNTING,
+    source_type: str | None = SourceType.ACCOUNTING,
 ) -> Connection:
     legacy = source_type is None
     return Connection(
@@ -77,13 +59,13 @@ def acc(
     )
 
 
-def exp(status: str = LINKED, connection_id: str = EXP) -> Connection:
+def exp(status: str = ConnectionStatus.LINKED, connection_id: str = EXP) -> Connection:
     return Connection(
         id=connection_id,
         status=status,
         platform_key="xpns",
         platform_name="Partner Expense",
-        source_type=EXPENSE,
+        source_type=SourceType.EXPENSE,
     )
 
 
@@ -112,10 +94,10 @@ def build(*events: Event) -> CompanyState:
 
 # Histories that reach each state, built with the handlers themselves.
 H_CREATED = (ev(COMPANY_CREATED, 0, name="Sawayn Group"),)
-H_PENDING = (*H_CREATED, ev(CONNECTION_CREATED, 1, acc(PENDING_AUTH)))
-H_LINKED = (*H_PENDING, ev(CONNECTION_CONNECTED, 2, acc(LINKED)))
+H_PENDING = (*H_CREATED, ev(CONNECTION_CREATED, 1, acc(ConnectionStatus.PENDING_AUTH)))
+H_LINKED = (*H_PENDING, ev(CONNECTION_CONNECTED, 2, acc(ConnectionStatus.LINKED)))
 H_READY = (*H_LINKED, ev(PARTNER_CONNECTION_CREATED, 3, exp()))
-H_DISCONNECTED = (*H_READY, ev(CONNECTION_DISCONNECTED, 4, acc(UNLINKED)))
+H_DISCONNECTED = (*H_READY, ev(CONNECTION_DISCONNECTED, 4, acc(ConnectionStatus.UNLINKED)))
 H_DELETED = (*H_READY, ev(COMPANY_DELETED, 5, name="Sawayn Group"))
 
 
@@ -139,75 +121,75 @@ CREATE_PARTNER_2 = (CreatePartnerExpenseConnection(COMPANY, ACC2),)
 
 CASES = [
     # -- every state of PRODUCT.md is reached ------------------------------------------------
-    Case("company.created -> created", (), H_CREATED[0], APPLIED, CREATED),
+    Case("company.created -> created", (), H_CREATED[0], APPLIED, OnboardingState.CREATED),
     Case(
         "connection.created -> pending_auth",
         H_CREATED,
-        ev(CONNECTION_CREATED, 1, acc(PENDING_AUTH)),
+        ev(CONNECTION_CREATED, 1, acc(ConnectionStatus.PENDING_AUTH)),
         APPLIED,
-        PENDING_AUTH_STATE,
-        accounting=(ACC, PENDING_AUTH),
+        OnboardingState.PENDING_AUTH,
+        accounting=(ACC, ConnectionStatus.PENDING_AUTH),
     ),
     Case(
         "connection.created without company.created -> pending_auth",
         (),
-        ev(CONNECTION_CREATED, 1, acc(PENDING_AUTH)),
+        ev(CONNECTION_CREATED, 1, acc(ConnectionStatus.PENDING_AUTH)),
         APPLIED,
-        PENDING_AUTH_STATE,
-        accounting=(ACC, PENDING_AUTH),
+        OnboardingState.PENDING_AUTH,
+        accounting=(ACC, ConnectionStatus.PENDING_AUTH),
     ),
     Case(
         "connection.connected -> linked, one create-partner command",
         H_PENDING,
-        ev(CONNECTION_CONNECTED, 2, acc(LINKED)),
+        ev(CONNECTION_CONNECTED, 2, acc(ConnectionStatus.LINKED)),
         APPLIED,
-        LINKED_STATE,
+        OnboardingState.LINKED,
         CREATE_PARTNER,
-        accounting=(ACC, LINKED),
+        accounting=(ACC, ConnectionStatus.LINKED),
     ),
     Case(
         "connection.connected before connection.created -> linked, one command",
         H_CREATED,
-        ev(CONNECTION_CONNECTED, 2, acc(LINKED)),
+        ev(CONNECTION_CONNECTED, 2, acc(ConnectionStatus.LINKED)),
         APPLIED,
-        LINKED_STATE,
+        OnboardingState.LINKED,
         CREATE_PARTNER,
-        accounting=(ACC, LINKED),
+        accounting=(ACC, ConnectionStatus.LINKED),
     ),
     Case(
         "partnerExpenseConnection.created -> ready",
         H_LINKED,
         ev(PARTNER_CONNECTION_CREATED, 3, exp()),
         APPLIED,
-        READY,
-        accounting=(ACC, LINKED),
+        OnboardingState.READY,
+        accounting=(ACC, ConnectionStatus.LINKED),
         expense=EXP,
     ),
     Case(
         "connection.disconnected Unlinked -> disconnected",
         H_READY,
-        ev(CONNECTION_DISCONNECTED, 4, acc(UNLINKED)),
+        ev(CONNECTION_DISCONNECTED, 4, acc(ConnectionStatus.UNLINKED)),
         APPLIED,
-        DISCONNECTED,
-        accounting=(ACC, UNLINKED),
+        OnboardingState.DISCONNECTED,
+        accounting=(ACC, ConnectionStatus.UNLINKED),
         expense=EXP,
     ),
     Case(
         "connection.disconnected Deauthorized -> disconnected, Deauthorized",
         H_READY,
-        ev(CONNECTION_DISCONNECTED, 4, acc(DEAUTHORIZED)),
+        ev(CONNECTION_DISCONNECTED, 4, acc(ConnectionStatus.DEAUTHORIZED)),
         APPLIED,
-        DISCONNECTED,
-        accounting=(ACC, DEAUTHORIZED),
+        OnboardingState.DISCONNECTED,
+        accounting=(ACC, ConnectionStatus.DEAUTHORIZED),
         expense=EXP,
     ),
     Case(
         "connection.disconnected with a Linked snapshot still means Unlinked",
         H_READY,
-        ev(CONNECTION_DISCONNECTED, 4, acc(LINKED)),
+        ev(CONNECTION_DISCONNECTED, 4, acc(ConnectionStatus.LINKED)),
         APPLIED,
-        DISCONNECTED,
-        accounting=(ACC, UNLINKED),
+        OnboardingState.DISCONNECTED,
+        accounting=(ACC, ConnectionStatus.UNLINKED),
         expense=EXP,
     ),
     Case(
@@ -215,125 +197,125 @@ CASES = [
         H_READY,
         ev(COMPANY_DELETED, 5),
         APPLIED,
-        DELETED,
-        accounting=(ACC, LINKED),
+        OnboardingState.DELETED,
+        accounting=(ACC, ConnectionStatus.LINKED),
         expense=EXP,
     ),
     # -- reconnection ---------------------------------------------------------------------------
     Case(
         "reconnected with an existing expense connection -> ready, no command",
         H_DISCONNECTED,
-        ev(CONNECTION_RECONNECTED, 6, acc(LINKED)),
+        ev(CONNECTION_RECONNECTED, 6, acc(ConnectionStatus.LINKED)),
         APPLIED,
-        READY,
-        accounting=(ACC, LINKED),
+        OnboardingState.READY,
+        accounting=(ACC, ConnectionStatus.LINKED),
         expense=EXP,
     ),
     Case(
         "reconnected with no expense connection -> linked, one command",
-        (*H_LINKED, ev(CONNECTION_DISCONNECTED, 3, acc(DEAUTHORIZED))),
-        ev(CONNECTION_RECONNECTED, 4, acc(LINKED)),
+        (*H_LINKED, ev(CONNECTION_DISCONNECTED, 3, acc(ConnectionStatus.DEAUTHORIZED))),
+        ev(CONNECTION_RECONNECTED, 4, acc(ConnectionStatus.LINKED)),
         APPLIED,
-        LINKED_STATE,
+        OnboardingState.LINKED,
         CREATE_PARTNER,
-        accounting=(ACC, LINKED),
+        accounting=(ACC, ConnectionStatus.LINKED),
     ),
     # -- expense connection events never count as the accounting connection ---------------------
     Case(
         "Expense connection.created while pending_auth -> expense only",
         H_PENDING,
-        ev(CONNECTION_CREATED, 2, exp(LINKED)),
+        ev(CONNECTION_CREATED, 2, exp(ConnectionStatus.LINKED)),
         APPLIED,
-        PENDING_AUTH_STATE,
-        accounting=(ACC, PENDING_AUTH),
+        OnboardingState.PENDING_AUTH,
+        accounting=(ACC, ConnectionStatus.PENDING_AUTH),
         expense=EXP,
     ),
     Case(
         "Expense connection.connected while pending_auth -> no command",
         H_PENDING,
-        ev(CONNECTION_CONNECTED, 2, exp(LINKED)),
+        ev(CONNECTION_CONNECTED, 2, exp(ConnectionStatus.LINKED)),
         APPLIED,
-        PENDING_AUTH_STATE,
-        accounting=(ACC, PENDING_AUTH),
+        OnboardingState.PENDING_AUTH,
+        accounting=(ACC, ConnectionStatus.PENDING_AUTH),
         expense=EXP,
     ),
     Case(
         "Expense connection.connected with no accounting connection -> created",
         H_CREATED,
-        ev(CONNECTION_CONNECTED, 2, exp(LINKED)),
+        ev(CONNECTION_CONNECTED, 2, exp(ConnectionStatus.LINKED)),
         APPLIED,
-        CREATED,
+        OnboardingState.CREATED,
         expense=EXP,
     ),
     Case(
         "Expense connection.connected while linked -> ready, no command",
         H_LINKED,
-        ev(CONNECTION_CONNECTED, 3, exp(LINKED)),
+        ev(CONNECTION_CONNECTED, 3, exp(ConnectionStatus.LINKED)),
         APPLIED,
-        READY,
-        accounting=(ACC, LINKED),
+        OnboardingState.READY,
+        accounting=(ACC, ConnectionStatus.LINKED),
         expense=EXP,
     ),
     Case(
         "Expense connection.disconnected while ready -> stays ready, no command",
         H_READY,
-        ev(CONNECTION_DISCONNECTED, 4, exp(UNLINKED)),
+        ev(CONNECTION_DISCONNECTED, 4, exp(ConnectionStatus.UNLINKED)),
         APPLIED,
-        READY,
-        accounting=(ACC, LINKED),
+        OnboardingState.READY,
+        accounting=(ACC, ConnectionStatus.LINKED),
         expense=EXP,
     ),
     Case(
         "Expense connection.reconnected while disconnected -> stays disconnected",
         H_DISCONNECTED,
-        ev(CONNECTION_RECONNECTED, 6, exp(LINKED)),
+        ev(CONNECTION_RECONNECTED, 6, exp(ConnectionStatus.LINKED)),
         APPLIED,
-        DISCONNECTED,
-        accounting=(ACC, UNLINKED),
+        OnboardingState.DISCONNECTED,
+        accounting=(ACC, ConnectionStatus.UNLINKED),
         expense=EXP,
     ),
     Case(
         "Expense connection.deleted while ready -> linked, and still no command",
         H_READY,
-        ev(CONNECTION_DELETED, 4, exp(LINKED)),
+        ev(CONNECTION_DELETED, 4, exp(ConnectionStatus.LINKED)),
         APPLIED,
-        LINKED_STATE,
-        accounting=(ACC, LINKED),
+        OnboardingState.LINKED,
+        accounting=(ACC, ConnectionStatus.LINKED),
     ),
     Case(
         "legacy event (no sourceType) for the known expense connection -> expense only",
         H_READY,
-        ev(CONNECTION_DISCONNECTED, 4, replace(exp(UNLINKED), source_type=None)),
+        ev(CONNECTION_DISCONNECTED, 4, replace(exp(ConnectionStatus.UNLINKED), source_type=None)),
         APPLIED,
-        READY,
-        accounting=(ACC, LINKED),
+        OnboardingState.READY,
+        accounting=(ACC, ConnectionStatus.LINKED),
         expense=EXP,
     ),
     # -- other source types play no part ------------------------------------------------------
     Case(
         "Banking connection.created is ignored",
         H_CREATED,
-        ev(CONNECTION_CREATED, 1, acc(PENDING_AUTH, BANK, "Banking")),
+        ev(CONNECTION_CREATED, 1, acc(ConnectionStatus.PENDING_AUTH, BANK, "Banking")),
         IGNORED,
-        CREATED,
+        OnboardingState.CREATED,
         unchanged=True,
     ),
     Case(
         "Banking connection.connected while pending_auth is ignored",
         H_PENDING,
-        ev(CONNECTION_CONNECTED, 2, acc(LINKED, BANK, "Banking")),
+        ev(CONNECTION_CONNECTED, 2, acc(ConnectionStatus.LINKED, BANK, "Banking")),
         IGNORED,
-        PENDING_AUTH_STATE,
-        accounting=(ACC, PENDING_AUTH),
+        OnboardingState.PENDING_AUTH,
+        accounting=(ACC, ConnectionStatus.PENDING_AUTH),
         unchanged=True,
     ),
     Case(
         "Banking connection.deleted while ready is ignored",
         H_READY,
-        ev(CONNECTION_DELETED, 4, acc(LINKED, BANK, "Banking")),
+        ev(CONNECTION_DELETED, 4, acc(ConnectionStatus.LINKED, BANK, "Banking")),
         IGNORED,
-        READY,
-        accounting=(ACC, LINKED),
+        OnboardingState.READY,
+        accounting=(ACC, ConnectionStatus.LINKED),
         expense=EXP,
         unchanged=True,
     ),
@@ -341,108 +323,108 @@ CASES = [
     Case(
         "connection.deleted with status Linked -> created",
         H_READY,
-        ev(CONNECTION_DELETED, 4, acc(LINKED)),
+        ev(CONNECTION_DELETED, 4, acc(ConnectionStatus.LINKED)),
         APPLIED,
-        CREATED,
+        OnboardingState.CREATED,
         expense=EXP,
     ),
     Case(
         "connection.deleted with status Linked while linked -> created, no command",
         H_LINKED,
-        ev(CONNECTION_DELETED, 3, acc(LINKED)),
+        ev(CONNECTION_DELETED, 3, acc(ConnectionStatus.LINKED)),
         APPLIED,
-        CREATED,
+        OnboardingState.CREATED,
     ),
     Case(
         "connection.deleted of an older accounting connection changes nothing",
         (
             *H_LINKED,
-            ev(CONNECTION_DELETED, 3, acc(LINKED)),
-            ev(CONNECTION_CREATED, 4, acc(PENDING_AUTH, ACC2)),
+            ev(CONNECTION_DELETED, 3, acc(ConnectionStatus.LINKED)),
+            ev(CONNECTION_CREATED, 4, acc(ConnectionStatus.PENDING_AUTH, ACC2)),
         ),
-        ev(CONNECTION_DELETED, 5, acc(LINKED)),
+        ev(CONNECTION_DELETED, 5, acc(ConnectionStatus.LINKED)),
         IGNORED,
-        PENDING_AUTH_STATE,
-        accounting=(ACC2, PENDING_AUTH),
+        OnboardingState.PENDING_AUTH,
+        accounting=(ACC2, ConnectionStatus.PENDING_AUTH),
     ),
     Case(
         "a second accounting connection after a delete -> linked, command for it",
         (
             *H_LINKED,
-            ev(CONNECTION_DELETED, 3, acc(LINKED)),
-            ev(CONNECTION_CREATED, 4, acc(PENDING_AUTH, ACC2)),
+            ev(CONNECTION_DELETED, 3, acc(ConnectionStatus.LINKED)),
+            ev(CONNECTION_CREATED, 4, acc(ConnectionStatus.PENDING_AUTH, ACC2)),
         ),
-        ev(CONNECTION_CONNECTED, 5, acc(LINKED, ACC2)),
+        ev(CONNECTION_CONNECTED, 5, acc(ConnectionStatus.LINKED, ACC2)),
         APPLIED,
-        LINKED_STATE,
+        OnboardingState.LINKED,
         CREATE_PARTNER_2,
-        accounting=(ACC2, LINKED),
+        accounting=(ACC2, ConnectionStatus.LINKED),
     ),
     # -- stale events ---------------------------------------------------------------------------
     Case(
         "older connection.created after connected is stale",
         H_LINKED,
-        ev(CONNECTION_CREATED, 1, acc(PENDING_AUTH)),
+        ev(CONNECTION_CREATED, 1, acc(ConnectionStatus.PENDING_AUTH)),
         STALE,
-        LINKED_STATE,
-        accounting=(ACC, LINKED),
+        OnboardingState.LINKED,
+        accounting=(ACC, ConnectionStatus.LINKED),
         unchanged=True,
     ),
     Case(
         "older connection.connected after disconnected is stale, no command",
         H_DISCONNECTED,
-        ev(CONNECTION_CONNECTED, 2, acc(LINKED)),
+        ev(CONNECTION_CONNECTED, 2, acc(ConnectionStatus.LINKED)),
         STALE,
-        DISCONNECTED,
-        accounting=(ACC, UNLINKED),
+        OnboardingState.DISCONNECTED,
+        accounting=(ACC, ConnectionStatus.UNLINKED),
         expense=EXP,
         unchanged=True,
     ),
     Case(
         "older connection.disconnected after reconnected is stale",
-        (*H_DISCONNECTED, ev(CONNECTION_RECONNECTED, 9, acc(LINKED))),
-        ev(CONNECTION_DISCONNECTED, 8, acc(DEAUTHORIZED)),
+        (*H_DISCONNECTED, ev(CONNECTION_RECONNECTED, 9, acc(ConnectionStatus.LINKED))),
+        ev(CONNECTION_DISCONNECTED, 8, acc(ConnectionStatus.DEAUTHORIZED)),
         STALE,
-        READY,
-        accounting=(ACC, LINKED),
+        OnboardingState.READY,
+        accounting=(ACC, ConnectionStatus.LINKED),
         expense=EXP,
         unchanged=True,
     ),
     Case(
         "older connection.deleted after a newer connected is stale",
         H_LINKED,
-        ev(CONNECTION_DELETED, 1, acc(LINKED)),
+        ev(CONNECTION_DELETED, 1, acc(ConnectionStatus.LINKED)),
         STALE,
-        LINKED_STATE,
-        accounting=(ACC, LINKED),
+        OnboardingState.LINKED,
+        accounting=(ACC, ConnectionStatus.LINKED),
         unchanged=True,
     ),
     Case(
         "older connection.failed after connected is stale, no error recorded",
         H_LINKED,
-        ev(CONNECTION_FAILED, 1, acc(PENDING_AUTH), error="user cancelled"),
+        ev(CONNECTION_FAILED, 1, acc(ConnectionStatus.PENDING_AUTH), error="user cancelled"),
         STALE,
-        LINKED_STATE,
-        accounting=(ACC, LINKED),
+        OnboardingState.LINKED,
+        accounting=(ACC, ConnectionStatus.LINKED),
         unchanged=True,
     ),
     Case(
         "older Expense event after a newer one for that connection is stale",
-        (*H_READY, ev(CONNECTION_DISCONNECTED, 8, exp(UNLINKED))),
-        ev(CONNECTION_CONNECTED, 7, exp(LINKED)),
+        (*H_READY, ev(CONNECTION_DISCONNECTED, 8, exp(ConnectionStatus.UNLINKED))),
+        ev(CONNECTION_CONNECTED, 7, exp(ConnectionStatus.LINKED)),
         STALE,
-        READY,
-        accounting=(ACC, LINKED),
+        OnboardingState.READY,
+        accounting=(ACC, ConnectionStatus.LINKED),
         expense=EXP,
         unchanged=True,
     ),
     Case(
         "same instant: connection.created after connected is stale (lifecycle order)",
-        (*H_CREATED, ev(CONNECTION_CONNECTED, 2, acc(LINKED))),
-        ev(CONNECTION_CREATED, 2, acc(PENDING_AUTH)),
+        (*H_CREATED, ev(CONNECTION_CONNECTED, 2, acc(ConnectionStatus.LINKED))),
+        ev(CONNECTION_CREATED, 2, acc(ConnectionStatus.PENDING_AUTH)),
         STALE,
-        LINKED_STATE,
-        accounting=(ACC, LINKED),
+        OnboardingState.LINKED,
+        accounting=(ACC, ConnectionStatus.LINKED),
         unchanged=True,
     ),
     Case(
@@ -450,64 +432,64 @@ CASES = [
         (ev(COMPANY_CREATED, 5, name="New name"),),
         ev(COMPANY_CREATED, 1, name="Old name"),
         STALE,
-        CREATED,
+        OnboardingState.CREATED,
         unchanged=True,
     ),
     Case(
         "an event for an accounting connection older than the followed one is stale",
         (
             *H_LINKED,
-            ev(CONNECTION_DELETED, 3, acc(LINKED)),
-            ev(CONNECTION_CREATED, 4, acc(PENDING_AUTH, ACC2)),
+            ev(CONNECTION_DELETED, 3, acc(ConnectionStatus.LINKED)),
+            ev(CONNECTION_CREATED, 4, acc(ConnectionStatus.PENDING_AUTH, ACC2)),
         ),
-        ev(CONNECTION_DISCONNECTED, 2, acc(UNLINKED)),
+        ev(CONNECTION_DISCONNECTED, 2, acc(ConnectionStatus.UNLINKED)),
         STALE,
-        PENDING_AUTH_STATE,
-        accounting=(ACC2, PENDING_AUTH),
+        OnboardingState.PENDING_AUTH,
+        accounting=(ACC2, ConnectionStatus.PENDING_AUTH),
     ),
     Case(
         "an older event of a replaced connection is stale even once the new one is deleted",
         (
             *H_LINKED,
-            ev(CONNECTION_DELETED, 3, acc(LINKED)),
-            ev(CONNECTION_CREATED, 4, acc(PENDING_AUTH, ACC2)),
-            ev(CONNECTION_DELETED, 5, acc(PENDING_AUTH, ACC2)),
+            ev(CONNECTION_DELETED, 3, acc(ConnectionStatus.LINKED)),
+            ev(CONNECTION_CREATED, 4, acc(ConnectionStatus.PENDING_AUTH, ACC2)),
+            ev(CONNECTION_DELETED, 5, acc(ConnectionStatus.PENDING_AUTH, ACC2)),
         ),
-        ev(CONNECTION_RECONNECTED, 2, acc(LINKED)),
+        ev(CONNECTION_RECONNECTED, 2, acc(ConnectionStatus.LINKED)),
         STALE,
-        CREATED,
+        OnboardingState.CREATED,
     ),
     Case(
         "a late connected of a connection deleted before the next was created is stale",
         (
-            ev(CONNECTION_CREATED, 4, acc(PENDING_AUTH, ACC2)),
-            ev(CONNECTION_DELETED, 5, acc(PENDING_AUTH, ACC2)),
+            ev(CONNECTION_CREATED, 4, acc(ConnectionStatus.PENDING_AUTH, ACC2)),
+            ev(CONNECTION_DELETED, 5, acc(ConnectionStatus.PENDING_AUTH, ACC2)),
         ),
-        ev(CONNECTION_CONNECTED, 2, acc(LINKED)),
+        ev(CONNECTION_CONNECTED, 2, acc(ConnectionStatus.LINKED)),
         STALE,
-        CREATED,
+        OnboardingState.CREATED,
     ),
     Case(
         "an older event of a replaced expense connection is stale",
         (
             *H_READY,
-            ev(CONNECTION_DELETED, 4, exp(LINKED)),
-            ev(CONNECTION_CREATED, 5, exp(LINKED, "exp-2")),
+            ev(CONNECTION_DELETED, 4, exp(ConnectionStatus.LINKED)),
+            ev(CONNECTION_CREATED, 5, exp(ConnectionStatus.LINKED, "exp-2")),
         ),
-        ev(CONNECTION_RECONNECTED, 3, exp(LINKED)),
+        ev(CONNECTION_RECONNECTED, 3, exp(ConnectionStatus.LINKED)),
         STALE,
-        READY,
-        accounting=(ACC, LINKED),
+        OnboardingState.READY,
+        accounting=(ACC, ConnectionStatus.LINKED),
         expense="exp-2",
     ),
     # -- deleted companies ignore everything later ----------------------------------------------
     Case(
         "after company.deleted: connection.connected is ignored",
         H_DELETED,
-        ev(CONNECTION_CONNECTED, 9, acc(LINKED, ACC2)),
+        ev(CONNECTION_CONNECTED, 9, acc(ConnectionStatus.LINKED, ACC2)),
         IGNORED,
-        DELETED,
-        accounting=(ACC, LINKED),
+        OnboardingState.DELETED,
+        accounting=(ACC, ConnectionStatus.LINKED),
         expense=EXP,
         unchanged=True,
     ),
@@ -516,18 +498,18 @@ CASES = [
         H_DELETED,
         ev(COMPANY_CREATED, 9, name="Back again"),
         IGNORED,
-        DELETED,
-        accounting=(ACC, LINKED),
+        OnboardingState.DELETED,
+        accounting=(ACC, ConnectionStatus.LINKED),
         expense=EXP,
         unchanged=True,
     ),
     Case(
         "after company.deleted: connection.deleted is ignored",
         H_DELETED,
-        ev(CONNECTION_DELETED, 9, acc(LINKED)),
+        ev(CONNECTION_DELETED, 9, acc(ConnectionStatus.LINKED)),
         IGNORED,
-        DELETED,
-        accounting=(ACC, LINKED),
+        OnboardingState.DELETED,
+        accounting=(ACC, ConnectionStatus.LINKED),
         expense=EXP,
         unchanged=True,
     ),
@@ -536,44 +518,49 @@ CASES = [
         (*H_LINKED, ev(COMPANY_DELETED, 3)),
         ev(PARTNER_CONNECTION_CREATED, 4, exp()),
         IGNORED,
-        DELETED,
-        accounting=(ACC, LINKED),
+        OnboardingState.DELETED,
+        accounting=(ACC, ConnectionStatus.LINKED),
         unchanged=True,
     ),
     # -- failures -------------------------------------------------------------------------------
     Case(
         "connection.failed keeps pending_auth",
         H_PENDING,
-        ev(CONNECTION_FAILED, 2, acc(PENDING_AUTH), error="400 Bad Request user cancelled"),
+        ev(
+            CONNECTION_FAILED,
+            2,
+            acc(ConnectionStatus.PENDING_AUTH),
+            error="400 Bad Request user cancelled",
+        ),
         APPLIED,
-        PENDING_AUTH_STATE,
-        accounting=(ACC, PENDING_AUTH),
+        OnboardingState.PENDING_AUTH,
+        accounting=(ACC, ConnectionStatus.PENDING_AUTH),
     ),
     Case(
         "partnerExpenseConnection.failed keeps linked",
         H_LINKED,
         ev(PARTNER_CONNECTION_FAILED, 3, error="402 account limit"),
         APPLIED,
-        LINKED_STATE,
-        accounting=(ACC, LINKED),
+        OnboardingState.LINKED,
+        accounting=(ACC, ConnectionStatus.LINKED),
     ),
     # -- what Codat answered when asked ---------------------------------------------------------
     Case(
         "connection.observed Linked while pending_auth -> linked, one command",
         H_PENDING,
-        ev(CONNECTION_OBSERVED, 2, acc(LINKED)),
+        ev(CONNECTION_OBSERVED, 2, acc(ConnectionStatus.LINKED)),
         APPLIED,
-        LINKED_STATE,
+        OnboardingState.LINKED,
         CREATE_PARTNER,
-        accounting=(ACC, LINKED),
+        accounting=(ACC, ConnectionStatus.LINKED),
     ),
     Case(
         "connection.observed Unlinked while linked -> disconnected",
         H_LINKED,
-        ev(CONNECTION_OBSERVED, 3, acc(UNLINKED)),
+        ev(CONNECTION_OBSERVED, 3, acc(ConnectionStatus.UNLINKED)),
         APPLIED,
-        DISCONNECTED,
-        accounting=(ACC, UNLINKED),
+        OnboardingState.DISCONNECTED,
+        accounting=(ACC, ConnectionStatus.UNLINKED),
     ),
     # -- unknown and malformed events -----------------------------------------------------------
     Case(
@@ -581,8 +568,8 @@ CASES = [
         H_PENDING,
         ev("read.completed", 2),
         IGNORED,
-        PENDING_AUTH_STATE,
-        accounting=(ACC, PENDING_AUTH),
+        OnboardingState.PENDING_AUTH,
+        accounting=(ACC, ConnectionStatus.PENDING_AUTH),
         unchanged=True,
     ),
     Case(
@@ -590,8 +577,8 @@ CASES = [
         H_PENDING,
         ev(CONNECTION_CONNECTED, 2),
         IGNORED,
-        PENDING_AUTH_STATE,
-        accounting=(ACC, PENDING_AUTH),
+        OnboardingState.PENDING_AUTH,
+        accounting=(ACC, ConnectionStatus.PENDING_AUTH),
         unchanged=True,
     ),
 ]
@@ -629,7 +616,7 @@ def test_every_product_state_is_reached() -> None:
 
 def test_initial_state_is_created_with_nothing_known() -> None:
     state = initial_state(COMPANY)
-    assert state.state == CREATED
+    assert state.state == OnboardingState.CREATED
     assert state.accounting_connection is None
     assert state.expense_connection is None
     assert state.watermarks == {}
@@ -640,22 +627,22 @@ def test_connection_connected_emits_exactly_one_create_partner_command() -> None
     commands = [command for step in steps for command in step.commands]
     assert commands == [CreatePartnerExpenseConnection(COMPANY, ACC)]
     assert commands[0].kind == "create_partner_expense_connection"
-    assert state.state == LINKED_STATE
+    assert state.state == OnboardingState.LINKED
 
 
 def test_full_onboarding_emits_one_command_in_total() -> None:
     history = [
         *H_READY,
-        ev(CONNECTION_DISCONNECTED, 4, acc(DEAUTHORIZED)),
-        ev(CONNECTION_RECONNECTED, 5, acc(LINKED)),
-        ev(CONNECTION_DISCONNECTED, 6, acc(UNLINKED)),
-        ev(CONNECTION_RECONNECTED, 7, acc(LINKED)),
-        ev(CONNECTION_CONNECTED, 8, exp(LINKED)),
+        ev(CONNECTION_DISCONNECTED, 4, acc(ConnectionStatus.DEAUTHORIZED)),
+        ev(CONNECTION_RECONNECTED, 5, acc(ConnectionStatus.LINKED)),
+        ev(CONNECTION_DISCONNECTED, 6, acc(ConnectionStatus.UNLINKED)),
+        ev(CONNECTION_RECONNECTED, 7, acc(ConnectionStatus.LINKED)),
+        ev(CONNECTION_CONNECTED, 8, exp(ConnectionStatus.LINKED)),
     ]
     state, steps = fold(initial_state(COMPANY), history)
     assert [step.outcome for step in steps] == [APPLIED] * len(history)
     assert sum(len(step.commands) for step in steps) == 1
-    assert state.state == READY
+    assert state.state == OnboardingState.READY
 
 
 def test_expense_events_never_emit_a_command_from_any_state() -> None:
@@ -673,7 +660,12 @@ def test_expense_events_never_emit_a_command_from_any_state() -> None:
     for history in histories:
         before = build(*history)
         for event_type in types:
-            for status in (PENDING_AUTH, LINKED, UNLINKED, DEAUTHORIZED):
+            for status in (
+                ConnectionStatus.PENDING_AUTH,
+                ConnectionStatus.LINKED,
+                ConnectionStatus.UNLINKED,
+                ConnectionStatus.DEAUTHORIZED,
+            ):
                 step = transition(before, ev(event_type, 30, exp(status)))
                 assert step.commands == (), (history[-1].event_type, event_type, status)
                 assert step.state.accounting_connection == before.accounting_connection
@@ -681,17 +673,24 @@ def test_expense_events_never_emit_a_command_from_any_state() -> None:
 
 def test_connection_failed_keeps_pending_auth_and_records_the_error() -> None:
     before = build(*H_PENDING)
-    failed = ev(CONNECTION_FAILED, 2, acc(PENDING_AUTH), error="400 Bad Request user cancelled")
+    failed = ev(
+        CONNECTION_FAILED,
+        2,
+        acc(ConnectionStatus.PENDING_AUTH),
+        error="400 Bad Request user cancelled",
+    )
     step = transition(before, failed)
-    assert step.state.state == PENDING_AUTH_STATE
+    assert step.state.state == OnboardingState.PENDING_AUTH
     assert step.state.last_error == "400 Bad Request user cancelled"
     assert step.state.last_error_at == at(2)
     assert step.commands == ()
 
 
 def test_connection_failed_without_a_message_still_says_why() -> None:
-    step = transition(build(*H_PENDING), ev(CONNECTION_FAILED, 2, acc(PENDING_AUTH)))
-    assert step.state.state == PENDING_AUTH_STATE
+    step = transition(
+        build(*H_PENDING), ev(CONNECTION_FAILED, 2, acc(ConnectionStatus.PENDING_AUTH))
+    )
+    assert step.state.state == OnboardingState.PENDING_AUTH
     assert step.state.last_error
     assert "fail" in step.state.last_error
 
@@ -699,13 +698,13 @@ def test_connection_failed_without_a_message_still_says_why() -> None:
 def test_repeated_connection_failed_keeps_pending_auth_and_clears_on_connect() -> None:
     state = build(
         *H_PENDING,
-        ev(CONNECTION_FAILED, 2, acc(PENDING_AUTH), error="cancelled"),
-        ev(CONNECTION_FAILED, 3, acc(PENDING_AUTH), error="cancelled again"),
+        ev(CONNECTION_FAILED, 2, acc(ConnectionStatus.PENDING_AUTH), error="cancelled"),
+        ev(CONNECTION_FAILED, 3, acc(ConnectionStatus.PENDING_AUTH), error="cancelled again"),
     )
-    assert state.state == PENDING_AUTH_STATE
+    assert state.state == OnboardingState.PENDING_AUTH
     assert state.last_error == "cancelled again"
-    step = transition(state, ev(CONNECTION_CONNECTED, 4, acc(LINKED)))
-    assert step.state.state == LINKED_STATE
+    step = transition(state, ev(CONNECTION_CONNECTED, 4, acc(ConnectionStatus.LINKED)))
+    assert step.state.state == OnboardingState.LINKED
     assert step.state.last_error is None
     assert step.state.last_error_at is None
 
@@ -713,22 +712,26 @@ def test_repeated_connection_failed_keeps_pending_auth_and_clears_on_connect() -
 def test_connection_failed_with_a_linked_snapshot_never_links() -> None:
     """Driven by the event type (CODAT.md): a failed attempt does not move pending_auth on,
     whatever status its snapshot carries, and asks for nothing."""
-    step = transition(build(*H_PENDING), ev(CONNECTION_FAILED, 2, acc(LINKED), error="cancelled"))
+    step = transition(
+        build(*H_PENDING), ev(CONNECTION_FAILED, 2, acc(ConnectionStatus.LINKED), error="cancelled")
+    )
     assert step.outcome == APPLIED
-    assert step.state.state == PENDING_AUTH_STATE
-    assert step.state.accounting_connection == acc(PENDING_AUTH)
+    assert step.state.state == OnboardingState.PENDING_AUTH
+    assert step.state.accounting_connection == acc(ConnectionStatus.PENDING_AUTH)
     assert step.state.last_error == "cancelled"
     assert step.commands == ()
 
 
 def test_connection_failed_after_linked_stays_linked_and_then_clears_on_connect() -> None:
     """A connection already known Linked stays Linked when a later attempt fails."""
-    step = transition(build(*H_LINKED), ev(CONNECTION_FAILED, 3, acc(LINKED), error="expired"))
-    assert step.state.state == LINKED_STATE
-    assert step.state.accounting_connection == acc(LINKED)
+    step = transition(
+        build(*H_LINKED), ev(CONNECTION_FAILED, 3, acc(ConnectionStatus.LINKED), error="expired")
+    )
+    assert step.state.state == OnboardingState.LINKED
+    assert step.state.accounting_connection == acc(ConnectionStatus.LINKED)
     assert step.state.last_error == "expired"
-    again = transition(step.state, ev(CONNECTION_RECONNECTED, 4, acc(LINKED)))
-    assert again.state.state == LINKED_STATE
+    again = transition(step.state, ev(CONNECTION_RECONNECTED, 4, acc(ConnectionStatus.LINKED)))
+    assert again.state.state == OnboardingState.LINKED
     assert again.state.last_error is None
 
 
@@ -741,34 +744,38 @@ def test_partner_connection_failed_records_the_error() -> None:
 
 @pytest.mark.parametrize(
     ("status", "expected"),
-    [(DEAUTHORIZED, DEAUTHORIZED), (UNLINKED, UNLINKED), (PENDING_AUTH, UNLINKED)],
+    [
+        (ConnectionStatus.DEAUTHORIZED, ConnectionStatus.DEAUTHORIZED),
+        (ConnectionStatus.UNLINKED, ConnectionStatus.UNLINKED),
+        (ConnectionStatus.PENDING_AUTH, ConnectionStatus.UNLINKED),
+    ],
 )
 def test_disconnected_tells_deauthorized_from_unlinked(status: str, expected: str) -> None:
     step = transition(build(*H_READY), ev(CONNECTION_DISCONNECTED, 4, acc(status)))
-    assert step.state.state == DISCONNECTED
+    assert step.state.state == OnboardingState.DISCONNECTED
     assert step.state.accounting_connection == acc(expected)
     assert step.commands == ()
 
 
 def test_connection_deleted_by_event_type_even_when_status_says_linked() -> None:
-    step = transition(build(*H_LINKED), ev(CONNECTION_DELETED, 3, acc(LINKED)))
+    step = transition(build(*H_LINKED), ev(CONNECTION_DELETED, 3, acc(ConnectionStatus.LINKED)))
     assert step.outcome == APPLIED
     assert step.state.accounting_connection is None
-    assert step.state.state == CREATED
+    assert step.state.state == OnboardingState.CREATED
     assert step.commands == ()
     # A later, older copy of connected for that deleted connection does not bring it back.
-    late = transition(step.state, ev(CONNECTION_CONNECTED, 2, acc(LINKED)))
+    late = transition(step.state, ev(CONNECTION_CONNECTED, 2, acc(ConnectionStatus.LINKED)))
     assert late.outcome == STALE
-    assert late.state.state == CREATED
+    assert late.state.state == OnboardingState.CREATED
     assert late.commands == ()
 
 
 def test_stale_event_is_stale_per_connection_not_globally() -> None:
     # An expense event newer than anything else does not make an older accounting event stale.
-    state = build(*H_PENDING, ev(CONNECTION_CONNECTED, 50, exp(LINKED)))
-    step = transition(state, ev(CONNECTION_CONNECTED, 10, acc(LINKED)))
+    state = build(*H_PENDING, ev(CONNECTION_CONNECTED, 50, exp(ConnectionStatus.LINKED)))
+    step = transition(state, ev(CONNECTION_CONNECTED, 10, acc(ConnectionStatus.LINKED)))
     assert step.outcome == APPLIED
-    assert step.state.state == READY
+    assert step.state.state == OnboardingState.READY
     assert step.commands == ()
 
 
@@ -786,7 +793,7 @@ def test_duplicate_of_the_newest_event_changes_nothing(history: tuple[Event, ...
 def test_same_instant_but_different_news_is_not_a_duplicate() -> None:
     """Equal marks with new facts (a legacy body to the second) still apply."""
     before = build(*H_PENDING)
-    renamed = replace(acc(PENDING_AUTH), platform_name="Xero (renamed)")
+    renamed = replace(acc(ConnectionStatus.PENDING_AUTH), platform_name="Xero (renamed)")
     step = transition(before, ev(CONNECTION_CREATED, 1, renamed))
     assert step.outcome == APPLIED
     assert step.state.accounting_connection is not None
@@ -795,9 +802,13 @@ def test_same_instant_but_different_news_is_not_a_duplicate() -> None:
 
 def test_legacy_event_keeps_platform_name_and_source_type() -> None:
     state = build(*H_PENDING)
-    step = transition(state, ev(CONNECTION_CONNECTED, 2, acc(LINKED, source_type=None)))
+    step = transition(
+        state, ev(CONNECTION_CONNECTED, 2, acc(ConnectionStatus.LINKED, source_type=None))
+    )
     accounting = step.state.accounting_connection
-    assert accounting == Connection(ACC, LINKED, "gbol", "Xero", ACCOUNTING)
+    assert accounting == Connection(
+        ACC, ConnectionStatus.LINKED, "gbol", "Xero", SourceType.ACCOUNTING
+    )
     assert step.commands == CREATE_PARTNER
 
 
