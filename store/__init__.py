@@ -4,7 +4,7 @@ Code outside `store/` imports this package only: the records, the contract (`Sto
 narrower views each consumer needs) and `open_store(url)`, which picks the backend.
 """
 
-from store.contract import CompanyStates, EffectRecord, EventLog, Store
+from store.contract import CompanyStates, EffectRecord, EventLog, Queries, Store, WorkerReads
 from store.errors import StoreError, is_unavailable
 from store.opening import open_store, sqlite_path
 from store.records import (
@@ -33,9 +33,11 @@ __all__ = [
     "InsertResult",
     "NewEvent",
     "Page",
+    "Queries",
     "Store",
     "StoreError",
     "StoredEvent",
+    "WorkerReads",
     "is_unavailable",
     "open_store",
     "sqlite_path",

@@ -6,11 +6,11 @@ from typing import Any
 
 from handlers.state import CompanyState
 from handlers.transitions import initial_state
-from store import EFFECT_FAILED, EFFECT_PENDING, CompanyRow, Effect, Store, StoredEvent
+from store import EFFECT_FAILED, EFFECT_PENDING, CompanyRow, Effect, Queries, StoredEvent
 
 
 def company_document(
-    store: Store, company_id: str, *, event_limit: int = 500
+    store: Queries, company_id: str, *, event_limit: int = 500
 ) -> dict[str, Any] | None:
     """The status document of one company, or None if the store has never heard of it."""
     row = store.company(company_id)

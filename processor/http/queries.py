@@ -17,7 +17,7 @@ from processor import clock
 from processor.http.documents import company_document, summary
 from processor.http.errors import HttpError
 from processor.http.services import services
-from store import Store
+from store import Queries
 
 COMPANY_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}", re.ASCII)
 MAX_LIMIT = 1000
@@ -80,7 +80,7 @@ async def list_companies(request: Request) -> Response:
             raise HttpError(400, "expected a cursor from a previous answer's 'next', found another")
     limit = int(raw_limit)
 
-    def page(store: Store) -> dict[str, Any]:
+    def page(store: Queries) -> dict[str, Any]:
         found = store.companies(state=state, limit=limit, after=after)
         return {
             "companies": [summary(row, row.company_id) for row in found.companies],

@@ -20,7 +20,7 @@ from processor.config import Settings
 from processor.intake.writer import Writer
 from processor.work.effects import carry_out, claim_seconds, release_dead_claims
 from processor.work.folding import FoldReport, fold_companies
-from store import Effect, Store
+from store import Effect, Store, WorkerReads
 
 log = logging.getLogger(__name__)
 IDLE_SECONDS = 1.0
@@ -31,7 +31,7 @@ class Worker:
     """Moves every company's onboarding forward, from the log to Codat and back."""
 
     def __init__(
-        self, writer: Writer, reads: Store, codat: CodatClient, settings: Settings
+        self, writer: Writer, reads: WorkerReads, codat: CodatClient, settings: Settings
     ) -> None:
         self.writer = writer
         # A read-only connection for the loop's quick indexed look-ups: reads need no place
