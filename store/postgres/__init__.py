@@ -1,0 +1,19 @@
+"""The PostgreSQL backend: the same contract as SQLite's, on a server (issue 10, first part).
+
+Reached through `store.open_store("postgresql://...")` only; serving on it (DATABASE_URL) waits
+for the multi-instance work. How it differs from SQLite: see `connected.py`.
+"""
+
+from __future__ import annotations
+
+from store.postgres.companies import PostgresCompanyStates
+from store.postgres.connected import Connected
+from store.postgres.effects import PostgresEffects
+from store.postgres.events import PostgresEventLog
+
+
+class PostgresStore(PostgresEffects, PostgresEventLog, PostgresCompanyStates, Connected):
+    """The event log, company state and record of effects, in one PostgreSQL database."""
+
+
+__all__ = ["PostgresStore"]

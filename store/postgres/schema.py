@@ -1,0 +1,82 @@
+"""The declared schema, as numbered migrations applied in order, in one transaction.
+
+The same tables as SQLite's, typed for PostgreSQL: BIGINT identities for `seq` and effect ids,
+BYTEA for the raw body, TEXT for the JSON columns (read back byte for byte, key order kept, so
+the records are the same as SQLite's) and for the ISO dates, which are compared as strings.
+Every compared or ordered text column is `COLLATE "C"`: byte order, as SQLite's BINARY, whatever
+the database's locale (an ICU or glibc collation would order ids and dates differently).
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: tuple[tuple[int, str], ...] = (
+    (
+        1,
+        """
+        CREATE TABLE events (
+            seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            message_id TEXT COLLATE "C" NOT NULL UNIQUE,
+            event_id TEXT COLLATE "C",
+            event_type TEXT COLLATE "C" NOT NULL,
+            body_format TEXT NOT NULL,
+            source TEXT NOT NULL,
+            company_id TEXT COLLATE "C",
+            connection_id TEXT COLLATE "C",
+            generated_date TEXT COLLATE "C" NOT NULL,
+            received_at TEXT COLLATE "C" NOT NULL,
+            fields TEXT NOT NULL,
+            body BYTEA NOT NULL,
+            headers TEXT NOT NULL,
+            deliveries INTEGER NOT NULL DEFAULT 1,
+            last_delivered_at TEXT COLLATE "C" NOT NULL,
+            duplicate_of BIGINT REFERENCES events(seq),
+            processed_at TEXT COLLATE "C",
+            fold_order BIGINT,
+            outcome TEXT
+        );
+        CREATE UNIQUE INDEX events_event_id ON events(event_id)
+            WHERE event_id IS NOT NULL AND duplicate_of IS NULL;
+        CREATE INDEX events_pending ON events(company_id, generated_date, seq)
+            WHERE processed_at IS NULL;
+        CREATE INDEX events_company ON events(company_id, seq);
+        CREATE INDEX events_fold_order ON events(fold_order) WHERE fold_order IS NOT NULL;
+
+        CREATE TABLE companies (
+            company_id TEXT COLLATE "C" PRIMARY KEY,
+            state TEXT COLLATE "C" NOT NULL,
+            data TEXT NOT NULL,
+            updated_at TEXT COLLATE "C" NOT NULL,
+            checked_at TEXT COLLATE "C"
+        );
+        CREATE INDEX companies_state ON companies(state, company_id);
+
+        CREATE TABLE effects (
+            id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            company_id TEXT COLLATE "C" NOT NULL,
+            kind TEXT COLLATE "C" NOT NULL,
+            connection_id TEXT COLLATE "C",
+            idempotency_key TEXT COLLATE "C" NOT NULL UNIQUE,
+            caused_by BIGINT REFERENCES events(seq),
+            status TEXT COLLATE "C" NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at TEXT COLLATE "C" NOT NULL,
+            last_error TEXT,
+            result TEXT,
+            claimed_by TEXT COLLATE "C",
+            claim_expires_at TEXT COLLATE "C",
+            created_at TEXT COLLATE "C" NOT NULL,
+            updated_at TEXT COLLATE "C" NOT NULL
+        );
+        CREATE UNIQUE INDEX effects_open ON effects(company_id, kind)
+            WHERE status = 'pending';
+        CREATE INDEX effects_due ON effects(status, next_attempt_at);
+        CREATE INDEX effects_company ON effects(company_id, id);
+        CREATE INDEX effects_caused_by ON effects(caused_by) WHERE caused_by IS NOT NULL;
+
+        CREATE TABLE heartbeat (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            at TEXT NOT NULL
+        );
+        """,
+    ),
+)
