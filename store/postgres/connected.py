@@ -56,7 +56,7 @@ class Connected:
         except psycopg.Error as error:
             # `from None`: the driver's own message may echo the URL, password and all.
             raise StoreError(
-                f"cannot open database {redact_url(url)!r}: {scrub(str(error), url)}"
+                f"cannot open database {redact_url(url)!r}: {_said(error, url)}"
             ) from None
         store = cls(conn, url, readonly=readonly, timeout=timeout)
         try:
@@ -70,7 +70,7 @@ class Connected:
         except psycopg.Error as error:
             conn.close()
             raise StoreError(
-                f"cannot use database {redact_url(url)!r}: {scrub(str(error), url)}"
+                f"cannot use database {redact_url(url)!r}: {_said(error, url)}"
             ) from None
 
     def _configure(self) -> None:
@@ -178,4 +178,9 @@ class Connected:
         try:
             self.conn.execute("SELECT COUNT(*) FROM schema_migrations").fetchone()
         except psycopg.Error as error:
-            raise StoreError(scrub(str(error), self.url)) from error
+            raise StoreError(_said(error, self.url)) from None
+
+
+def _said(error: psycopg.Error, url: str) -> str:
+    """The driver's message on one line, without the URL's secrets."""
+    return " ".join(scrub(str(error), url).split())

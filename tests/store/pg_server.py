@@ -72,11 +72,13 @@ class PostgresServer:
         return f"postgresql://{OS_USER}@127.0.0.1:{self.port}/{database}"
 
     @contextmanager
-    def fresh_database(self) -> Iterator[str]:
-        """A new empty database's URL, dropped (with any connection left open) afterwards."""
+    def fresh_database(self, options: str = "") -> Iterator[str]:
+        """A new empty database's URL, dropped (with any connection left open) afterwards.
+
+        `options` are CREATE DATABASE's (a locale, say)."""
         name = f"t_{uuid.uuid4().hex}"
         with psycopg.connect(self.url(), autocommit=True) as admin:
-            admin.execute(f'CREATE DATABASE "{name}"')
+            admin.execute(f'CREATE DATABASE "{name}" {options}')
         try:
             yield self.url(name)
         finally:
