@@ -84,11 +84,18 @@ def serve(
     request: pytest.FixtureRequest, tmp_path: Path, codat: Codat, secret: str, serve_port: int
 ) -> Iterator[Serve]:
     """`serve` in a thread of the test process; a real process for tests marked
-    `serve_process` (those that kill it or read what only a process has)."""
+    `serve_process` (those that kill it or read what only a process has); more environment
+    from a `serve_env` marker."""
     kind = ServeProcess if request.node.get_closest_marker("serve_process") else ServeThread
+    extra = request.node.get_closest_marker("serve_env")
     server = kind(
         tmp_path / "processor.db",
-        {"CODAT_API_KEY": API_KEY, "CODAT_BASE_URL": codat.url, "CODAT_WEBHOOK_SECRET": secret},
+        {
+            "CODAT_API_KEY": API_KEY,
+            "CODAT_BASE_URL": codat.url,
+            "CODAT_WEBHOOK_SECRET": secret,
+            **(extra.kwargs if extra else {}),
+        },
         port=serve_port,
     )
     with server:
