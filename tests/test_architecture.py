@@ -99,6 +99,7 @@ def test_every_import_follows_the_architecture() -> None:
         ("store.sqlite.events", "processor.clock", "not below store"),
         ("processor.work.worker", "processor.sandbox.sender", "only the command line"),
         ("processor.http.queries", "store.sqlite", "never a backend"),
+        ("processor.work.worker", "store.postgres.connected", "never a backend"),
         ("processor.codat.client", "processor.work.effects", "not below processor.codat"),
         ("processor.intake.writer", "processor.http.errors", "not below processor.intake"),
     ],
@@ -115,6 +116,7 @@ def test_allowed_imports_pass() -> None:
         ("processor.http.webhooks", "processor.intake.signature"),
         ("processor.demo", "processor.sandbox"),
         ("store.opening", "store.sqlite"),
+        ("store.opening", "store.postgres"),
         ("processor.config", "store.sqlite_path"),
     ]:
         assert broken(module, imported) == [], (module, imported)

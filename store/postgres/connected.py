@@ -83,7 +83,9 @@ class Connected:
 
     @property
     def in_transaction(self) -> bool:
-        return self.conn.info.transaction_status != TransactionStatus.IDLE
+        """In a transaction, failed or not (a broken connection is in none: nothing to undo)."""
+        status = self.conn.info.transaction_status
+        return status in (TransactionStatus.INTRANS, TransactionStatus.INERROR)
 
     @contextmanager
     def transaction(self) -> Iterator[Self]:
@@ -119,7 +121,7 @@ class Connected:
             raise
 
     def rollback(self) -> None:
-        if self.in_transaction and not self.conn.closed:
+        if self.in_transaction:
             self.conn.execute("ROLLBACK")
 
     @contextmanager

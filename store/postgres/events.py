@@ -87,7 +87,7 @@ class PostgresEventLog(Connected):
         """Companies with events not yet folded into their state."""
         found = self.conn.execute(
             "SELECT DISTINCT company_id FROM events "
-            "WHERE processed_at IS NULL AND company_id IS NOT NULL LIMIT %s",
+            "WHERE processed_at IS NULL AND company_id IS NOT NULL ORDER BY company_id LIMIT %s",
             [limit],
         )
         return [row[0] for row in found]

@@ -214,3 +214,17 @@ def test_json_keeps_its_key_order_and_escaped_nuls(store: PostgresStore) -> None
     assert row is not None
     assert row.data == fields
     assert list(row.data) == ["b", "a"]
+
+
+def test_a_lost_connection_is_reported_not_hidden_by_the_rollback(
+    store: PostgresStore, postgres_url: str
+) -> None:
+    pid = store.conn.info.backend_pid
+    with pytest.raises(psycopg.OperationalError), store.transaction():
+        store.append_events([new_event("msg-1")])
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+        store.append_events([new_event("msg-2", event_id="evt-2")])
+    assert not store.in_transaction
+    with pytest.raises(StoreError):
+        store.ping()
