@@ -6,8 +6,12 @@ class StoreError(Exception):
 
 
 def is_unavailable(error: BaseException) -> bool:
-    """Whether an error says the store cannot be used now (disk full, locked, gone), as opposed
-    to something wrong with one piece of data."""
+    """Whether an error says the store cannot be used now (disk full, locked, connection lost),
+    as opposed to something wrong with one piece of data."""
     import sqlite3
+    import sys
 
-    return isinstance(error, StoreError | sqlite3.OperationalError)
+    if isinstance(error, StoreError | sqlite3.OperationalError):
+        return True
+    psycopg = sys.modules.get("psycopg")  # loaded only when a PostgreSQL store was opened
+    return psycopg is not None and isinstance(error, psycopg.OperationalError)
