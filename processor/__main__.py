@@ -1,5 +1,5 @@
-"""`python -m processor` is `codat-expenses`."""
+"""`python -m processor` is `codat-expenses`, under that name in its usage and errors."""
 
 from processor.cli import main
 
-main()
+main(prog_name="codat-expenses")
