@@ -236,7 +236,7 @@ def test_lone_surrogate_in_a_signed_body_is_stored(http: httpx.Client, server: S
     assert response.json() == {"status": "stored", "messageId": message_id}
     (stored,) = events(server, message_id)
     assert stored.outcome == "ignored"
-    assert stored.event_id == "\ufffd"  # the replacement character, as intake.clean says
+    assert stored.event_id == "\ufffd"  # U+FFFD, from codat.connections.clean
     assert_still_serving(http, server)
 
 
