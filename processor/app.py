@@ -14,7 +14,8 @@ from starlette.routing import Route
 
 from processor.codat.client import CodatClient, new_client
 from processor.config import Settings
-from processor.http import errors
+from processor.http import dashboard, errors
+from processor.http.openapi import openapi
 from processor.http.queries import get_company, healthz, list_companies
 from processor.http.services import Services
 from processor.http.webhooks import receive_webhook
@@ -54,6 +55,13 @@ def create_app(
             Route("/companies", list_companies, methods=["GET"]),
             Route("/companies/{company_id:path}", get_company, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
+            Route("/openapi.json", openapi, methods=["GET"]),
+            Route("/", dashboard.home, methods=["GET"]),
+            Route("/sign-in", dashboard.sign_in, methods=["POST"]),
+            Route("/sign-out", dashboard.sign_out, methods=["POST"]),
+            Route("/dashboard/companies", dashboard.companies, methods=["GET"]),
+            Route("/dashboard/companies/{company_id:path}", dashboard.company, methods=["GET"]),
+            Route("/dashboard/{rest:path}", dashboard.not_found, methods=["GET"]),
         ],
         exception_handlers=errors.handlers(),
         lifespan=lifespan,

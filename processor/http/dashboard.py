@@ -1,0 +1,224 @@
+"""The read-only dashboard: server-rendered pages for a person, signed in with a query token.
+
+Every page is HTML, including its errors; without a valid session cookie no company data is
+rendered (pages redirect to the sign-in form at `/`). Reads go through the app's readers, as
+the query API's do, and a company page explains the same status document the API answers.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.templating import Jinja2Templates
+
+from handlers.state import STATES, OnboardingState
+from processor import clock
+from processor.http import listing, session
+from processor.http.documents import company_document
+from processor.http.explain import ago, why
+from processor.http.queries import COMPANY_ID
+from processor.http.services import services
+from store import Store
+
+templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
+PAGE_SIZE = 50
+MAX_FORM_BYTES = 4096
+STUCK_AFTER = {OnboardingState.PENDING_AUTH: "24h", OnboardingState.LINKED: "10m"}
+_DURATION = re.compile(r"(\d{1,9})([smhd]?)", re.ASCII)
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+# Pages hold customer data: never cached, never framed, no script or remote resource.
+HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"
+    ),
+}
+
+
+def _page(request: Request, name: str, code: int = 200, **context: Any) -> Response:
+    return templates.TemplateResponse(
+        request,
+        name,
+        {"signed_in": _signed_in(request), **context},
+        status_code=code,
+        headers=HEADERS,
+    )
+
+
+def _problem(request: Request, status: int, message: str) -> Response:
+    return _page(request, "problem.html", status, status=status, message=message)
+
+
+def _signed_in(request: Request) -> bool:
+    tokens = services(request).settings.status_tokens
+    return session.valid(request.cookies.get(session.COOKIE), tokens, int(time.time()))
+
+
+def _to_sign_in() -> Response:
+    return RedirectResponse("/", status_code=303, headers=HEADERS)
+
+
+async def home(request: Request) -> Response:
+    """The funnel, stuck companies and failed commands; the sign-in form when signed out."""
+    if not _signed_in(request):
+        return _sign_in_form(request)
+    after: dict[str, str] = {}
+    for state, default in STUCK_AFTER.items():
+        given = request.query_params.get(f"{state}_after") or default
+        if _seconds(given) is None:
+            return _problem(
+                request,
+                400,
+                f"expected {state}_after to be a duration such as 90s, 10m, 24h or 3d, "
+                f"found {given[:40]!r}",
+            )
+        after[state] = given
+    now = datetime.now(UTC)
+    since = {
+        state: clock.format_datetime(now - timedelta(seconds=_seconds(given) or 0))
+        for state, given in after.items()
+    }
+
+    def read(store: Store) -> dict[str, Any]:
+        counts = store.state_counts()
+        return {
+            "funnel": [(state, counts.get(state, 0)) for state in STATES],
+            "total": sum(counts.values()),
+            "stuck": {state: listing.stuck(store, state, since[state]) for state in after},
+            "failed": store.failed_effects(),
+            "pending_events": store.count_events(pending=True),
+        }
+
+    app = services(request)
+    facts = await app.readers.run(read)
+    return _page(
+        request,
+        "funnel.html",
+        **facts,
+        after=after,
+        now=now,
+        ago=_ago(now),
+        name_of=listing.name_of,
+        health=app.health.degraded(),
+        webhooks=sorted(app.health.outcomes.items()),
+    )
+
+
+def _sign_in_form(request: Request, status: int = 200, message: str | None = None) -> Response:
+    enabled = bool(services(request).settings.status_tokens)
+    return _page(request, "sign_in.html", status, message=message, enabled=enabled)
+
+
+async def sign_in(request: Request) -> Response:
+    """Check the token of the form; on success, the session cookie and back to the funnel."""
+    tokens = services(request).settings.status_tokens
+    if not tokens:
+        return _sign_in_form(request, 403, "the dashboard is disabled: STATUS_API_TOKEN is empty")
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            return _sign_in_form(
+                request, 413, f"expected a form of at most {MAX_FORM_BYTES} bytes, found more"
+            )
+    presented = parse_qs(body.decode("latin-1")).get("token", [""])[0].strip()
+    if not presented:
+        return _sign_in_form(request, 400, "expected a token of the query API, found none")
+    token = session.matching_token(presented, tokens)
+    if token is None:
+        return _sign_in_form(request, 401, "that token is not one of STATUS_API_TOKEN")
+    answer = RedirectResponse("/", status_code=303, headers=HEADERS)
+    answer.set_cookie(
+        session.COOKIE,
+        session.issue(token, int(time.time())),
+        max_age=session.LIFETIME,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
+    return answer
+
+
+async def sign_out(request: Request) -> Response:
+    answer = _to_sign_in()
+    answer.delete_cookie(
+        session.COOKIE, httponly=True, samesite="strict", secure=request.url.scheme == "https"
+    )
+    return answer
+
+
+async def companies(request: Request) -> Response:
+    """Companies newest first, optionally in one state, searched by id or name."""
+    if not _signed_in(request):
+        return _to_sign_in()
+    params = request.query_params
+    state = params.get("state") or None
+    if state is not None and state not in STATES:
+        return _problem(
+            request, 400, f"expected state to be one of {', '.join(STATES)}, found {state[:40]!r}"
+        )
+    raw_page = params.get("page") or "1"
+    if not (raw_page.isascii() and raw_page.isdigit() and 1 <= int(raw_page) <= 10**6):
+        return _problem(request, 400, f"expected page to be a number from 1, found {raw_page!r}")
+    search = (params.get("q") or "").strip()[:200]
+    found = await services(request).readers.run(
+        lambda store: listing.newest_first(
+            store, state=state, search=search, page=int(raw_page), size=PAGE_SIZE
+        )
+    )
+    now = datetime.now(UTC)
+    return _page(
+        request,
+        "companies.html",
+        listing=found,
+        state=state,
+        search=search,
+        states=STATES,
+        name_of=listing.name_of,
+        ago=_ago(now),
+    )
+
+
+async def company(request: Request) -> Response:
+    """One company: the sentence saying why it is where it is, its facts, commands, timeline."""
+    if not _signed_in(request):
+        return _to_sign_in()
+    company_id = request.scope["path"].removeprefix("/dashboard/companies/")
+    if not COMPANY_ID.fullmatch(company_id):
+        return _problem(
+            request, 400, f"expected a Codat company id (a UUID), found {company_id[:100]!r}"
+        )
+    document = await services(request).readers.run(
+        lambda store: company_document(store, company_id)
+    )
+    if document is None:
+        return _problem(request, 404, f"no company {company_id!r} in the store")
+    now = datetime.now(UTC)
+    return _page(request, "company.html", doc=document, why=why(document, now), ago=_ago(now))
+
+
+async def not_found(request: Request) -> Response:
+    """Any other dashboard address: a page a person can read, not the API's JSON."""
+    return _problem(request, 404, f"no dashboard page at {request.url.path[:200]!r}")
+
+
+def _ago(now: datetime) -> Any:
+    def of(text: str | None) -> str:
+        return ago(clock.parse(text), now) if text else ""
+
+    return of
+
+
+def _seconds(text: str) -> int | None:
+    match = _DURATION.fullmatch(text.strip())
+    if match is None:
+        return None
+    return int(match.group(1)) * _UNITS[match.group(2)]

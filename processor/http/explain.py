@@ -1,0 +1,86 @@
+"""One sentence saying why a company is where it is, read from its status document.
+
+It reads the document of `documents.company_document`, so the dashboard (and, later, `status`)
+says nothing the query API does not also answer.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from processor import clock
+
+LINK_URL = "https://link-api.codat.io/companies/{company}/connections/{connection}/start"
+PARTNER_COMMAND = "create_partner_expense_connection"
+
+
+def why(document: dict[str, Any], now: datetime) -> str:
+    """The sentence for this document, as of `now` (an aware UTC datetime)."""
+    company = document["id"]
+    since = _since(document.get("updatedAt"), now)
+    if document["failed"]:
+        command = document["failed"][0]
+        return (
+            f"{_doing(command['command'])} failed: {command['lastError'] or 'no error recorded'}; "
+            f"run `codat-expenses replay --company {company}` after fixing it."
+        )
+    if document["pending"]:
+        command = document["pending"][0]
+        retry = (
+            f"attempt {command['attempts']} failed ({command['lastError']}), "
+            if (command["attempts"] and command["lastError"])
+            else ""
+        )
+        return f"{_doing(command['command'])}: {retry}next attempt at {command['nextAttemptAt']}."
+    state = document["state"]
+    accounting = document["accountingConnection"] or {}
+    platform = accounting.get("platformName") or accounting.get("platformKey") or "the platform"
+    if state is None:
+        return f"{document['pendingEvents']} events received, not yet folded into a state."
+    if state == "created":
+        return (
+            f"No accounting connection yet{since}: run `codat-expenses onboard --company "
+            f"{company} --platform KEY` to create one."
+        )
+    if state == "pending_auth":
+        link = LINK_URL.format(company=company, connection=accounting.get("id", ""))
+        error = document["lastError"]
+        if error:
+            return f"The customer's authorization of {platform} failed: {error['message']}."
+        return f"Waiting for the customer to authorize {platform}{since} (Link URL: {link})."
+    if state == "linked":
+        return f"{platform} is linked{since}; the partner expense connection is not confirmed yet."
+    if state == "ready":
+        return f"Ready{since}: {platform} and the partner expense connection are both linked."
+    if state == "disconnected":
+        status = accounting.get("status") or "not linked"
+        return (
+            f"The accounting connection to {platform} is {status}{since}: the customer must "
+            "authorize it again through Link."
+        )
+    if state == "deleted":
+        return f"Deleted in Codat{since}; nothing more will happen."
+    return f"In {state}{since}."
+
+
+def _doing(command: str) -> str:
+    if command == PARTNER_COMMAND:
+        return "Creating the partner expense connection"
+    return f"The command {command}"
+
+
+def _since(updated_at: str | None, now: datetime) -> str:
+    if not updated_at:
+        return ""
+    return f" since {updated_at[:16].replace('T', ' ')} ({ago(clock.parse(updated_at), now)})"
+
+
+def ago(moment: datetime, now: datetime) -> str:
+    """How long before `now`, in the largest whole unit: '3 days ago', 'just now'."""
+    seconds = max(0, int((now - moment).total_seconds()))
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            count = seconds // size
+            return f"{count} {unit}{'s' if count > 1 else ''} ago"
+    return "just now"
