@@ -51,4 +51,8 @@ class Event:
     connection: Connection | None = None
     error: str | None = None
     source: str = "webhook"
+    # Named values an event carries besides a connection: the expense sync configuration
+    # observed in Codat ({"bankAccount", "supplier", "customer"}: ids, absent when not set).
     details: dict[str, str] = field(default_factory=dict)
+    # Every connection a data read covered (`read.completed`); `connection` holds the first.
+    connection_ids: tuple[str, ...] = ()

@@ -16,11 +16,58 @@ class OnboardingState(StrEnum):
     PENDING_AUTH = "pending_auth"
     LINKED = "linked"
     READY = "ready"
+    AWAITING_CONFIGURATION = "awaiting_configuration"
+    CONFIGURED = "configured"
     DISCONNECTED = "disconnected"
     DELETED = "deleted"
 
 
 STATES: tuple[str, ...] = tuple(OnboardingState)
+# Both connections exist: the states the first part of onboarding ends in.
+CONNECTED_STATES = frozenset(
+    {
+        OnboardingState.READY,
+        OnboardingState.AWAITING_CONFIGURATION,
+        OnboardingState.CONFIGURED,
+    }
+)
+
+
+@dataclass(frozen=True)
+class ExpensesConfiguration:
+    """The company's expense sync defaults as last read back from Codat, and when.
+
+    Ids are Codat's (`bankAccount.id`, `supplier.id`, `customer.id`); None where Codat had none.
+    """
+
+    bank_account: str | None
+    supplier: str | None
+    customer: str | None
+    checked_at: str
+
+    @property
+    def is_set(self) -> bool:
+        """Codat syncs expenses only with all three: its POST requires them together."""
+        return bool(self.bank_account and self.supplier and self.customer)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "bank_account": self.bank_account,
+            "supplier": self.supplier,
+            "customer": self.customer,
+            "checked_at": self.checked_at,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> ExpensesConfiguration | None:
+        if not data:
+            return None
+        return cls(
+            bank_account=data.get("bank_account"),
+            supplier=data.get("supplier"),
+            customer=data.get("customer"),
+            checked_at=data["checked_at"],
+        )
 
 
 @dataclass(frozen=True)
@@ -36,6 +83,9 @@ class CompanyState:
     watermarks: dict[str, str] = field(default_factory=dict)
     last_error: str | None = None
     last_error_at: str | None = None
+    # generatedDate of the first completed data read, per connection id (read.completed[.initial]).
+    data_reads: dict[str, str] = field(default_factory=dict)
+    configuration: ExpensesConfiguration | None = None
 
     @property
     def state(self) -> str:
@@ -50,10 +100,20 @@ class CompanyState:
         if accounting.status in (ConnectionStatus.UNLINKED, ConnectionStatus.DEAUTHORIZED):
             return OnboardingState.DISCONNECTED
         if accounting.status == ConnectionStatus.LINKED:
-            if self.expense_connection is not None:
+            if self.expense_connection is None:
+                return OnboardingState.LINKED
+            if self.data_read_at is None:
                 return OnboardingState.READY
-            return OnboardingState.LINKED
+            if self.configuration is not None and self.configuration.is_set:
+                return OnboardingState.CONFIGURED
+            return OnboardingState.AWAITING_CONFIGURATION
         return OnboardingState.PENDING_AUTH
+
+    @property
+    def data_read_at(self) -> str | None:
+        """When Codat first finished reading the current accounting connection's data."""
+        accounting = self.accounting_connection
+        return self.data_reads.get(accounting.id) if accounting is not None else None
 
     def with_watermark(self, key: str, generated_date: str) -> CompanyState:
         marks = dict(self.watermarks)
@@ -71,6 +131,8 @@ class CompanyState:
             "watermarks": dict(sorted(self.watermarks.items())),
             "last_error": self.last_error,
             "last_error_at": self.last_error_at,
+            "data_reads": dict(sorted(self.data_reads.items())),
+            "configuration": self.configuration.to_dict() if self.configuration else None,
         }
 
     @classmethod
@@ -84,6 +146,9 @@ class CompanyState:
             watermarks=dict(data.get("watermarks") or {}),
             last_error=data.get("last_error"),
             last_error_at=data.get("last_error_at"),
+            # States stored before issue 13 have neither: nothing read, nothing observed yet.
+            data_reads=dict(data.get("data_reads") or {}),
+            configuration=ExpensesConfiguration.from_dict(data.get("configuration")),
         )
 
 

@@ -10,7 +10,12 @@ from dataclasses import dataclass, replace
 
 from handlers.commands import Command, CreatePartnerExpenseConnection
 from handlers.events import Connection, ConnectionStatus, Event, SourceType
-from handlers.state import CompanyState, OnboardingState
+from handlers.state import (
+    CONNECTED_STATES,
+    CompanyState,
+    ExpensesConfiguration,
+    OnboardingState,
+)
 
 COMPANY_CREATED = "company.created"
 COMPANY_DELETED = "company.deleted"
@@ -26,6 +31,15 @@ CONNECTION_OBSERVED = "connection.observed"
 PARTNER_CONNECTION_CREATED = "partnerExpenseConnection.created"
 PARTNER_CONNECTION_FAILED = "partnerExpenseConnection.failed"
 COMPANY_ONBOARDED = "company.onboarded"
+# Codat finished reading a company's data (Platform document, webhooks): the first read of a
+# connection (`.initial`) and every later one. They name their connections in `dataTypes`.
+READ_COMPLETED = "read.completed"
+READ_COMPLETED_INITIAL = "read.completed.initial"
+READ_EVENTS = frozenset({READ_COMPLETED, READ_COMPLETED_INITIAL})
+# Codat's answer to "what is this company's expense sync configuration now" (after we set it,
+# reconciliation): `details` holds the ids it returned.
+CONFIGURATION_OBSERVED = "expenses.configuration.observed"
+CONFIGURATION_FIELDS = ("bankAccount", "supplier", "customer")
 
 # Order of a connection's life, used to break ties between events generated in the same instant
 # (legacy bodies only carry the delivery timestamp, to the second).
@@ -44,6 +58,8 @@ CONNECTION_EVENTS = frozenset(_LIFECYCLE_RANK)
 # Watermark keys of the two roles a connection can play in onboarding.
 ACCOUNTING_ROLE = "role:accounting"
 EXPENSE_ROLE = "role:expense"
+# Watermark key of the company's expense sync configuration.
+CONFIGURATION_KEY = "configuration"
 
 APPLIED = "applied"
 STALE = "stale"
@@ -81,6 +97,10 @@ def transition(state: CompanyState, event: Event) -> Transition:
         return _applied(failed)
     if event.event_type in CONNECTION_EVENTS and event.connection is not None:
         return _connection_event(state, event, event.connection)
+    if event.event_type in READ_EVENTS:
+        return _data_read(state, event)
+    if event.event_type == CONFIGURATION_OBSERVED:
+        return _configuration_observed(state, event)
     return Transition(state, (), IGNORED)
 
 
@@ -143,7 +163,7 @@ def _role_event(
         return Transition(marked, (), IGNORED)
     if role == EXPENSE_ROLE:
         updated = _expense_event(marked, event, connection)
-        if updated.state == OnboardingState.READY and state.state != OnboardingState.READY:
+        if updated.state in CONNECTED_STATES and state.state not in CONNECTED_STATES:
             # Whatever failed on the way is behind us once the company is ready.
             updated = replace(updated, last_error=None, last_error_at=None)
         return _applied(updated)
@@ -188,6 +208,40 @@ def _accounting_event(state: CompanyState, event: Event, connection: Connection)
     if new_state.state == OnboardingState.LINKED:
         commands = (CreatePartnerExpenseConnection(state.company_id, connection.id),)
     return Transition(new_state, commands, APPLIED)
+
+
+def _data_read(state: CompanyState, event: Event) -> Transition:
+    """A completed read: the first one per connection is kept, whatever order they arrive in.
+
+    Reads never touch the connection watermarks: they say nothing about a connection's status,
+    and a read newer than a late `connection.connected` must not make that event stale.
+    """
+    ids = event.connection_ids or ((event.connection.id,) if event.connection else ())
+    if not ids:
+        return Transition(state, (), IGNORED)
+    date = event.generated_date
+    reads = dict(state.data_reads)
+    for connection_id in ids:
+        if connection_id not in reads or date < reads[connection_id]:
+            reads[connection_id] = date
+    if reads == state.data_reads:
+        # Codat had already finished a read of these connections: the same read again is a
+        # duplicate; a later one is news of its own, but the first read is what is kept.
+        same = all(state.data_reads[connection_id] == date for connection_id in ids)
+        return Transition(state, (), DUPLICATE if same else APPLIED)
+    return _applied(replace(state, data_reads=reads))
+
+
+def _configuration_observed(state: CompanyState, event: Event) -> Transition:
+    """Codat's answer about the configuration: the newest answer wins, as for connections."""
+    if _is_stale(state, CONFIGURATION_KEY, event):
+        return Transition(state, (), STALE)
+    bank_account, supplier, customer = (event.details.get(n) or None for n in CONFIGURATION_FIELDS)
+    observed = ExpensesConfiguration(bank_account, supplier, customer, event.generated_date)
+    if state.configuration == observed:
+        return Transition(state, (), DUPLICATE)
+    updated = replace(state, configuration=observed)
+    return _applied(updated.with_watermark(CONFIGURATION_KEY, _mark(event)))
 
 
 def _expense_event(state: CompanyState, event: Event, connection: Connection) -> CompanyState:

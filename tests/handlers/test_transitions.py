@@ -13,6 +13,7 @@ from handlers.transitions import (
     APPLIED,
     COMPANY_CREATED,
     COMPANY_DELETED,
+    CONFIGURATION_OBSERVED,
     CONNECTION_CONNECTED,
     CONNECTION_CREATED,
     CONNECTION_DELETED,
@@ -24,6 +25,8 @@ from handlers.transitions import (
     IGNORED,
     PARTNER_CONNECTION_CREATED,
     PARTNER_CONNECTION_FAILED,
+    READ_COMPLETED,
+    READ_COMPLETED_INITIAL,
     STALE,
     Transition,
     fold,
@@ -76,6 +79,8 @@ def ev(
     *,
     error: str | None = None,
     name: str | None = None,
+    details: dict[str, str] | None = None,
+    connection_ids: tuple[str, ...] = (),
 ) -> Event:
     return Event(
         event_type=event_type,
@@ -84,7 +89,22 @@ def ev(
         company_name=name,
         connection=connection,
         error=error,
+        details=details or {},
+        connection_ids=connection_ids,
     )
+
+
+def read(second: int, connection_id: str = ACC, event_type: str = READ_COMPLETED_INITIAL) -> Event:
+    """Codat finished reading a connection's data, as intake maps the webhook."""
+    return ev(event_type, second, Connection(connection_id, ""), connection_ids=(connection_id,))
+
+
+CHOSEN = {"bankAccount": BANK, "supplier": "SUP-1", "customer": "CUS-1"}
+
+
+def observed(second: int, **ids: str) -> Event:
+    """Codat's answer about the configuration, as the worker records it."""
+    return ev(CONFIGURATION_OBSERVED, second, details=ids, name=None)
 
 
 def build(*events: Event) -> CompanyState:
@@ -99,6 +119,8 @@ H_LINKED = (*H_PENDING, ev(CONNECTION_CONNECTED, 2, acc(ConnectionStatus.LINKED)
 H_READY = (*H_LINKED, ev(PARTNER_CONNECTION_CREATED, 3, exp()))
 H_DISCONNECTED = (*H_READY, ev(CONNECTION_DISCONNECTED, 4, acc(ConnectionStatus.UNLINKED)))
 H_DELETED = (*H_READY, ev(COMPANY_DELETED, 5, name="Sawayn Group"))
+H_AWAITING = (*H_READY, read(6))
+H_CONFIGURED = (*H_AWAITING, observed(7, **CHOSEN))
 
 
 @dataclass(frozen=True)
@@ -602,16 +624,28 @@ def test_transition_table(case: Case) -> None:
 
 def test_every_product_state_is_reached() -> None:
     """The six states PRODUCT.md names, and a history the handlers take to each of them."""
-    assert set(STATES) == {"created", "pending_auth", "linked", "ready", "disconnected", "deleted"}
-    histories = (H_CREATED, H_PENDING, H_LINKED, H_READY, H_DISCONNECTED, H_DELETED)
-    assert [build(*h).state for h in histories] == [
+    expected = [
         "created",
         "pending_auth",
         "linked",
         "ready",
+        "awaiting_configuration",
+        "configured",
         "disconnected",
         "deleted",
     ]
+    assert list(STATES) == expected
+    histories = (
+        H_CREATED,
+        H_PENDING,
+        H_LINKED,
+        H_READY,
+        H_AWAITING,
+        H_CONFIGURED,
+        H_DISCONNECTED,
+        H_DELETED,
+    )
+    assert [build(*h).state for h in histories] == expected
 
 
 def test_initial_state_is_created_with_nothing_known() -> None:
@@ -821,6 +855,163 @@ def test_company_created_sets_the_name_and_deleted_keeps_it() -> None:
 
 
 def test_state_round_trips_through_its_dict() -> None:
-    for history in (H_CREATED, H_PENDING, H_LINKED, H_READY, H_DISCONNECTED, H_DELETED):
+    for history in (
+        H_CREATED,
+        H_PENDING,
+        H_LINKED,
+        H_READY,
+        H_AWAITING,
+        H_CONFIGURED,
+        H_DISCONNECTED,
+        H_DELETED,
+    ):
         state = build(*history)
         assert CompanyState.from_dict(state.to_dict()) == state
+
+
+# -- after ready: Codat's data read and the expense sync configuration ----------------------------
+
+
+@pytest.mark.parametrize("event_type", [READ_COMPLETED_INITIAL, READ_COMPLETED])
+def test_read_of_the_accounting_connection_moves_ready_to_awaiting_configuration(
+    event_type: str,
+) -> None:
+    step = transition(build(*H_READY), read(6, event_type=event_type))
+    assert step.outcome == APPLIED
+    assert step.state.state == OnboardingState.AWAITING_CONFIGURATION
+    assert step.state.data_read_at == at(6)
+    assert step.commands == ()
+
+
+def test_read_of_another_connection_leaves_the_company_ready() -> None:
+    step = transition(build(*H_READY), read(6, connection_id=EXP))
+    assert step.state.state == OnboardingState.READY
+    assert step.state.data_read_at is None
+
+
+def test_read_naming_several_connections_counts_for_each() -> None:
+    both = ev(READ_COMPLETED, 6, Connection(EXP, ""), connection_ids=(EXP, ACC))
+    step = transition(build(*H_READY), both)
+    assert step.state.state == OnboardingState.AWAITING_CONFIGURATION
+    assert step.state.data_reads == {EXP: at(6), ACC: at(6)}
+
+
+def test_read_with_no_connection_is_ignored() -> None:
+    before = build(*H_READY)
+    assert transition(before, ev(READ_COMPLETED_INITIAL, 6)) == Transition(before, (), IGNORED)
+
+
+def test_read_before_the_connections_exist_is_kept_for_when_they_do() -> None:
+    """Out of order: the read arrives first; the company stays where its connections put it."""
+    early = build(*H_CREATED, read(6))
+    assert early.state == OnboardingState.CREATED
+    linked = build(*H_CREATED, read(6), *H_LINKED[1:])
+    assert linked.state == OnboardingState.LINKED
+    ready = transition(linked, H_READY[-1])
+    assert ready.state.state == OnboardingState.AWAITING_CONFIGURATION
+
+
+def test_a_read_never_makes_an_older_connection_event_stale() -> None:
+    """Reads leave the connection watermarks alone: a late `connected` still applies."""
+    state = build(*H_PENDING, read(9))
+    step = transition(state, ev(CONNECTION_CONNECTED, 2, acc(ConnectionStatus.LINKED)))
+    assert step.outcome == APPLIED
+    assert step.commands == CREATE_PARTNER
+
+
+def test_the_first_read_is_kept_whatever_the_order() -> None:
+    later_first = build(*H_READY, read(20, event_type=READ_COMPLETED), read(6))
+    in_order = build(*H_READY, read(6), read(20, event_type=READ_COMPLETED))
+    assert later_first.data_read_at == in_order.data_read_at == at(6)
+    assert later_first == in_order
+
+
+def test_the_same_read_again_is_a_duplicate_and_a_later_one_applies() -> None:
+    before = build(*H_AWAITING)
+    assert transition(before, read(6)) == Transition(before, (), DUPLICATE)
+    later = transition(before, read(30, event_type=READ_COMPLETED))
+    assert later.outcome == APPLIED
+    assert later.state == before
+
+
+def test_configuration_observed_with_all_three_moves_to_configured() -> None:
+    step = transition(build(*H_AWAITING), observed(7, **CHOSEN))
+    assert step.outcome == APPLIED
+    assert step.state.state == OnboardingState.CONFIGURED
+    configuration = step.state.configuration
+    assert configuration is not None
+    assert (configuration.bank_account, configuration.supplier, configuration.customer) == (
+        BANK,
+        "SUP-1",
+        "CUS-1",
+    )
+    assert configuration.checked_at == at(7)
+    assert step.commands == ()
+
+
+@pytest.mark.parametrize("missing", ["bankAccount", "supplier", "customer"])
+def test_configuration_missing_one_id_is_not_configured(missing: str) -> None:
+    partial = {name: value for name, value in CHOSEN.items() if name != missing}
+    step = transition(build(*H_AWAITING), observed(7, **partial))
+    assert step.state.state == OnboardingState.AWAITING_CONFIGURATION
+    assert step.state.configuration is not None
+    assert step.state.configuration.checked_at == at(7)
+
+
+def test_configuration_before_the_read_waits_for_the_read() -> None:
+    before_read = build(*H_READY, observed(7, **CHOSEN))
+    assert before_read.state == OnboardingState.READY
+    assert transition(before_read, read(8)).state.state == OnboardingState.CONFIGURED
+
+
+def test_newest_configuration_wins_and_an_older_answer_is_stale() -> None:
+    cleared = build(*H_CONFIGURED, observed(9))
+    assert cleared.state == OnboardingState.AWAITING_CONFIGURATION
+    late = transition(cleared, observed(8, **CHOSEN))
+    assert late == Transition(cleared, (), STALE)
+    assert transition(cleared, observed(9)) == Transition(cleared, (), DUPLICATE)
+
+
+def test_configured_company_disconnected_comes_back_configured_on_reconnect() -> None:
+    down = build(*H_CONFIGURED, ev(CONNECTION_DISCONNECTED, 8, acc(ConnectionStatus.UNLINKED)))
+    assert down.state == OnboardingState.DISCONNECTED
+    back = transition(down, ev(CONNECTION_RECONNECTED, 9, acc(ConnectionStatus.LINKED)))
+    assert back.state.state == OnboardingState.CONFIGURED
+    assert back.commands == ()
+
+
+def test_deleted_partner_connection_moves_configured_back_and_a_new_one_forward() -> None:
+    gone = build(*H_CONFIGURED, ev(CONNECTION_DELETED, 8, exp()))
+    assert gone.state == OnboardingState.LINKED
+    assert gone.last_error is not None
+    again = transition(gone, ev(PARTNER_CONNECTION_CREATED, 9, exp(connection_id="exp-2")))
+    assert again.state.state == OnboardingState.CONFIGURED
+    assert again.state.last_error is None  # cleared as on reaching ready
+
+
+def test_relink_to_another_connection_needs_its_own_read_and_adopts_the_configuration() -> None:
+    relinked = build(
+        *H_CONFIGURED,
+        ev(CONNECTION_DELETED, 8, acc(ConnectionStatus.LINKED)),
+        ev(CONNECTION_CREATED, 9, acc(connection_id=ACC2)),
+        ev(CONNECTION_CONNECTED, 10, acc(ConnectionStatus.LINKED, connection_id=ACC2)),
+    )
+    assert relinked.state == OnboardingState.READY
+    assert relinked.data_read_at is None
+    step = transition(relinked, read(11, connection_id=ACC2))
+    assert step.state.state == OnboardingState.CONFIGURED
+    assert step.state.data_read_at == at(11)
+
+
+def test_a_deleted_company_ignores_reads_and_configurations() -> None:
+    deleted = build(*H_DELETED)
+    for event in (read(6), observed(7, **CHOSEN)):
+        assert transition(deleted, event) == Transition(deleted, (), IGNORED)
+
+
+def test_a_state_stored_before_reads_and_configurations_still_loads() -> None:
+    stored = build(*H_READY).to_dict()
+    del stored["data_reads"], stored["configuration"]
+    state = CompanyState.from_dict(stored)
+    assert state == build(*H_READY)
+    assert state.state == OnboardingState.READY
