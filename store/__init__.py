@@ -4,9 +4,24 @@ Code outside `store/` imports this package only: the records, the contract (`Sto
 narrower views each consumer needs) and `open_store(url)`, which picks the backend.
 """
 
-from store.contract import CompanyStates, EffectRecord, EventLog, Queries, Store, WorkerReads
+from store.contract import (
+    CompanyStates,
+    EffectRecord,
+    EventLog,
+    Queries,
+    ReaderPool,
+    Store,
+    WorkerReads,
+)
 from store.errors import StoreError, is_unavailable
-from store.opening import open_store, sqlite_path
+from store.opening import (
+    check_url,
+    describe_url,
+    missing_store,
+    open_readers,
+    open_store,
+    sqlite_path,
+)
 from store.records import (
     EFFECT_CANCELLED,
     EFFECT_DONE,
@@ -34,11 +49,16 @@ __all__ = [
     "NewEvent",
     "Page",
     "Queries",
+    "ReaderPool",
     "Store",
     "StoreError",
     "StoredEvent",
     "WorkerReads",
+    "check_url",
+    "describe_url",
     "is_unavailable",
+    "missing_store",
+    "open_readers",
     "open_store",
     "sqlite_path",
 ]

@@ -1,7 +1,9 @@
 """The store's contract: what the code outside `store/` may ask of any backend.
 
 Each protocol is one concern; a consumer that needs less can say so in its annotations. Every
-backend (today `store/sqlite/`) implements them all; the contract tests run against each.
+backend (`store/sqlite/`, `store/postgres/`) implements them all; the contract tests run
+against each. Several processes may share one store (several `serve` instances on PostgreSQL,
+a command-line tool beside `serve` on either): the locks below keep them apart.
 """
 
 from __future__ import annotations
@@ -170,6 +172,9 @@ class Store(EventLog, CompanyStates, EffectRecord, Protocol):
     """A whole store: the three concerns, in transactions."""
 
     readonly: bool
+    # Statements wait on a server (PostgreSQL): run them off the event loop. SQLite's are CPU
+    # work, cheaper on the loop than in a thread that waits for the GIL.
+    remote: bool
 
     def transaction(self) -> AbstractContextManager[Store]:
         """One write transaction; nested calls join the outer one."""
@@ -195,6 +200,21 @@ class Store(EventLog, CompanyStates, EffectRecord, Protocol):
         """A nested unit inside a transaction, undone alone if it fails."""
         ...
 
+    def lock_company(self, company_id: str, *, wait: bool = False) -> bool:
+        """In a transaction: take the company's fold lock until it ends; False if another
+        transaction holds it (with `wait`, wait for it up to the lock timeout instead).
+
+        A company's events are folded by one transaction at a time, whichever instance runs it.
+        """
+        ...
+
+    def lock_task(self, name: str) -> bool:
+        """Take a task's lock (the reconciliation sweep) unless another instance holds it; it
+        lasts until `unlock_task`, or until this store's connection ends (a crash)."""
+        ...
+
+    def unlock_task(self, name: str) -> None: ...
+
     def heartbeat(self, now: str) -> None:
         """A one-row write: proves the store can still commit."""
         ...
@@ -208,6 +228,8 @@ class Store(EventLog, CompanyStates, EffectRecord, Protocol):
 
 class WorkerReads(Protocol):
     """What the worker reads outside its transactions: what to fold, what to carry out."""
+
+    remote: bool
 
     def pending_company_ids(self, limit: int = 1000) -> list[str]: ...
 
@@ -228,3 +250,13 @@ class Queries(Protocol):
     def company_effects(self, company_id: str) -> list[Effect]: ...
 
     def ping(self) -> None: ...
+
+
+class ReaderPool(Protocol):
+    """Read-only stores for queries running in several threads at once."""
+
+    def reading(self) -> AbstractContextManager[Store]:
+        """A read-only store for the time of the block (this thread's, or one from a pool)."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,15 +1,22 @@
 """One PostgreSQL connection: opening, transactions, migrations, health.
 
-Synchronous psycopg 3, because the store's contract is synchronous (the processor calls it from
-its writer and worker threads); an async driver and a connection pool come with the
-multi-instance work. The connection is in autocommit mode and transactions are explicit
-(`BEGIN`/`COMMIT`), as SQLite's `isolation_level=None`: a call outside `transaction()` is its
-own transaction, so a read-only reader sees what the writer committed since.
+Synchronous psycopg 3, because the store's contract is synchronous and shared with SQLite: the
+processor runs each PostgreSQL transaction in a thread of its own (`remote` says so), where the
+driver releases the GIL while it waits for the server. The connection is in autocommit mode and
+transactions are explicit (`BEGIN`/`COMMIT`), as SQLite's `isolation_level=None`: a call outside
+`transaction()` is its own transaction, so a read-only reader sees what the writer committed.
+
+A lost connection (the server restarted, the network broke) is opened again by the next call
+that starts outside a transaction; inside one, the transaction is gone with the connection and
+every call fails with StoreError until it is rolled back. Session locks (the claims on effects,
+see `effects.py`) are released by the server with the connection.
 
 What differs from SQLite:
-- PostgreSQL has no database-wide write lock: `try_begin` is a plain `BEGIN` and always True,
-  and concurrent writers are kept apart by the unique indexes (row locks come later).
-  `lock_timeout` is the timeout, where SQLite has `busy_timeout`.
+- PostgreSQL has no database-wide write lock: `try_begin` is a plain `BEGIN` and always True.
+  Concurrent writers, in one process or several, are kept apart by the unique indexes, row
+  locks, and advisory locks: one per company for folds (`lock_company`), one per effect for
+  claims, one per named task (`lock_task`). `lock_timeout` is the timeout, where SQLite has
+  `busy_timeout`.
 - A failed statement aborts the whole transaction until it is rolled back (or rolled back to a
   savepoint); SQLite carries on. So no statement here relies on an error it then ignores.
 - `COMMIT` of an aborted transaction is a silent rollback in PostgreSQL: `commit` checks first.
@@ -20,6 +27,7 @@ What differs from SQLite:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -32,8 +40,14 @@ from store.errors import StoreError
 from store.postgres.schema import MIGRATIONS
 from store.urls import redact_url, scrub
 
-# Serializes writers migrating one database at once (any constant, unique to this program).
-MIGRATION_LOCK = 0x636F646174  # "codat"
+log = logging.getLogger(__name__)
+
+# Advisory lock namespaces (the first key of the two-key form; any constants unique to this
+# program). Advisory locks are per database, so two databases on one server never collide.
+MIGRATION_LOCK = 0x636F646174  # "codat": serializes writers migrating one database at once
+COMPANY_LOCKS = 0x636F6401  # a company's fold: (COMPANY_LOCKS, hashtext(company_id))
+EFFECT_LOCKS = 0x636F6402  # a claim on an effect: (EFFECT_LOCKS, effect id)
+TASK_LOCKS = 0x636F6403  # a task run by one instance at a time: (TASK_LOCKS, hashtext(name))
 
 Connection = psycopg.Connection[tuple[Any, ...]]
 
@@ -41,56 +55,87 @@ Connection = psycopg.Connection[tuple[Any, ...]]
 class Connected:
     """What every part of the PostgreSQL store shares: the connection and its transactions."""
 
-    def __init__(self, conn: Connection, url: str, *, readonly: bool, timeout: float) -> None:
-        self.conn = conn
+    remote = True
+
+    def __init__(
+        self, conn: Connection, url: str, *, readonly: bool, timeout: float, pooled: bool = False
+    ) -> None:
+        self._conn = conn
         self.url = url
         self.timeout = timeout
         self.readonly = readonly
+        self._pooled = pooled  # a pool's connection: the pool replaces it when it breaks
+        self._closed = False
+        self._open = False  # BEGIN sent and neither COMMIT nor ROLLBACK since
         self._savepoints = 0
 
     @classmethod
     def open(cls, url: str, *, readonly: bool = False, timeout: float = 5.0) -> Self:
         """Connect to the database at `url`; writers migrate it, readers never write."""
+        store = cls(_connect(url, timeout, readonly), url, readonly=readonly, timeout=timeout)
         try:
-            conn = psycopg.connect(url, autocommit=True, connect_timeout=max(1, round(timeout)))
-        except psycopg.Error as error:
-            # `from None`: the driver's own message may echo the URL, password and all.
-            raise StoreError(
-                f"cannot open database {redact_url(url)!r}: {_said(error, url)}"
-            ) from None
-        store = cls(conn, url, readonly=readonly, timeout=timeout)
-        try:
-            store._configure()
-            if not readonly:
+            if readonly:
+                if store.schema_version() == 0:
+                    raise StoreError(
+                        f"database {redact_url(url)!r} has no codat-expenses tables yet; "
+                        "expected a database `codat-expenses serve` has opened once"
+                    )
+            else:
                 store.migrate()
                 # Fail now, not at the first webhook, if the database cannot be written.
                 with store.transaction():
                     store.heartbeat(datetime.now(UTC).isoformat())
+                store._warn_if_not_durable()
             return store
         except psycopg.Error as error:
-            conn.close()
+            store._conn.close()
             raise StoreError(
                 f"cannot use database {redact_url(url)!r}: {_said(error, url)}"
             ) from None
+        except StoreError:
+            store._conn.close()
+            raise
 
-    def _configure(self) -> None:
-        self.conn.execute(f"SET lock_timeout = {int(self.timeout * 1000)}")
-        if self.readonly:
-            self.conn.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+    def _warn_if_not_durable(self) -> None:
+        row = self.conn.execute("SHOW synchronous_commit").fetchone()
+        if row is not None and row[0] == "off":
+            log.warning(
+                "PostgreSQL's synchronous_commit is off for %s: a webhook acknowledged just "
+                "before the server crashes can be lost; set it to on for this database",
+                redact_url(self.url),
+            )
+
+    @property
+    def conn(self) -> Connection:
+        """The connection, opened again if it was lost while no transaction was open."""
+        if self._closed:
+            raise StoreError("the store is closed")
+        if self._conn.broken or self._conn.closed:
+            if self._open:
+                raise StoreError(
+                    "the connection to the database was lost in the middle of a transaction; "
+                    "the server rolled it back"
+                )
+            if self._pooled:
+                raise StoreError("the connection to the database was lost")
+            self._conn = _connect(self.url, self.timeout, self.readonly)
+        return self._conn
 
     def close(self) -> None:
-        self.conn.close()
+        self._closed = True
+        if not self._pooled:
+            self._conn.close()
 
     @property
     def in_transaction(self) -> bool:
         """In a transaction, failed or not (a broken connection is in none: nothing to undo)."""
-        status = self.conn.info.transaction_status
+        status = self._conn.info.transaction_status
         return status in (TransactionStatus.INTRANS, TransactionStatus.INERROR)
 
     @contextmanager
     def transaction(self) -> Iterator[Self]:
         """One write transaction; nested calls join the outer one."""
-        if self.in_transaction:
+        if self._open:
             yield self
             return
         self.begin()
@@ -107,29 +152,40 @@ class Connected:
         return True
 
     def begin(self) -> None:
-        self.conn.execute("BEGIN")
+        """BEGIN; on a connection found lost only now, once more on a new one (nothing of the
+        transaction has run yet, so nothing can be lost or done twice)."""
+        try:
+            self.conn.execute("BEGIN")
+        except psycopg.OperationalError:
+            if not self._conn.broken or self._pooled:
+                raise
+            self.conn.execute("BEGIN")
+        self._open = True
 
     def commit(self) -> None:
         """COMMIT: durable when it returns (synchronous_commit); rolled back if it fails."""
-        if self.conn.info.transaction_status == TransactionStatus.INERROR:
+        conn = self.conn
+        if conn.info.transaction_status == TransactionStatus.INERROR:
             self.rollback()
             raise StoreError("the transaction failed earlier and was rolled back, not committed")
         try:
-            self.conn.execute("COMMIT")
+            conn.execute("COMMIT")
         except BaseException:
             self.rollback()
             raise
+        self._open = False
 
     def rollback(self) -> None:
-        if self.in_transaction:
-            self.conn.execute("ROLLBACK")
+        self._open = False
+        if not self._conn.broken and not self._conn.closed and self.in_transaction:
+            self._conn.execute("ROLLBACK")
 
     @contextmanager
     def savepoint(self) -> Iterator[Self]:
         """A nested unit inside a transaction: undone alone if it fails.
 
         Outside a transaction it is one (SQLite's SAVEPOINT then starts one too)."""
-        if not self.in_transaction:
+        if not self._open:
             with self.transaction():
                 yield self
             return
@@ -139,11 +195,44 @@ class Connected:
         try:
             yield self
         except BaseException:
-            if self.in_transaction:
-                self.conn.execute(f"ROLLBACK TO {name}")
-                self.conn.execute(f"RELEASE {name}")
+            if not self._conn.broken and self.in_transaction:
+                self._conn.execute(f"ROLLBACK TO {name}")
+                self._conn.execute(f"RELEASE {name}")
             raise
         self.conn.execute(f"RELEASE {name}")
+
+    def lock_company(self, company_id: str, *, wait: bool = False) -> bool:
+        """Take the company's fold lock until the transaction ends; False if another holds it.
+
+        With `wait`, wait for it up to the lock timeout (a replay behind a running fold)."""
+        if wait:
+            self.conn.execute(
+                "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", [COMPANY_LOCKS, company_id]
+            )
+            return True
+        row = self.conn.execute(
+            "SELECT pg_try_advisory_xact_lock(%s, hashtext(%s))", [COMPANY_LOCKS, company_id]
+        ).fetchone()
+        return bool(row and row[0])
+
+    def lock_task(self, name: str) -> bool:
+        """Take the task's lock for this connection's life, unless another instance holds it."""
+        row = self.conn.execute(
+            "SELECT pg_try_advisory_lock(%s, hashtext(%s))", [TASK_LOCKS, name]
+        ).fetchone()
+        return bool(row and row[0])
+
+    def unlock_task(self, name: str) -> None:
+        self._unlock(TASK_LOCKS, "hashtext(%s)", name)
+
+    def _unlock(self, namespace: int, key_sql: str, key: Any) -> None:
+        """Release a session lock this connection holds (once); nothing if it holds none."""
+        self.conn.execute(
+            f"SELECT pg_advisory_unlock(%s, {key_sql}) FROM pg_locks "
+            "WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted "
+            f"AND classid = %s::oid AND objid = ({key_sql})::oid AND objsubid = 2",
+            [namespace, key, namespace, key],
+        ).fetchall()
 
     def migrate(self) -> int:
         """Apply the migrations not yet applied, in one transaction; returns the schema version."""
@@ -164,6 +253,9 @@ class Connected:
         return max(version for version, _ in MIGRATIONS)
 
     def schema_version(self) -> int:
+        """The last migration applied; 0 for a database without the tables."""
+        if self.conn.execute("SELECT to_regclass('schema_migrations')").fetchone() == (None,):
+            return 0
         row = self.conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()
         return int(row[0] or 0) if row else 0
 
@@ -181,6 +273,23 @@ class Connected:
             self.conn.execute("SELECT COUNT(*) FROM schema_migrations").fetchone()
         except psycopg.Error as error:
             raise StoreError(_said(error, self.url)) from None
+
+
+def _connect(url: str, timeout: float, readonly: bool) -> Connection:
+    try:
+        conn = psycopg.connect(url, autocommit=True, connect_timeout=max(1, round(timeout)))
+        configure(conn, timeout=timeout, readonly=readonly)
+    except psycopg.Error as error:
+        # `from None`: the driver's own message may echo the URL, password and all.
+        raise StoreError(f"cannot open database {redact_url(url)!r}: {_said(error, url)}") from None
+    return conn
+
+
+def configure(conn: Connection, *, timeout: float, readonly: bool) -> None:
+    """A new connection's session settings: the lock timeout, and read-only for readers."""
+    conn.execute(f"SET lock_timeout = {int(timeout * 1000)}")
+    if readonly:
+        conn.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
 
 
 def _said(error: psycopg.Error, url: str) -> str:

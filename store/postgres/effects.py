@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from store.postgres import rows
-from store.postgres.connected import Connected
+from store.postgres.connected import EFFECT_LOCKS, Connected
 from store.records import EFFECT_FAILED, EFFECT_PENDING, Effect
 
 # Another effect of the same company and kind is open: requeueing this one would break the
@@ -15,6 +15,22 @@ from store.records import EFFECT_FAILED, EFFECT_PENDING, Effect
 NO_OTHER_OPEN = (
     "NOT EXISTS (SELECT 1 FROM effects AS other WHERE other.company_id = effects.company_id "
     "AND other.kind = effects.kind AND other.status = %s)"
+)
+
+
+# Whether a session holds the effect's claim lock (in this database: advisory locks are per
+# database, and so are their rows in pg_locks).
+CLAIM_HELD = (
+    "EXISTS (SELECT 1 FROM pg_locks AS l WHERE l.locktype = 'advisory' AND l.granted "
+    "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+    "AND l.classid = %s::oid AND l.objid = effects.id::oid AND l.objsubid = 2)"
+)
+
+
+# Whether this connection holds the effect's claim lock.
+HELD_HERE = (
+    "EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted "
+    "AND pid = pg_backend_pid() AND classid = %s::oid AND objid = %s::oid AND objsubid = 2)"
 )
 
 
@@ -78,28 +94,62 @@ class PostgresEffects(Connected):
         return self._effects("WHERE status = %s ORDER BY id", [EFFECT_FAILED])
 
     def due_effects(self, now: str, limit: int = 100) -> list[Effect]:
-        """Pending effects whose next attempt is due and that no live worker has claimed."""
+        """Pending effects whose next attempt is due and that no live worker has claimed.
+
+        A claim is live while its row says so and its holder's lock is held: a worker that
+        died (its connection with it) frees its claims at once, whatever the row says."""
         return self._effects(
             "WHERE status = %s AND next_attempt_at <= %s "
-            "AND (claim_expires_at IS NULL OR claim_expires_at <= %s) "
+            f"AND (claim_expires_at IS NULL OR claim_expires_at <= %s OR NOT {CLAIM_HELD}) "
             "ORDER BY next_attempt_at, id LIMIT %s",
-            [EFFECT_PENDING, now, now, limit],
+            [EFFECT_PENDING, now, now, EFFECT_LOCKS, limit],
         )
 
     def next_effect_due(self) -> str | None:
+        """When the next pending effect is due: its next attempt, or when its claim expires."""
         row = self.conn.execute(
-            "SELECT MIN(next_attempt_at) FROM effects WHERE status = %s", [EFFECT_PENDING]
+            "SELECT MIN(GREATEST(next_attempt_at, COALESCE(claim_expires_at, ''))) "
+            "FROM effects WHERE status = %s",
+            [EFFECT_PENDING],
         ).fetchone()
         return row[0] if row else None
 
     def claim_effect(self, effect_id: int, owner: str, until: str, now: str) -> bool:
-        """Take an effect for one attempt; False if another worker holds it or it is closed."""
+        """Take an effect for one attempt; False if another worker holds it or it is closed.
+
+        The claim is a session lock on the effect, which the server releases if this
+        connection dies, and the row's `claimed_by` for everyone to see. Taking the lock from
+        no one makes any claim in the row stale (its holder died); when this connection holds
+        the lock already, the row decides, as in SQLite."""
+        held = self.conn.execute(f"SELECT {HELD_HERE}", [EFFECT_LOCKS, effect_id]).fetchone()
+        if held and held[0]:
+            return self._claim_row(effect_id, owner, until, now, stale_claims=False)
+        taken = self.conn.execute(
+            "SELECT pg_try_advisory_lock(%s, %s::int)", [EFFECT_LOCKS, effect_id]
+        ).fetchone()
+        if not (taken and taken[0]):
+            return False
+        if self._claim_row(effect_id, owner, until, now, stale_claims=True):
+            return True
+        self._release_claim(effect_id)
+        return False
+
+    def _claim_row(
+        self, effect_id: int, owner: str, until: str, now: str, *, stale_claims: bool
+    ) -> bool:
+        unclaimed = (
+            "TRUE" if stale_claims else "(claim_expires_at IS NULL OR claim_expires_at <= %s)"
+        )
         cursor = self.conn.execute(
             "UPDATE effects SET claimed_by = %s, claim_expires_at = %s WHERE id = %s "
-            "AND status = %s AND (claim_expires_at IS NULL OR claim_expires_at <= %s)",
-            [owner, until, effect_id, EFFECT_PENDING, now],
+            f"AND status = %s AND next_attempt_at <= %s AND {unclaimed}",
+            [owner, until, effect_id, EFFECT_PENDING, now, *([] if stale_claims else [now])],
         )
         return cursor.rowcount == 1
+
+    def _release_claim(self, effect_id: int) -> None:
+        """Give up this connection's lock on the effect, after its row says who may take it."""
+        self._unlock(EFFECT_LOCKS, "%s::int", effect_id)
 
     def claim_owners(self) -> list[str]:
         """Owners of the claims not released yet (expired ones included)."""
@@ -135,6 +185,7 @@ class PostgresEffects(Connected):
             "claimed_by = NULL, claim_expires_at = NULL, updated_at = %s WHERE id = %s",
             [status, rows.json_or_none(result), error, now, effect_id],
         )
+        self._release_claim(effect_id)
 
     def retry_effect(self, effect_id: int, *, error: str, next_attempt_at: str, now: str) -> None:
         """Count a failed attempt and schedule the next one."""
@@ -144,6 +195,7 @@ class PostgresEffects(Connected):
             "WHERE id = %s",
             [error, next_attempt_at, now, effect_id],
         )
+        self._release_claim(effect_id)
 
     def requeue_effect(self, effect_id: int, now: str) -> bool:
         """Put a failed effect back in line, unless another one is already open for it."""
@@ -162,6 +214,7 @@ class PostgresEffects(Connected):
             "updated_at = %s WHERE id = %s AND status = %s",
             [status, now, effect_id, EFFECT_PENDING],
         )
+        self._release_claim(effect_id)
 
     def _effects(self, where: str, params: Sequence[Any]) -> list[Effect]:
         found = self.conn.execute(

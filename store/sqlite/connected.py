@@ -22,6 +22,8 @@ from store.sqlite.schema import MIGRATIONS
 class Connected:
     """What every part of the SQLite store shares: the connection and its transactions."""
 
+    remote = False
+
     def __init__(
         self, conn: sqlite3.Connection, path: Path, *, readonly: bool, timeout: float = 5.0
     ) -> None:
@@ -121,6 +123,17 @@ class Connected:
                 self.conn.execute(f"RELEASE {name}")
             raise
         self.conn.execute(f"RELEASE {name}")
+
+    def lock_company(self, company_id: str, *, wait: bool = False) -> bool:
+        """True: a write transaction (BEGIN IMMEDIATE) already excludes every other writer."""
+        return True
+
+    def lock_task(self, name: str) -> bool:
+        """True: SQLite serves one machine, where one `serve` runs the task (see the README)."""
+        return True
+
+    def unlock_task(self, name: str) -> None:
+        """Nothing to release (see `lock_task`)."""
 
     def migrate(self) -> int:
         """Apply the migrations not yet applied; returns the schema version."""

@@ -76,8 +76,11 @@ class SqliteEffects(Connected):
         )
 
     def next_effect_due(self) -> str | None:
+        """When the next pending effect is due: its next attempt, or when its claim expires."""
         row = self.conn.execute(
-            "SELECT MIN(next_attempt_at) FROM effects WHERE status = ?", [EFFECT_PENDING]
+            "SELECT MIN(MAX(next_attempt_at, COALESCE(claim_expires_at, ''))) "
+            "FROM effects WHERE status = ?",
+            [EFFECT_PENDING],
         ).fetchone()
         return row[0] if row else None
 
@@ -85,8 +88,9 @@ class SqliteEffects(Connected):
         """Take an effect for one attempt; False if another worker holds it or it is closed."""
         cursor = self.conn.execute(
             "UPDATE effects SET claimed_by = ?, claim_expires_at = ? WHERE id = ? "
-            "AND status = ? AND (claim_expires_at IS NULL OR claim_expires_at <= ?)",
-            [owner, until, effect_id, EFFECT_PENDING, now],
+            "AND status = ? AND next_attempt_at <= ? "
+            "AND (claim_expires_at IS NULL OR claim_expires_at <= ?)",
+            [owner, until, effect_id, EFFECT_PENDING, now, now],
         )
         return cursor.rowcount == 1
 

@@ -83,12 +83,8 @@ def test_writers_opening_at_once_migrate_once(postgres_url: str) -> None:
 
 
 def test_a_reader_never_creates_the_schema(postgres_url: str) -> None:
-    reader = open_postgres(postgres_url, readonly=True)
-    try:
-        with pytest.raises(StoreError):
-            reader.ping()
-    finally:
-        reader.close()
+    with pytest.raises(StoreError, match="has no codat-expenses tables yet; expected a database"):
+        open_postgres(postgres_url, readonly=True)
     with psycopg.connect(postgres_url) as conn:
         tables = conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
         assert tables.fetchone() == (0,)
@@ -226,5 +222,28 @@ def test_a_lost_connection_is_reported_not_hidden_by_the_rollback(
             admin.execute("SELECT pg_terminate_backend(%s)", [pid])
         store.append_events([new_event("msg-2", event_id="evt-2")])
     assert not store.in_transaction
-    with pytest.raises(StoreError):
-        store.ping()
+    # The next call outside a transaction opens a new connection: nothing of the lost
+    # transaction was committed, and the store goes on.
+    store.ping()
+    assert store.conn.info.backend_pid != pid
+    assert store.count_events() == 0
+    with store.transaction():
+        store.append_events([new_event("msg-3", event_id="evt-3")])
+    assert store.count_events() == 1
+
+
+def test_a_lost_connection_fails_the_rest_of_its_transaction(
+    store: PostgresStore, postgres_url: str
+) -> None:
+    pid = store.conn.info.backend_pid
+    with store.transaction():
+        store.append_events([new_event("msg-1")])
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+        with pytest.raises(psycopg.OperationalError):
+            store.append_events([new_event("msg-2", event_id="evt-2")])
+        # Not on a new connection, outside any transaction: that would commit it alone.
+        with pytest.raises(StoreError, match="lost in the middle of a transaction"):
+            store.append_events([new_event("msg-3", event_id="evt-3")])
+        store.rollback()
+    assert store.count_events() == 0
