@@ -60,8 +60,8 @@ def create_app(
             Route("/sign-in", dashboard.sign_in, methods=["POST"]),
             Route("/sign-out", dashboard.sign_out, methods=["POST"]),
             Route("/dashboard/companies", dashboard.companies, methods=["GET"]),
-            Route("/dashboard/companies/{company_id:path}", dashboard.company, methods=["GET"]),
-            Route("/dashboard/{rest:path}", dashboard.not_found, methods=["GET"]),
+            Route("/dashboard/companies/{company_id:anytext}", dashboard.company, methods=["GET"]),
+            Route("/dashboard/{rest:anytext}", dashboard.not_found, methods=["GET"]),
         ],
         exception_handlers=errors.handlers(),
         lifespan=lifespan,
@@ -74,7 +74,9 @@ async def _open(
     writer = Writer(settings.database_url, busy_timeout=settings.busy_timeout)
     writer.start()
     stack.push_async_callback(writer.stop)
-    readers = Readers(settings.database_url)
+    readers = Readers(
+        settings.database_url, pool_size=settings.pool_size, timeout=settings.busy_timeout
+    )
     stack.callback(readers.close)
     worker_reads = open_store(settings.database_url, readonly=True)
     stack.callback(worker_reads.close)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from store import StoreError, sqlite_path
+from store import StoreError, check_url, describe_url, sqlite_path
 
 N = TypeVar("N", int, float)
 T = TypeVar("T")
@@ -47,6 +47,8 @@ class Settings:
     reconcile_interval: float = 15 * 60.0
     worker_concurrency: int = 8
     busy_timeout: float = 5.0
+    pool_size: int = 4
+    connect_timeout: float = 30.0
     rejection_window: float = 600.0
     rejection_threshold: int = 5
 
@@ -55,22 +57,18 @@ class Settings:
         """The SQLite file of `database_url`."""
         return sqlite_path(self.database_url)
 
+    @property
+    def database(self) -> str:
+        """Where the store lives, for messages (never the password)."""
+        return describe_url(self.database_url)
+
 
 def database_url(url: str) -> str:
     """A `DATABASE_URL` a store backend can open; ConfigError naming the variable if not."""
     try:
-        sqlite_path(url)
-    except StoreError:
-        raise ConfigError(
-            "Config 'DATABASE_URL' must look like sqlite:///relative/path.db or "
-            f"sqlite:////absolute/path.db, found {redact_url(url)!r}."
-        ) from None
-    return url
-
-
-def redact_url(url: str) -> str:
-    """The URL without the password of its user part, if it has one."""
-    return re.sub(r"^([a-zA-Z][a-zA-Z0-9+.-]*://[^/@:]*):[^/@]*@", r"\1:***@", url)
+        return check_url(url)
+    except StoreError as error:
+        raise ConfigError(f"Config 'DATABASE_URL': {error}.") from None
 
 
 SERVE_REQUIRES = ("CODAT_API_KEY", "CODAT_WEBHOOK_SECRET")
@@ -126,6 +124,8 @@ def load(
         reconcile_interval=number("RECONCILE_INTERVAL_SECONDS", 900.0, float, 0, 7 * 86400),
         worker_concurrency=number("WORKER_CONCURRENCY", 8, int, 1, 256),
         busy_timeout=number("DATABASE_BUSY_TIMEOUT_SECONDS", 5.0, float, 0.01, 60),
+        pool_size=number("DATABASE_POOL_SIZE", 4, int, 1, 100),
+        connect_timeout=number("DATABASE_CONNECT_TIMEOUT_SECONDS", 30.0, float, 0, 3600),
         rejection_window=number("WEBHOOK_REJECTION_WINDOW_SECONDS", 600.0, float, 1, 86400),
         rejection_threshold=number("WEBHOOK_REJECTION_THRESHOLD", 5, int, 1, 100_000),
     )
@@ -195,7 +195,10 @@ def _number(
 
 def describe(settings: Settings, env: Mapping[str, str], *, version: str) -> str:
     """The start-up line of `serve`: what it runs with, never a secret or a password."""
-    database = f"database {settings.database_path.resolve()}"
+    if settings.database_url.startswith("sqlite:"):
+        database = f"database {settings.database_path.resolve()}"
+    else:
+        database = f"database: {settings.database}, pool of {settings.pool_size}"
     if not env.get("DATABASE_URL", "").strip():
         database += (
             " (DATABASE_URL is not set: using ./processor.db, which must be on a persistent disk)"

@@ -2,7 +2,13 @@
 
 
 class StoreError(Exception):
-    """The store cannot be opened or used (missing file, read-only, disk full, locked)."""
+    """The store cannot be opened or used (missing file, read-only, disk full, locked).
+
+    `transient`: the server could not be reached, and may be soon (trying again can help)."""
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 def is_unavailable(error: BaseException) -> bool:

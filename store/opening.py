@@ -84,5 +84,6 @@ def check_url(url: str) -> str:
         if not parts.path.lstrip("/") and not parts.hostname:
             raise StoreError(_EXPECTED + f", found {redact_url(url)!r}")
         return url
-    sqlite_path(url)
+    if not url.startswith(SQLITE_PREFIX) or len(url) == len(SQLITE_PREFIX):
+        raise StoreError(_EXPECTED + f", found {redact_url(url)!r}")
     return url

@@ -15,10 +15,10 @@ def redact_url(url: str) -> str:
         password = parts.password
     except ValueError:
         return _redact_query(re.sub(r"(://[^/@:]*):[^/]*@", rf"\1:{MASK}@", url))
-    netloc = parts.netloc
-    if password is not None:
-        user, _, host = netloc.rpartition("@")
-        netloc = f"{user.partition(':')[0]}:{MASK}@{host}"
+    if password is None:  # as written (urlunsplit would drop an empty `//` or `?`)
+        return _redact_query(url)
+    user, _, host = parts.netloc.rpartition("@")
+    netloc = f"{user.partition(':')[0]}:{MASK}@{host}"
     return _redact_query(urlunsplit(parts._replace(netloc=netloc)))
 
 

@@ -43,6 +43,8 @@ VARIABLES = (
     "WORKER_CONCURRENCY",
     "RECONCILE_INTERVAL_SECONDS",
     "DATABASE_BUSY_TIMEOUT_SECONDS",
+    "DATABASE_POOL_SIZE",
+    "DATABASE_CONNECT_TIMEOUT_SECONDS",
     "WEBHOOK_REJECTION_WINDOW_SECONDS",
     "WEBHOOK_REJECTION_THRESHOLD",
 )
@@ -57,13 +59,15 @@ NUMBERS = (
     ("RECONCILE_INTERVAL_SECONDS", "reconcile_interval", float, 0, 7 * 86400),
     ("WORKER_CONCURRENCY", "worker_concurrency", int, 1, 256),
     ("DATABASE_BUSY_TIMEOUT_SECONDS", "busy_timeout", float, 0.01, 60),
+    ("DATABASE_POOL_SIZE", "pool_size", int, 1, 100),
+    ("DATABASE_CONNECT_TIMEOUT_SECONDS", "connect_timeout", float, 0, 3600),
     ("WEBHOOK_REJECTION_WINDOW_SECONDS", "rejection_window", float, 1, 86400),
     ("WEBHOOK_REJECTION_THRESHOLD", "rejection_threshold", int, 1, 100_000),
 )
 SEVERAL_BAD = {
     "PORT": "x",
     "RETRY_MAX_SECONDS": "-1",
-    "DATABASE_URL": "postgres://db.internal:5432/expenses",
+    "DATABASE_URL": "mysql://db.internal:3306/expenses",
     "CODAT_WEBHOOK_SECRET": "not-a-signing-secret-at-all",
     # CODAT_API_KEY: missing
 }
@@ -107,8 +111,9 @@ def test_every_bad_variable_is_reported_in_one_error() -> None:
     assert "missing" in about("CODAT_API_KEY")
     assert "'x'" in about("PORT") and "an integer" in about("PORT")
     assert "'-1'" in about("RETRY_MAX_SECONDS")
-    assert "'postgres://db.internal:5432/expenses'" in about("DATABASE_URL")
+    assert "'mysql://db.internal:3306/expenses'" in about("DATABASE_URL")
     assert "sqlite:///" in about("DATABASE_URL")
+    assert "postgresql://" in about("DATABASE_URL")
     assert "without the whsec_ prefix" in about("CODAT_WEBHOOK_SECRET"), about(
         "CODAT_WEBHOOK_SECRET"
     )
@@ -184,7 +189,8 @@ def test_codat_base_url_accepted_without_its_trailing_slash(value: str) -> None:
 @pytest.mark.parametrize(
     "value",
     [
-        "postgres://user@db/expenses",
+        "mysql://user@db/expenses",
+        "postgresql://",
         "sqlite://relative.db",
         "sqlite:///",
         "processor.db",
@@ -192,10 +198,37 @@ def test_codat_base_url_accepted_without_its_trailing_slash(value: str) -> None:
         "",
     ],
 )
-def test_database_url_must_be_a_sqlite_url(value: str) -> None:
+def test_database_url_must_name_a_backend(value: str) -> None:
     message = problem(minimal(DATABASE_URL=value))
-    assert message.startswith("Config 'DATABASE_URL' must look like sqlite:///"), message
+    assert message.startswith(
+        "Config 'DATABASE_URL': expected a database URL like sqlite:///relative/path.db, "
+        "sqlite:////absolute/path.db or postgresql://"
+    ), message
     assert f"found {value!r}" in message, message
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "postgres://user@db/expenses",
+        "postgresql://app:s3cretpw@db.internal:5432/x?sslmode=require&application_name=codat",
+        "postgresql:///expenses?host=/var/run/postgresql",
+    ],
+)
+def test_database_url_may_name_a_postgresql_database(value: str) -> None:
+    settings = config.load(minimal(DATABASE_URL=value))
+    # Passed through as given, query parameters and all, to the driver.
+    assert settings.database_url == value
+    assert settings.database.startswith("PostgreSQL database "), settings.database
+    assert "s3cretpw" not in config.describe(settings, {"DATABASE_URL": value}, version="1")
+
+
+def test_the_start_up_line_names_the_postgresql_server_not_its_password() -> None:
+    url = "postgresql://app:s3cretpw@db.internal:5433/expenses?sslmode=require"
+    settings = config.load(minimal(DATABASE_URL=url, DATABASE_POOL_SIZE="7"))
+    line = config.describe(settings, {"DATABASE_URL": url}, version="1.2")
+    assert "database: PostgreSQL database 'expenses' on db.internal:5433, pool of 7;" in line
+    assert "s3cretpw" not in line and "persistent disk" not in line, line
 
 
 @pytest.mark.parametrize(
@@ -352,8 +385,8 @@ def test_a_refused_secret_shows_no_key_material(secret: str) -> None:
 
 
 def test_a_malformed_database_url_never_shows_its_password() -> None:
-    message = problem(minimal(DATABASE_URL="postgres://app:s3cretpw@db.internal/x"))
-    assert "s3cretpw" not in message and "postgres://app:***@db.internal/x" in message, message
+    message = problem(minimal(DATABASE_URL="mysql://app:s3cretpw@db.internal/x"))
+    assert "s3cretpw" not in message and "mysql://app:***@db.internal/x" in message, message
 
 
 # -- the start-up line ----------------------------------------------------------------------------

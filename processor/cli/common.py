@@ -16,7 +16,7 @@ import click
 
 from processor import config
 from processor.codat.client import CodatClient, new_client
-from store import Store, StoreError, open_store
+from store import Store, StoreError, missing_store, open_store
 
 T = TypeVar("T")
 FC = TypeVar("FC", bound=Callable[..., Any])
@@ -106,10 +106,9 @@ def load_settings(require: tuple[str, ...] = ()) -> config.Settings:
 
 
 def _open_store(settings: config.Settings, *, readonly: bool, must_exist: bool) -> Store:
-    if must_exist and not settings.database_path.exists():
-        raise CliError(
-            f"database file {str(settings.database_path)!r} does not exist (check DATABASE_URL)"
-        )
+    missing = missing_store(settings.database_url) if must_exist else None
+    if missing is not None:
+        raise CliError(missing)
     try:
         return open_store(settings.database_url, readonly=readonly)
     except StoreError as error:

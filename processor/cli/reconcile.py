@@ -35,8 +35,7 @@ def _check_stored(settings: config.Settings, company_id: str) -> None:
     with opened(readonly=True, settings=settings) as reader:
         if not reader.store.knows_company(company_id):
             raise CliError(
-                f"no company {company_id!r} in {settings.database_path}; "
-                "expected a stored company id"
+                f"no company {company_id!r} in {settings.database}; expected a stored company id"
             )
 
 

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from importlib import metadata
 
 import click
 
 from processor import config
-from processor.cli.common import example, host_option, opened
+from processor.cli.common import CliError, example, host_option, load_settings
+from store import StoreError, open_store
 
 log = logging.getLogger("processor")
+RETRY_FIRST, RETRY_MAX = 0.5, 5.0
 
 
 @click.command(epilog=example("codat-expenses serve --host 0.0.0.0 --port 8000"))
@@ -24,9 +27,9 @@ def serve(host: str, port: int | None) -> None:
 
     from processor.app import create_app
 
+    settings = load_settings(config.SERVE_REQUIRES)
     # Open (and migrate) the store before binding, so a bad database stops start-up at once.
-    with opened(config.SERVE_REQUIRES, readonly=False, must_exist=False) as checked:
-        settings = checked.settings
+    _wait_for_store(settings)
     log.info("%s", config.describe(settings, os.environ, version=_version()))
     uvicorn.run(
         create_app(settings),
@@ -36,6 +39,25 @@ def serve(host: str, port: int | None) -> None:
         log_level="info",
         timeout_graceful_shutdown=10,
     )
+
+
+def _wait_for_store(settings: config.Settings) -> None:
+    """Open the store once; a server not reachable yet (a database starting beside us) is tried
+    again for DATABASE_CONNECT_TIMEOUT_SECONDS, then start-up stops with the last reason."""
+    started = time.monotonic()
+    delay = RETRY_FIRST
+    while True:
+        try:
+            open_store(settings.database_url, timeout=settings.busy_timeout).close()
+            return
+        except StoreError as error:
+            waited = time.monotonic() - started
+            if not error.transient or waited + delay > settings.connect_timeout:
+                after = f" (tried for {waited:.0f} s)" if error.transient else ""
+                raise CliError(f"{error}{after}") from None
+            log.warning("%s; trying again in %.1f s", error, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX)
 
 
 def _version() -> str:

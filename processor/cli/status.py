@@ -55,7 +55,7 @@ def status(
 def _show_company(session: Opened, company_id: str, as_json: bool) -> None:
     document = company_document(session.store, company_id)
     if document is None:
-        raise Refused(f"no company {company_id!r} in {session.settings.database_path}")
+        raise Refused(f"no company {company_id!r} in {session.settings.database}")
     if as_json:
         click.echo(json.dumps(document, indent=2))
         return

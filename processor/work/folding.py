@@ -59,6 +59,7 @@ def load_state(store: Store, company_id: str) -> CompanyState | None:
 
 def fold_pending(store: Store, company_id: str, now: str) -> FoldReport:
     """Fold a company's pending events into its stored state and record the intents it needs."""
+    store.lock_company(company_id, wait=True)
     current = load_state(store, company_id)
     state = current or initial_state(company_id)
     pending = store.pending_events(company_id)
@@ -86,10 +87,13 @@ def fold_companies(store: Store, company_ids: Sequence[str], now: str) -> list[F
     """Fold several companies in one transaction, each in a savepoint of its own.
 
     One commit (one fsync) serves them all; a company whose fold fails is undone alone and
-    stays pending, so it is tried again and cannot hold the others back.
+    stays pending, so it is tried again and cannot hold the others back. A company another
+    instance is folding right now is skipped: that instance folds what is pending.
     """
     reports = []
     for company_id in company_ids:
+        if not store.lock_company(company_id):
+            continue
         try:
             with store.savepoint():
                 reports.append(fold_pending(store, company_id, now))
@@ -100,6 +104,7 @@ def fold_companies(store: Store, company_ids: Sequence[str], now: str) -> list[F
 
 def rebuild(store: Store, company_id: str, now: str) -> FoldReport:
     """Fold a company's whole log from an empty state, as if every event arrived again."""
+    store.lock_company(company_id, wait=True)
     current = load_state(store, company_id)
     folded = store.folded_events(company_id)
     pending = store.pending_events(company_id)

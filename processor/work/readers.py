@@ -1,41 +1,32 @@
-"""Read-only store connections for queries, one per worker thread, opened on first use."""
+"""Read-only store connections for queries, run off the event loop."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from typing import TypeVar
 
 from starlette.concurrency import run_in_threadpool
 
-from store import Store, open_store
+from store import Store, open_readers
 
 T = TypeVar("T")
 
 
 class Readers:
-    """Runs read-only queries off the event loop; the connections cannot write."""
+    """Runs read-only queries in the thread pool; the connections cannot write.
 
-    def __init__(self, database_url: str) -> None:
+    SQLite: a connection per thread; PostgreSQL: a pool of `pool_size` connections."""
+
+    def __init__(self, database_url: str, *, pool_size: int = 4, timeout: float = 5.0) -> None:
         self.database_url = database_url
-        self._local = threading.local()
-        self._all: list[Store] = []
-        self._lock = threading.Lock()
+        self._pool = open_readers(database_url, size=pool_size, timeout=timeout)
 
     async def run(self, fn: Callable[[Store], T]) -> T:
         return await run_in_threadpool(self._run, fn)
 
     def _run(self, fn: Callable[[Store], T]) -> T:
-        store: Store | None = getattr(self._local, "store", None)
-        if store is None:
-            store = open_store(self.database_url, readonly=True)
-            self._local.store = store
-            with self._lock:
-                self._all.append(store)
-        return fn(store)
+        with self._pool.reading() as store:
+            return fn(store)
 
     def close(self) -> None:
-        with self._lock:
-            for store in self._all:
-                store.close()
-            self._all.clear()
+        self._pool.close()

@@ -154,6 +154,20 @@ async def _with_rate_limit(codat: CodatClient, call: Any) -> Any:
     return await call()
 
 
+SWEEP_TASK = "reconcile"
+
+
+async def _sweep_if_leader(writer: Writes, codat: CodatClient) -> Sweep | None:
+    """One sweep, unless another instance on the same store is running one (then None)."""
+    if not await writer.call(lambda store: store.lock_task(SWEEP_TASK)):
+        return None
+    try:
+        due = await writer.call(lambda store: due_companies(store, clock.now()))
+        return await reconcile(writer, codat, due)
+    finally:
+        await writer.call(lambda store: store.unlock_task(SWEEP_TASK))
+
+
 async def sweep_periodically(
     writer: Writes, codat: CodatClient, interval: float, *, first_after: float = FIRST_SWEEP_AFTER
 ) -> None:
@@ -167,12 +181,14 @@ async def sweep_periodically(
         await asyncio.sleep(delay)
         delay = interval
         try:
-            due = await writer.call(lambda store: due_companies(store, clock.now()))
-            sweep = await reconcile(writer, codat, due)
+            sweep = await _sweep_if_leader(writer, codat)
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("reconciliation sweep failed; next one in %.0f s", interval)
+            continue
+        if sweep is None:
+            log.debug("reconciliation: another instance is sweeping; next try in %.0f s", interval)
             continue
         if sweep.corrected or sweep.errors:
             log.info(

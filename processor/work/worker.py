@@ -13,6 +13,7 @@ import logging
 import os
 import socket
 from collections.abc import Callable
+from typing import TypeVar
 
 from processor import clock
 from processor.codat.client import CodatClient
@@ -23,6 +24,7 @@ from processor.work.folding import FoldReport, fold_companies
 from store import Effect, Store, WorkerReads
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 IDLE_SECONDS = 1.0
 FOLD_BATCH = 25  # folds run on the event loop: keep each transaction to a few ms
 
@@ -74,8 +76,14 @@ class Worker:
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
+    async def _read(self, fn: Callable[[WorkerReads], T]) -> T:
+        """A quick read: on the loop for SQLite, in a thread when it waits on a server."""
+        if self.reads.remote:
+            return await asyncio.to_thread(fn, self.reads)
+        return fn(self.reads)
+
     async def _sleep(self) -> None:
-        due = self.reads.next_effect_due()
+        due = await self._read(lambda reads: reads.next_effect_due())
         timeout = IDLE_SECONDS
         if due is not None:
             timeout = min(
@@ -85,7 +93,7 @@ class Worker:
             await asyncio.wait_for(self._wake.wait(), timeout=max(timeout, 0.005))
 
     async def _fold_pending(self) -> None:
-        company_ids = self.reads.pending_company_ids()
+        company_ids = await self._read(lambda reads: reads.pending_company_ids())
         for start in range(0, len(company_ids), FOLD_BATCH):
             chunk = company_ids[start : start + FOLD_BATCH]
             reports = await self.writer.call(_folder(chunk))
@@ -103,7 +111,7 @@ class Worker:
 
     async def _start_due_effects(self) -> None:
         now = clock.now()
-        due = self.reads.due_effects(now)
+        due = await self._read(lambda reads: reads.due_effects(now))
         for effect in due:
             if effect.company_id in self._busy:
                 continue
