@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.templating import Jinja2Templates
@@ -30,6 +31,7 @@ from store import Store
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 PAGE_SIZE = 50
 MAX_FORM_BYTES = 4096
+MAX_STUCK_DAYS = 3650
 STUCK_AFTER = {OnboardingState.PENDING_AUTH: "24h", OnboardingState.LINKED: "10m"}
 _DURATION = re.compile(r"(\d{1,9})([smhd]?)", re.ASCII)
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -41,6 +43,22 @@ HEADERS = {
         "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"
     ),
 }
+
+
+class AnyText(Convertor[str]):
+    """Any rest of a path, newlines included (`path` stops at one, and the API's JSON 404
+    would answer a person)."""
+
+    regex = "(?s:.*)"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("anytext", AnyText())
 
 
 def _page(request: Request, name: str, code: int = 200, **context: Any) -> Response:
@@ -77,8 +95,8 @@ async def home(request: Request) -> Response:
             return _problem(
                 request,
                 400,
-                f"expected {state}_after to be a duration such as 90s, 10m, 24h or 3d, "
-                f"found {given[:40]!r}",
+                f"expected {state}_after to be a duration of at most {MAX_STUCK_DAYS} days "
+                f"such as 90s, 10m, 24h or 3d, found {given[:40]!r}",
             )
         after[state] = given
     now = datetime.now(UTC)
@@ -165,7 +183,7 @@ async def companies(request: Request) -> Response:
         return _problem(
             request, 400, f"expected state to be one of {', '.join(STATES)}, found {state[:40]!r}"
         )
-    raw_page = params.get("page") or "1"
+    raw_page = params.get("page", "1")
     if not (raw_page.isascii() and raw_page.isdigit() and 1 <= int(raw_page) <= 10**6):
         return _problem(request, 400, f"expected page to be a number from 1, found {raw_page!r}")
     search = (params.get("q") or "").strip()[:200]
@@ -218,7 +236,8 @@ def _ago(now: datetime) -> Any:
 
 
 def _seconds(text: str) -> int | None:
-    match = _DURATION.fullmatch(text.strip())
+    match = _DURATION.fullmatch(text)
     if match is None:
         return None
-    return int(match.group(1)) * _UNITS[match.group(2)]
+    seconds = int(match.group(1)) * _UNITS[match.group(2)]
+    return seconds if seconds <= MAX_STUCK_DAYS * 86400 else None

@@ -59,6 +59,22 @@ BEARER_401 = {
     "content": {JSON: {"schema": _ref("Error")}},
 }
 
+SUMMARY: Schema = {
+    "id": STRING,
+    "name": NULLABLE_STRING,
+    "state": _nullable(_ref("State")),
+    "accountingConnection": _nullable(_ref("AccountingConnection")),
+    "expenseConnection": _nullable(_ref("ExpenseConnection")),
+    "updatedAt": NULLABLE_STRING,
+    "lastError": _nullable(_ref("LastError")),
+}
+DOCUMENT: Schema = {
+    "pending": {"type": "array", "items": _ref("Command")},
+    "failed": {"type": "array", "items": _ref("Command")},
+    "pendingEvents": {"type": "integer", "minimum": 0},
+    "events": {"type": "array", "items": _ref("Event")},
+}
+
 SCHEMAS: dict[str, Schema] = {
     "Error": {
         "type": "object",
@@ -102,24 +118,9 @@ SCHEMAS: dict[str, Schema] = {
     },
     "CompanySummary": {
         "type": "object",
-        "required": [
-            "id",
-            "name",
-            "state",
-            "accountingConnection",
-            "expenseConnection",
-            "updatedAt",
-            "lastError",
-        ],
-        "properties": {
-            "id": STRING,
-            "name": NULLABLE_STRING,
-            "state": _nullable(_ref("State")),
-            "accountingConnection": _nullable(_ref("AccountingConnection")),
-            "expenseConnection": _nullable(_ref("ExpenseConnection")),
-            "updatedAt": NULLABLE_STRING,
-            "lastError": _nullable(_ref("LastError")),
-        },
+        "description": "What a company's state says: the query API's list items.",
+        "required": list(SUMMARY),
+        "properties": SUMMARY,
         "additionalProperties": False,
     },
     "Command": {
@@ -178,21 +179,11 @@ SCHEMAS: dict[str, Schema] = {
         "additionalProperties": False,
     },
     "CompanyDocument": {
-        "description": "The status document: the summary, commands and the event log.",
-        "allOf": [
-            _ref("CompanySummary"),
-            {
-                "type": "object",
-                "required": ["pending", "failed", "pendingEvents", "events"],
-                "properties": {
-                    "pending": {"type": "array", "items": _ref("Command")},
-                    "failed": {"type": "array", "items": _ref("Command")},
-                    "pendingEvents": {"type": "integer", "minimum": 0},
-                    "events": {"type": "array", "items": _ref("Event")},
-                },
-            },
-        ],
-        "unevaluatedProperties": False,
+        "type": "object",
+        "description": "The status document: the summary, the commands and the event log.",
+        "required": [*SUMMARY, *DOCUMENT],
+        "properties": {**SUMMARY, **DOCUMENT},
+        "additionalProperties": False,
     },
     "CompanyPage": {
         "type": "object",
@@ -239,6 +230,8 @@ WEBHOOK_HEADERS = [
     for part in ("id", "timestamp", "signature")
 ]
 
+# An empty state is no filter, as a form's "any state" sends it.
+ANY_STATE: Schema = {"anyOf": [_ref("State"), {"const": ""}]}
 QUERY_ERRORS = {
     "401": BEARER_401,
     "403": _error("the query API is disabled: STATUS_API_TOKEN is empty"),
@@ -271,7 +264,7 @@ PATHS: dict[str, Schema] = {
             "summary": "A page of company summaries ordered by id, optionally in one state",
             "security": [{"bearer": []}],
             "parameters": [
-                {"name": "state", "in": "query", "schema": _ref("State")},
+                {"name": "state", "in": "query", "schema": ANY_STATE},
                 {
                     "name": "limit",
                     "in": "query",
@@ -330,8 +323,9 @@ PATHS: dict[str, Schema] = {
                 {
                     "name": f"{state}_after",
                     "in": "query",
-                    "description": f"how long in {state} makes a company stuck, e.g. 24h, 10m",
-                    "schema": STRING,
+                    "description": f"how long in {state} makes a company stuck: 24h, 10m, "
+                    "3d, 90s (at most 3650 days); empty: the default",
+                    "schema": {"type": "string", "pattern": "^([0-9]{1,9}[smhd]?)?$"},
                 }
                 for state in ("pending_auth", "linked")
             ],
@@ -362,6 +356,7 @@ PATHS: dict[str, Schema] = {
                 "400": _html("no token in the form"),
                 "401": _html("the token is not one of STATUS_API_TOKEN"),
                 "403": _html("the query API, and so the dashboard, is disabled"),
+                "413": _html("a form over 4096 bytes"),
             },
         }
     },
@@ -377,7 +372,7 @@ PATHS: dict[str, Schema] = {
             "operationId": "dashboardCompanies",
             "summary": "Companies, newest first, by state and searched by id or name",
             "parameters": [
-                {"name": "state", "in": "query", "schema": _ref("State")},
+                {"name": "state", "in": "query", "schema": ANY_STATE},
                 {"name": "q", "in": "query", "schema": STRING},
                 {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1}},
             ],
