@@ -1,7 +1,19 @@
-"""Fixtures: a real local stand-in for Codat and a real `serve` process, on loopback."""
+"""Fixtures: a real local stand-in for Codat and a real `serve` process, on loopback, on a
+real store of each backend.
+
+Tests that run on every backend say so with `@pytest.mark.backends("sqlite", "postgres")` (or
+a module's `pytestmark`): their `database_url` (and so `serve`) is then parametrized over them.
+Without the marker a test runs on SQLite only.
+
+PostgreSQL runs on a throwaway server (tests/pg_server.py), one per pytest worker, started by
+the first test that needs it; each test gets a database of its own. Without the server
+binaries, its tests are skipped with the command that installs them, unless REQUIRE_POSTGRES=1
+(set by CI) makes that a failure.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,7 +24,47 @@ import pytest
 from processor.codat.client import basic_auth
 from processor.sandbox import SandboxServer
 from processor.sandbox.sender import generate_secret
-from tests.support import API_KEY, Serve, ServeProcess, ServeThread, free_port
+from tests.pg_server import PostgresServer, ServerUnavailable, running_server
+from tests.support import API_KEY, BACKENDS, Serve, ServeProcess, ServeThread, free_port
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "database_url" not in metafunc.fixturenames:
+        return
+    marker = metafunc.definition.get_closest_marker("backends")
+    backends = marker.args if marker else ("sqlite",)
+    unknown = set(backends) - set(BACKENDS)
+    if unknown:
+        raise ValueError(f"unknown backends {sorted(unknown)}; expected some of {BACKENDS}")
+    metafunc.parametrize("backend", backends, ids=[str(b) for b in backends], scope="function")
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A PostgreSQL server for this worker's session; skipped (or failed) if there is none."""
+    try:
+        with running_server() as server:
+            yield server
+    except ServerUnavailable as missing:
+        if os.environ.get("REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"REQUIRE_POSTGRES=1: {missing}", pytrace=False)
+        pytest.skip(str(missing))
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """The URL of a new, empty database on the test server, dropped after the test."""
+    with postgres_server.fresh_database() as url:
+        yield url
+
+
+@pytest.fixture
+def database_url(request: pytest.FixtureRequest, tmp_path: Path, backend: str) -> str:
+    """The store `serve` runs on in this test: a SQLite file, or a fresh PostgreSQL database."""
+    if backend == "sqlite":
+        return f"sqlite:///{tmp_path / 'processor.db'}"
+    # Asked for here, so SQLite's tests never start a server.
+    return str(request.getfixturevalue("postgres_url"))
 
 
 class Codat:
@@ -81,7 +133,12 @@ def codat(secret: str, serve_port: int) -> Iterator[Codat]:
 
 @pytest.fixture
 def serve(
-    request: pytest.FixtureRequest, tmp_path: Path, codat: Codat, secret: str, serve_port: int
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    codat: Codat,
+    secret: str,
+    serve_port: int,
+    database_url: str,
 ) -> Iterator[Serve]:
     """`serve` in a thread of the test process; a real process for tests marked
     `serve_process` (those that kill it or read what only a process has); more environment
@@ -97,6 +154,7 @@ def serve(
             **(extra.kwargs if extra else {}),
         },
         port=serve_port,
+        database_url=database_url,
     )
     with server:
         yield server

@@ -27,6 +27,7 @@ from store.sqlite import SqliteStore
 T = TypeVar("T")
 TOKEN = "test-status-token-0123456789"
 API_KEY = "test-api-key-abcdef"
+BACKENDS = ("sqlite", "postgres")  # the store backends tests can run on
 
 
 def open_db(path: str | Path, *, readonly: bool = False, timeout: float = 5.0) -> Store:
@@ -65,21 +66,36 @@ def wait_for(
 
 
 class Serve:
-    """What tests ask of a running `serve`, however it runs: its URL, database and documents."""
+    """What tests ask of a running `serve`, however it runs: its URL, database and documents.
 
-    def __init__(self, database: Path, env: dict[str, str], port: int | None = None) -> None:
+    `database` is the SQLite file, unless `database_url` names another store (PostgreSQL);
+    the file's folder then still holds the log."""
+
+    def __init__(
+        self,
+        database: Path,
+        env: dict[str, str],
+        port: int | None = None,
+        *,
+        database_url: str | None = None,
+    ) -> None:
         self.database = database
+        self.database_url = database_url or f"sqlite:///{database}"
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
             **os.environ,
-            "DATABASE_URL": f"sqlite:///{database}",
+            "DATABASE_URL": self.database_url,
             "STATUS_API_TOKEN": TOKEN,
             "RETRY_INITIAL_SECONDS": "0.05",
             "RETRY_MAX_SECONDS": "0.5",
             "CODAT_TIMEOUT_SECONDS": "2",
             **env,
         }
+
+    def open_store(self, *, readonly: bool = True) -> Store:
+        """The store `serve` writes to, whichever backend it is."""
+        return open_store(self.database_url, readonly=readonly)
 
     def start(self) -> Serve:
         raise NotImplementedError
@@ -137,8 +153,15 @@ class Serve:
 class ServeProcess(Serve):
     """`codat-expenses serve` as a real process, which tests may kill and restart."""
 
-    def __init__(self, database: Path, env: dict[str, str], port: int | None = None) -> None:
-        super().__init__(database, env, port)
+    def __init__(
+        self,
+        database: Path,
+        env: dict[str, str],
+        port: int | None = None,
+        *,
+        database_url: str | None = None,
+    ) -> None:
+        super().__init__(database, env, port, database_url=database_url)
         self.process: subprocess.Popen[bytes] | None = None
         self.log = database.with_suffix(".serve.log")
 
@@ -185,8 +208,15 @@ class ServeThread(Serve):
     neither kill `serve` nor test the command line. Its log is the `processor` loggers' lines.
     """
 
-    def __init__(self, database: Path, env: dict[str, str], port: int | None = None) -> None:
-        super().__init__(database, env, port)
+    def __init__(
+        self,
+        database: Path,
+        env: dict[str, str],
+        port: int | None = None,
+        *,
+        database_url: str | None = None,
+    ) -> None:
+        super().__init__(database, env, port, database_url=database_url)
         self.server: uvicorn.Server | None = None
         self.thread: threading.Thread | None = None
         self.lines: list[str] = []
@@ -274,7 +304,7 @@ def partner_connections(sandbox_state: dict[str, Any], company_id: str) -> list[
 
 def events(server: Serve, event_or_message_id: str) -> list[StoredEvent]:
     """The stored events with this event id or webhook message id, read without writing."""
-    store = open_db(server.database, readonly=True)
+    store = server.open_store()
     try:
         return store.find_events(event_or_message_id=event_or_message_id)
     finally:
@@ -282,7 +312,7 @@ def events(server: Serve, event_or_message_id: str) -> list[StoredEvent]:
 
 
 def event_count(server: Serve) -> int:
-    store = open_db(server.database, readonly=True)
+    store = server.open_store()
     try:
         return store.count_events()
     finally:

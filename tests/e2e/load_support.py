@@ -18,16 +18,15 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
 
 from processor.sandbox.sender import WebhookSender, new_message_id, sign_headers
 from processor.sandbox.webhook_bodies import encode
-from store import Store
+from store import Store, open_store
 from tests.conftest import Codat
-from tests.support import TOKEN, Serve, open_db, partner_connections
+from tests.support import TOKEN, Serve, partner_connections
 
 PARTNER_PATH = "/companies/{}/sync/expenses/connections/partnerExpense"
 PLATFORM_KEYS = ("gbol", "qhyg", "fbrh", "akxx", "trji")
@@ -340,13 +339,13 @@ def mismatched(store: Store, plans: Sequence[CompanyPlan]) -> list[tuple[str, st
 
 
 def wait_until_settled(
-    database: Path, plans: Sequence[CompanyPlan], *, timeout: float, serve: Serve
+    database_url: str, plans: Sequence[CompanyPlan], *, timeout: float, serve: Serve
 ) -> float:
     """Poll the store (read-only) until nothing is pending and every company is where its
     events say; twice in a row, half a second apart. Returns the seconds it took."""
     started = time.monotonic()
     deadline = started + timeout
-    store = open_db(database, readonly=True)
+    store = open_store(database_url, readonly=True)
     try:
         calm = 0
         while True:
@@ -383,10 +382,10 @@ class Outcome:
     states: Counter[str] = field(default_factory=Counter)
 
 
-def check_log(database: Path, sent: Sequence[Message], acked: set[str]) -> Outcome:
+def check_log(database_url: str, sent: Sequence[Message], acked: set[str]) -> Outcome:
     """Every acknowledged message is in the log exactly once; nothing is pending or failed."""
     outcome = Outcome()
-    store = open_db(database, readonly=True)
+    store = open_store(database_url, readonly=True)
     try:
         rows = store.find_events()
         outcome.log_rows = len(rows)

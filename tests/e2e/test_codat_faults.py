@@ -21,6 +21,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
+
 from tests.conftest import Codat
 from tests.e2e.load_support import (
     Answer,
@@ -37,6 +39,8 @@ from tests.e2e.load_support import (
     wait_until_settled,
 )
 from tests.support import Serve
+
+pytestmark = pytest.mark.backends("sqlite", "postgres")
 
 COMPANIES = 100
 MAX_CYCLES = 2
@@ -161,8 +165,8 @@ def test_intake_stays_fast_and_onboarding_recovers_while_codat_fails_for_stretch
     # Answered while each stretch was active, sooner than a call to Codat could have taken.
     inside = {s.name: [a for a in second.answers if s.holds(a)] for s in stretches}
 
-    settled = wait_until_settled(serve.database, plans, timeout=30, serve=serve)
-    outcome = check_log(serve.database, messages, acked)
+    settled = wait_until_settled(serve.database_url, plans, timeout=30, serve=serve)
+    outcome = check_log(serve.database_url, messages, acked)
     check_companies(serve, codat, plans, outcome)
     requests = codat.state()["requests"]
     hits = Counter(fault_kind(r["fault"]) for r in requests if r["fault"] is not None)

@@ -128,8 +128,8 @@ def test_sigkill_under_load_loses_no_acknowledged_event_and_duplicates_nothing(
     )
     assert len(stats.acked) == len(messages)
 
-    settled = wait_until_settled(serve.database, plans, timeout=45, serve=serve)
-    outcome = check_log(serve.database, messages, stats.acked)
+    settled = wait_until_settled(serve.database_url, plans, timeout=45, serve=serve)
+    outcome = check_log(serve.database_url, messages, stats.acked)
     check_companies(serve, codat, plans, outcome)
     tracebacks = serve.logs().count("Traceback")
 

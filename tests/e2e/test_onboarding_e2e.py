@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.conftest import Codat
 from tests.support import ServeProcess, partner_connections, wait_for
+
+pytestmark = pytest.mark.backends("sqlite", "postgres")
 
 
 def test_company_goes_from_created_to_ready_with_one_partner_connection(

@@ -8,10 +8,8 @@ tests/e2e/test_crash_windows.py's part.
 
 from __future__ import annotations
 
-import shutil
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,7 +20,10 @@ from processor import clock
 from processor.sandbox.webhook_bodies import connection_event, new_connection
 from processor.work.folding import rebuild
 from tests.conftest import Codat
-from tests.support import Serve, open_db, partner_connections, post_webhook, wait_for
+from tests.support import Serve, partner_connections, post_webhook, wait_for
+
+# Every scenario on each store backend: the same processor on SQLite and on PostgreSQL.
+pytestmark = pytest.mark.backends("sqlite", "postgres")
 
 
 def linked_company(codat: Codat, serve: Serve, name: str = "Sawayn Group") -> dict[str, Any]:
@@ -317,7 +318,7 @@ def test_codat_400_shows_in_last_error(codat: Codat, serve: Serve) -> None:
     assert partner_connections(codat.state(), company_id) == []
 
 
-def test_rebuild_from_the_log_equals_live_state(codat: Codat, serve: Serve, tmp_path: Path) -> None:
+def test_rebuild_from_the_log_equals_live_state(codat: Codat, serve: Serve) -> None:
     ready = linked_company(codat, serve, "Rebuild One")["company"]["id"]
     relinked = linked_company(codat, serve, "Rebuild Two")
     serve.wait_state(ready, "ready")
@@ -333,9 +334,7 @@ def test_rebuild_from_the_log_equals_live_state(codat: Codat, serve: Serve, tmp_
     codat.create_connection(pending["id"])
     wait_for(lambda: serve.state_of(pending["id"]) == "pending_auth", what="pending_auth")
     serve.stop()
-    copy = tmp_path / "copy.db"
-    shutil.copy(serve.database, copy)
-    store = open_db(copy)
+    store = serve.open_store(readonly=False)
     try:
         ids = store.company_ids()
         assert len(ids) == 3

@@ -3,15 +3,11 @@
 A backend is added by one more entry here (its name, the id of its tests) and one more branch in
 `store_url` that hands out a fresh, empty store's URL; the contract tests then run against it.
 
-PostgreSQL runs on a throwaway server (tests/store/pg_server.py), one per pytest worker, started
-by the first test that needs it; each test gets a database of its own. Without the server
-binaries, its tests are skipped with the command that installs them, unless REQUIRE_POSTGRES=1
-(set by CI) makes that a failure.
+PostgreSQL runs on a throwaway server (`postgres_url` in tests/conftest.py).
 """
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,28 +16,7 @@ import psycopg
 import pytest
 
 from store import Store, StoreError, open_store
-from tests.store.pg_server import PostgresServer, ServerUnavailable, running_server
-
-BACKENDS = ["sqlite", "postgres"]
-
-
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
-    """A PostgreSQL server for this worker's session; skipped (or failed) if there is none."""
-    try:
-        with running_server() as server:
-            yield server
-    except ServerUnavailable as missing:
-        if os.environ.get("REQUIRE_POSTGRES") == "1":
-            pytest.fail(f"REQUIRE_POSTGRES=1: {missing}", pytrace=False)
-        pytest.skip(str(missing))
-
-
-@pytest.fixture
-def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
-    """The URL of a new, empty database on the test server, dropped after the test."""
-    with postgres_server.fresh_database() as url:
-        yield url
+from tests.support import BACKENDS
 
 
 @pytest.fixture(params=BACKENDS, ids=BACKENDS)

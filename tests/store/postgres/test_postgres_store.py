@@ -14,7 +14,7 @@ import pytest
 from store import Store, StoreError, open_store
 from store.postgres import PostgresStore
 from store.postgres.schema import MIGRATIONS
-from tests.store.pg_server import PostgresServer
+from tests.pg_server import PostgresServer
 from tests.store.samples import COMPANY, T0, new_event
 
 LATEST = max(version for version, _ in MIGRATIONS)
