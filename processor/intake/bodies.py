@@ -16,6 +16,7 @@ from handlers.transitions import (
     CONNECTION_DISCONNECTED,
     CONNECTION_RECONNECTED,
     IGNORED,
+    READ_EVENTS,
 )
 from processor import clock
 from processor.codat.connections import clean, connection_fields, text
@@ -25,6 +26,9 @@ CURRENT = "current"
 LEGACY = "legacy"
 UNKNOWN = "unknown"
 MAX_JSON_DEPTH = 64
+# A read names a few connections and a few dozen data types; more is kept out of the log.
+MAX_READ_CONNECTIONS = 10
+MAX_READ_DATA_TYPES = 100
 
 
 class BodyError(ValueError):
@@ -106,6 +110,40 @@ def _current_fields(event_type: str, payload: Any) -> dict[str, Any]:
     if event_type.startswith("connection.") and isinstance(connection, dict):
         fields["connection"] = connection_fields(connection)
         fields["error"] = _connection_error(connection)
+    if event_type in READ_EVENTS:
+        fields.update(_read_fields(payload.get("dataTypes")))
+    return fields
+
+
+def _read_fields(summaries: Any) -> dict[str, Any]:
+    """A data read names its connections only in its data type summaries.
+
+    A connection counts as read when at least one of its data types is `Complete`: a read in
+    which every data type failed (`AuthError`, `FetchError`...) gives no choices to show.
+    """
+    summaries = summaries if isinstance(summaries, list) else []
+    data_types = []
+    connection_ids: list[str] = []
+    for summary in summaries[:MAX_READ_DATA_TYPES]:
+        if not isinstance(summary, dict):
+            continue
+        connection_id = text(summary.get("connectionId"))
+        data_types.append(
+            {
+                "connectionId": connection_id,
+                "dataType": text(summary.get("dataType")),
+                "status": text(summary.get("status")),
+            }
+        )
+        complete = summary.get("status") == "Complete"
+        if connection_id and complete and connection_id not in connection_ids:
+            connection_ids.append(connection_id)
+    connection_ids = connection_ids[:MAX_READ_CONNECTIONS]
+    fields: dict[str, Any] = {"connection_ids": connection_ids, "data_types": data_types}
+    if connection_ids:
+        # The first connection also as `connection`: the log's connection id, and what the
+        # handlers read when an event carries no `connection_ids`.
+        fields["connection"] = {"id": connection_ids[0]}
     return fields
 
 

@@ -16,6 +16,17 @@ CONNECTION_EVENTS = (
     "connection.reconnected",
     "connection.deleted",
 )
+READ_EVENTS = ("read.completed.initial", "read.completed")
+# The accounting data Sync for Expenses reads (CODAT.md): what its mapping options, suppliers and
+# customers come from. Whether Codat's read.completed.initial names exactly these is unknown.
+EXPENSES_DATA_TYPES = (
+    "bankAccounts",
+    "chartOfAccounts",
+    "customers",
+    "suppliers",
+    "taxRates",
+    "trackingCategories",
+)
 CONNECTION_STATUSES = ("PendingAuth", "Linked", "Unlinked", "Deauthorized")
 SOURCE_TYPES = ("Accounting", "Banking", "BankFeed", "Commerce", "Expense", "Other", "Unknown")
 
@@ -165,6 +176,36 @@ def connection_event(
         "connection": {
             field: connection[field] for field in CONNECTION_FIELDS if field in connection
         },
+    }
+    return _envelope(event_type, payload, generated_date, event_id)
+
+
+def read_completed_event(
+    event_type: str,
+    company: Body,
+    connection_id: str,
+    *,
+    data_types: tuple[str, ...] = EXPENSES_DATA_TYPES,
+    modified_from: str | None = None,
+    generated_date: str | None = None,
+    event_id: str | None = None,
+) -> Body:
+    """A `read.completed.initial` or `read.completed` body: one summary per data type read."""
+    _expect("event_type", event_type, READ_EVENTS)
+    summaries = [
+        {
+            "connectionId": connection_id,
+            "dataType": data_type,
+            "recordsModified": True,
+            "status": "Complete",
+            "issues": [],
+        }
+        for data_type in data_types
+    ]
+    payload = {
+        "referenceCompany": company_reference(company),
+        "modifiedFromDate": modified_from,
+        "dataTypes": summaries,
     }
     return _envelope(event_type, payload, generated_date, event_id)
 

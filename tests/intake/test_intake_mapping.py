@@ -21,6 +21,7 @@ from processor.intake.bodies import (
     webhook_event,
 )
 from processor.sandbox.webhook_bodies import (
+    EXPENSES_DATA_TYPES,
     company_event,
     connection_error,
     connection_event,
@@ -28,6 +29,7 @@ from processor.sandbox.webhook_bodies import (
     legacy_status_changed,
     new_company,
     new_connection,
+    read_completed_event,
 )
 from processor.work.folding import FoldReport, fold_companies, fold_pending
 from store import NewEvent, Store, StoredEvent
@@ -35,6 +37,7 @@ from tests.support import open_db
 
 TIMESTAMP = 1_709_287_200  # 2024-03-01T10:00:00Z
 TIMESTAMP_DATE = "2024-03-01T10:00:00.0000000Z"
+DAY = "2024-03-01"
 RECEIVED_AT = "2024-03-01T10:00:00.5000000Z"
 FOLDED_AT = "2024-03-01T10:00:01.0000000Z"  # the worker's clock when it folds
 MESSAGE_ID = "msg_2d3JpbQ0AgzyCaJdYbKFWuTUDhV"
@@ -353,12 +356,12 @@ def test_unknown_current_type_for_a_company_is_stored_and_folds_as_ignored(
 ) -> None:
     data = {
         "id": "743ec94a-8aa4-44bb-8bd4-e1855ee0e74b",
-        "eventType": "read.completed",
+        "eventType": "bills.write.successful",
         "generatedDate": "2022-10-23T00:00:00.000Z",
         "payload": {"referenceCompany": {"id": company["id"], "name": company["name"]}},
     }
     event = intake(data)
-    assert event.event_type == "read.completed"
+    assert event.event_type == "bills.write.successful"
     assert event.company_id == company["id"]
     assert event.event_id == data["id"]
     assert_folds_as_ignored(tmp_path, event)
@@ -553,5 +556,140 @@ def test_legacy_body_without_a_connection_id_changes_nothing(
     store = open_db(tmp_path / "intake.db")
     try:
         assert store.open_effects(company["id"]) == []
+    finally:
+        store.close()
+
+
+# -- Codat's data reads ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("event_type", ["read.completed.initial", "read.completed"])
+def test_read_completed_names_the_connections_it_read(
+    company: dict[str, Any], connection: dict[str, Any], event_type: str
+) -> None:
+    data = read_completed_event(
+        event_type, company, connection["id"], generated_date="2024-03-01T10:05:00.000Z"
+    )
+    event = intake(data)
+    assert event.body_format == CURRENT
+    assert (event.event_type, event.event_id) == (event_type, data["id"])
+    assert event.company_id == company["id"]
+    assert event.connection_id == connection["id"]
+    assert event.generated_date == "2024-03-01T10:05:00.0000000Z"
+    assert event.outcome is None  # folded by the worker
+    assert event.fields["company_name"] == "Sawayn Group"
+    assert event.fields["connection"] == {"id": connection["id"]}
+    assert event.fields["connection_ids"] == [connection["id"]]
+    assert event.fields["data_types"] == [
+        {"connectionId": connection["id"], "dataType": data_type, "status": "Complete"}
+        for data_type in EXPENSES_DATA_TYPES
+    ]
+
+
+def test_read_of_several_connections_lists_each_once_and_only_the_complete_ones(
+    company: dict[str, Any],
+) -> None:
+    data = read_completed_event("read.completed", company, "acc-1", data_types=("suppliers",))
+    summary = data["payload"]["dataTypes"][0]
+    data["payload"]["dataTypes"] = [
+        {
+            **summary,
+            "connectionId": "bank-1",
+            "dataType": "banking-accounts",
+            "status": "Queued",
+        },
+        {**summary, "connectionId": "acc-1", "dataType": "suppliers"},
+        {**summary, "connectionId": "acc-2", "dataType": "customers"},
+        {**summary, "connectionId": "acc-1", "dataType": "customers"},
+    ]
+    event = intake(data)
+    assert event.fields["connection_ids"] == ["acc-1", "acc-2"]
+    assert event.connection_id == "acc-1"
+    assert [item["status"] for item in event.fields["data_types"]] == [
+        "Queued",
+        "Complete",
+        "Complete",
+        "Complete",
+    ]
+
+
+@pytest.mark.parametrize(
+    "data_types",
+    [None, "not a list", [], ["not an object"], [{"dataType": "suppliers", "status": "Complete"}]],
+    ids=["missing", "string", "empty", "item-string", "no-connection-id"],
+)
+def test_read_naming_no_complete_connection_is_stored_and_folds_as_ignored(
+    tmp_path: Path, company: dict[str, Any], data_types: Any
+) -> None:
+    data = read_completed_event("read.completed.initial", company, "acc-1")
+    data["payload"]["dataTypes"] = data_types
+    event = intake(data)
+    assert event.fields["connection_ids"] == []
+    assert "connection" not in event.fields
+    assert_folds_as_ignored(tmp_path, event)
+
+
+def test_read_of_a_failed_fetch_is_stored_and_folds_as_ignored(
+    tmp_path: Path, company: dict[str, Any]
+) -> None:
+    data = read_completed_event("read.completed.initial", company, "acc-1")
+    for summary in data["payload"]["dataTypes"]:
+        summary["status"] = "FetchError"
+    event = intake(data)
+    assert event.fields["connection_ids"] == []
+    assert_folds_as_ignored(tmp_path, event)
+
+
+def test_a_huge_read_keeps_a_bounded_summary(company: dict[str, Any]) -> None:
+    data = read_completed_event("read.completed", company, "acc-0", data_types=("suppliers",))
+    summary = data["payload"]["dataTypes"][0]
+    data["payload"]["dataTypes"] = [{**summary, "connectionId": f"acc-{n}"} for n in range(5000)]
+    event = intake(data)
+    assert len(event.fields["data_types"]) == 100
+    assert event.fields["connection_ids"] == [f"acc-{n}" for n in range(10)]
+
+
+def test_read_completed_initial_folds_a_ready_company_to_awaiting_configuration(
+    tmp_path: Path, company: dict[str, Any], connection: dict[str, Any]
+) -> None:
+    """The webhook as Codat sends it, through intake, the store and the worker's fold."""
+    linked = {**connection, "status": "Linked"}
+    expense = new_connection(
+        company["id"],
+        "expn",
+        platform_name="Partner Expense",
+        source_type="Expense",
+        status="Linked",
+    )
+    bodies = [
+        connection_event("connection.created", company, connection),
+        connection_event("connection.connected", company, linked),
+        connection_event("connection.created", company, expense),
+        read_completed_event("read.completed.initial", company, connection["id"]),
+    ]
+    events = [
+        replace(
+            intake(body), message_id=f"msg-{n}", generated_date=f"2024-03-01T10:0{n}:00.0000000Z"
+        )
+        for n, body in enumerate(bodies)
+    ]
+    store = open_db(tmp_path / "intake.db")
+    try:
+        with store.transaction():
+            store.append_events(events[:3])
+        fold_like_the_worker(store)
+        row = store.company(company["id"])
+        assert row is not None and row.state == "ready"
+        with store.transaction():
+            store.append_events(events[3:])
+        [report] = fold_like_the_worker(store)
+        assert (report.before, report.after, report.outcomes) == (
+            "ready",
+            "awaiting_configuration",
+            {"applied": 1},
+        )
+        row = store.company(company["id"])
+        assert row is not None
+        assert row.data["data_reads"] == {connection["id"]: f"{DAY}T10:03:00.0000000Z"}
     finally:
         store.close()
