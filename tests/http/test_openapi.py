@@ -284,6 +284,7 @@ def test_schemathesis_finds_nothing_against_the_live_app(server: Serve, tmp_path
         capture_output=True,
         text=True,
         timeout=150,
+        cwd=tmp_path,  # its .schemathesis/ cache lands there, not in the clone
     )
     elapsed = time.monotonic() - started
     print(f"schemathesis: {elapsed:.1f} s, exit {run.returncode}\n{run.stdout[-1500:]}")
