@@ -68,6 +68,33 @@ class PostgresServer:
     def data(self) -> Path:
         return self.folder / "data"
 
+    def stop(self, mode: str = "immediate") -> None:
+        """Stop the server (`immediate`: as in a crash, no checkpoint)."""
+        _run([str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"])
+
+    def start(self) -> None:
+        """Start it again, on the same port, with the same data."""
+        _run(
+            [
+                str(self.bin / "pg_ctl"),
+                "-D",
+                str(self.data),
+                "-l",
+                str(self.folder / f"server-{self.port}.log"),
+                "-w",
+                "-o",
+                self.options,
+                "start",
+            ]
+        )
+
+    @property
+    def options(self) -> str:
+        return (
+            f"-c listen_addresses=127.0.0.1 -p {self.port} "
+            f"-c unix_socket_directories={self.folder / 'sockets'} -c fsync=on"
+        )
+
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://{OS_USER}@127.0.0.1:{self.port}/{database}"
 
@@ -128,15 +155,8 @@ def _start(bin: Path, folder: Path) -> PostgresServer:
     error: Exception | None = None
     for _ in range(3):
         server = PostgresServer(bin, folder, _free_port())
-        options = (
-            f"-c listen_addresses=127.0.0.1 -p {server.port} -c unix_socket_directories={sockets} "
-            "-c fsync=on"
-        )
-        log = folder / f"server-{server.port}.log"
         try:
-            _run(
-                [str(bin / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-o", options, "start"]
-            )
+            server.start()
             return server
         except RuntimeError as failed:
             error = failed
@@ -153,6 +173,7 @@ def running_server() -> Iterator[PostgresServer]:
         try:
             yield server
         finally:
-            _run([str(bin / "pg_ctl"), "-D", str(server.data), "-m", "immediate", "stop"])
+            if (server.data / "postmaster.pid").exists():
+                server.stop()
     finally:
         shutil.rmtree(folder, ignore_errors=True)

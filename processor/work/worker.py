@@ -21,11 +21,12 @@ from processor.config import Settings
 from processor.intake.writer import Writer
 from processor.work.effects import carry_out, claim_seconds, release_dead_claims
 from processor.work.folding import FoldReport, fold_companies
-from store import Effect, Store, WorkerReads
+from store import Effect, Store, WorkerReads, is_unavailable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 IDLE_SECONDS = 1.0
+MAX_BACKOFF_SECONDS = 10.0
 FOLD_BATCH = 25  # folds run on the event loop: keep each transaction to a few ms
 
 
@@ -54,16 +55,29 @@ class Worker:
 
     async def run(self) -> None:
         """Loop until cancelled."""
-        await self.writer.call(release_dead_claims)
+        released = False
+        backoff = IDLE_SECONDS
         while True:
             try:
+                if not released:
+                    await self.writer.call(release_dead_claims)
+                    released = True
                 await self.step()
+                await self._sleep()
+                backoff = IDLE_SECONDS
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("worker step failed; trying again shortly")
-                await asyncio.sleep(IDLE_SECONDS)
-            await self._sleep()
+            except Exception as error:
+                if is_unavailable(error):
+                    # The store is down (a lost server, a full disk): one line, and longer
+                    # waits while it lasts; the work is all in the store, nothing is lost.
+                    log.warning(
+                        "worker paused %.0f s: the store is unavailable: %s", backoff, error
+                    )
+                else:
+                    log.exception("worker step failed; trying again in %.0f s", backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
 
     async def step(self) -> None:
         """Fold what is pending, then start the effects that are due."""
@@ -132,10 +146,20 @@ class Worker:
         try:
             async with self._slots:
                 await self._attempt(effect)
-        except Exception:
-            log.exception(
-                "effect %d for company %s failed unexpectedly", effect.id, effect.company_id
-            )
+        except Exception as error:
+            if is_unavailable(error):
+                # Its result was not recorded: the effect stays pending, and is tried again
+                # (look before create) once the store is back.
+                log.warning(
+                    "effect %d for company %s: not recorded, the store is unavailable: %s",
+                    effect.id,
+                    effect.company_id,
+                    error,
+                )
+            else:
+                log.exception(
+                    "effect %d for company %s failed unexpectedly", effect.id, effect.company_id
+                )
         finally:
             self._busy.discard(effect.company_id)
             self.effects_run += 1
