@@ -45,6 +45,8 @@ WEBHOOK_EVENTS = (
     "connection.disconnected",
     "connection.reconnected",
     "connection.deleted",
+    "read.completed.initial",
+    "read.completed",
 )
 
 
@@ -66,6 +68,10 @@ ROOTS: dict[str, tuple[str, ...]] = {
         "/components/schemas/Connection",
         "/components/schemas/Connections",
         "/components/schemas/ErrorMessage",
+        "/components/schemas/CompanyConfiguration",
+        "/components/schemas/MappingOptions",
+        "/components/schemas/Suppliers",
+        "/components/schemas/Customers",
     ),
 }
 

@@ -5,8 +5,9 @@ the customer (authorize, fail, deauthorize), delete things, script faults and se
 State lives in memory; every mutation is synchronous, so the single event loop serialises them.
 
 Modules: `errors` (Codat's error answers), `faults` (scripted misbehaviour), `idempotency`,
-`state` (companies, connections, webhooks), `api` (Codat's endpoints), `admin` (`/_sandbox`),
-`app` (routes and the fault layer), `server` (running it).
+`state` (companies, connections, webhooks), `accounting_data` (what Codat's read of a company's
+books gives Sync for Expenses), `api` (Codat's endpoints), `admin` (`/_sandbox`), `app` (routes
+and the fault layer), `server` (running it).
 """
 
 from processor.sandbox.app import create_app

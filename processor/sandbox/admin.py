@@ -31,9 +31,15 @@ async def admin_config(request: Request) -> Response:
             raise ValueError(f"headerPrefix must be a non-empty string, got {prefix!r}.")
         secrets = check_secrets(data["secrets"]) if data.get("secrets") else []
         delays = tuple(float(d) for d in data.get("retryDelays", config.retry_delays))
+        read_delay = data.get("dataReadDelay", config.data_read_delay)
+        if read_delay is not None:
+            read_delay = float(read_delay)
+            if read_delay < 0:
+                raise ValueError(f"dataReadDelay must be >= 0 seconds or null, got {read_delay}.")
     except (ValueError, TypeError, AttributeError) as exc:
         raise ErrorAnswer(400, f"Invalid webhook config: {exc}") from None
     config.url, config.header_prefix, config.retry_delays = url, prefix, delays
+    config.data_read_delay = read_delay
     if "secrets" in data:
         config.secrets = secrets
     config.auto = bool(data.get("autoWebhooks", config.auto))
@@ -55,6 +61,11 @@ async def admin_fail(request: Request) -> Response:
 async def admin_deauthorize(request: Request) -> Response:
     sandbox, record, connection = _target(request)
     return JSONResponse(sandbox.deauthorize(record, connection))
+
+
+async def admin_read(request: Request) -> Response:
+    sandbox, record, connection = _target(request)
+    return JSONResponse(sandbox.complete_read(record, connection))
 
 
 async def admin_delete_connection(request: Request) -> Response:

@@ -11,6 +11,7 @@ from starlette.responses import JSONResponse, Response
 from processor.codat.platforms import PLATFORMS
 from processor.sandbox.errors import (
     COMPANY_NAME_DISALLOWED,
+    PARTNER_EXPENSE_NAME,
     PLATFORM_KEY,
     Endpoint,
     ErrorAnswer,
@@ -152,25 +153,30 @@ async def create_connection(request: Request) -> Response:
 
 async def list_connections(request: Request) -> Response:
     record = sandbox_of(request).company(request.path_params["company_id"])
+    return paged(request, record.live_connections())
+
+
+def paged(request: Request, items: list[Json]) -> JSONResponse:
+    """One page of `items` (filtered by `query`), with Codat's paging fields and links."""
     page, page_size = page_params(request)
     keep = query_filter(request.query_params.get("query"))
-    connections = [c for c in record.live_connections() if keep(c)]
+    kept = [item for item in items if keep(item)]
     path = request.url.path
     links = {
         "self": {"href": path},
         "current": {"href": f"{path}?page={page}&pageSize={page_size}"},
     }
-    if page * page_size < len(connections):
+    if page * page_size < len(kept):
         links["next"] = {"href": f"{path}?page={page + 1}&pageSize={page_size}"}
     if page > 1:
         links["previous"] = {"href": f"{path}?page={page - 1}&pageSize={page_size}"}
     start = (page - 1) * page_size
     return JSONResponse(
         {
-            "results": connections[start : start + page_size],
+            "results": kept[start : start + page_size],
             "pageNumber": page,
             "pageSize": page_size,
-            "totalResults": len(connections),
+            "totalResults": len(kept),
             "_links": links,
         }
     )
@@ -196,3 +202,64 @@ async def create_partner_expense_connection(request: Request) -> Response:
     sandbox = sandbox_of(request)
     record = sandbox.company(request.path_params["company_id"])
     return JSONResponse(sandbox.create_partner_expense(record))
+
+
+# --- Sync for Expenses: the choices and the configuration ----------------------------------
+
+
+CONFIG_FIELDS = ("bankAccount", "supplier", "customer")
+
+
+async def get_mapping_options(request: Request) -> Response:
+    sandbox = sandbox_of(request)
+    data = sandbox.data_of(sandbox.company(request.path_params["company_id"]))
+    return JSONResponse(
+        {
+            "expenseProvider": PARTNER_EXPENSE_NAME,
+            "accounts": data.accounts,
+            "trackingCategories": data.tracking_categories,
+            "taxRates": data.tax_rates,
+        }
+    )
+
+
+async def list_suppliers(request: Request) -> Response:
+    sandbox = sandbox_of(request)
+    return paged(
+        request, sandbox.data_of(sandbox.company(request.path_params["company_id"])).suppliers
+    )
+
+
+async def list_customers(request: Request) -> Response:
+    sandbox = sandbox_of(request)
+    return paged(
+        request, sandbox.data_of(sandbox.company(request.path_params["company_id"])).customers
+    )
+
+
+async def get_expenses_config(request: Request) -> Response:
+    record = sandbox_of(request).company(request.path_params["company_id"])
+    # Codat does not document its answer for a company never configured; the stand-in gives
+    # the three objects without ids, which its CompanyConfiguration schema allows.
+    return JSONResponse(record.expenses_config or {name: {} for name in CONFIG_FIELDS})
+
+
+async def set_expenses_config(request: Request) -> Response:
+    sandbox = sandbox_of(request)
+    record = sandbox.company(request.path_params["company_id"])
+    data = await json_object(request)
+    missing = [
+        name
+        for name in CONFIG_FIELDS
+        if not isinstance(data.get(name), dict)
+        or not isinstance(data[name].get("id"), str)
+        or not data[name]["id"]
+    ]
+    if missing:
+        raise ErrorAnswer(
+            400,
+            "Validation failed: bankAccount, supplier and customer are all required, each"
+            f' {{"id": "..."}}; missing or invalid: {", ".join(missing)}.',
+            errors=[(f"{name}.id", f"{name}.id is required.", "Required") for name in missing],
+        )
+    return JSONResponse(sandbox.set_expenses_config(record, data))

@@ -19,6 +19,7 @@ from processor.sandbox.admin import (
     admin_delete_connection,
     admin_fail,
     admin_legacy,
+    admin_read,
     admin_send_webhook,
     admin_set_faults,
     admin_state,
@@ -31,7 +32,12 @@ from processor.sandbox.api import (
     create_partner_expense_connection,
     get_company,
     get_connection,
+    get_expenses_config,
+    get_mapping_options,
     list_connections,
+    list_customers,
+    list_suppliers,
+    set_expenses_config,
     update_connection,
 )
 from processor.sandbox.errors import DROPPED, ErrorAnswer, Json
@@ -54,6 +60,13 @@ ROUTES = [
         codat_api(create_partner_expense_connection),
         methods=["POST"],
     ),
+    Route(COMPANY + "/sync/expenses/config", codat_api(get_expenses_config), methods=["GET"]),
+    Route(COMPANY + "/sync/expenses/config", codat_api(set_expenses_config), methods=["POST"]),
+    Route(
+        COMPANY + "/sync/expenses/mappingOptions", codat_api(get_mapping_options), methods=["GET"]
+    ),
+    Route(COMPANY + "/data/suppliers", codat_api(list_suppliers), methods=["GET"]),
+    Route(COMPANY + "/data/customers", codat_api(list_customers), methods=["GET"]),
     Route("/_sandbox/config", admin_config, methods=["POST"]),
     Route("/_sandbox/state", admin_state, methods=["GET"]),
     Route("/_sandbox/faults", admin_set_faults, methods=["POST"]),
@@ -62,6 +75,7 @@ ROUTES = [
     Route(ADMIN_CONNECTION + "/authorize", admin_authorize, methods=["POST"]),
     Route(ADMIN_CONNECTION + "/fail", admin_fail, methods=["POST"]),
     Route(ADMIN_CONNECTION + "/deauthorize", admin_deauthorize, methods=["POST"]),
+    Route(ADMIN_CONNECTION + "/read", admin_read, methods=["POST"]),
     Route(ADMIN_CONNECTION, admin_delete_connection, methods=["DELETE"]),
     Route("/_sandbox" + COMPANY, admin_delete_company, methods=["DELETE"]),
     Route("/_sandbox" + COMPANY + "/legacy", admin_legacy, methods=["POST"]),
@@ -151,9 +165,19 @@ def create_app(
     webhook_url: str | None = None,
     secrets: Sequence[str] = (),
     retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
+    data_read_delay: float | None = None,
 ) -> Starlette:
-    """The sandbox app; its lifespan opens the HTTP client webhooks go out through."""
-    webhooks = WebhookConfig(webhook_url, list(secrets), retry_delays=tuple(retry_delays))
+    """The sandbox app; its lifespan opens the HTTP client webhooks go out through.
+
+    `data_read_delay`: seconds from an accounting connection's first Linked to Codat's
+    `read.completed.initial`; None sends it only when asked (`/_sandbox/.../read`).
+    """
+    webhooks = WebhookConfig(
+        webhook_url,
+        list(secrets),
+        retry_delays=tuple(retry_delays),
+        data_read_delay=data_read_delay,
+    )
     sandbox = Sandbox(api_key, webhooks)
 
     @contextlib.asynccontextmanager

@@ -77,9 +77,14 @@ class SandboxServer(LoopbackServer):
         secrets: Sequence[str] = (),
         retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
         port: int = 0,
+        data_read_delay: float | None = None,
     ) -> None:
         app = create_app(
-            api_key, webhook_url=webhook_url, secrets=secrets, retry_delays=retry_delays
+            api_key,
+            webhook_url=webhook_url,
+            secrets=secrets,
+            retry_delays=retry_delays,
+            data_read_delay=data_read_delay,
         )
         super().__init__(app, port=port)
         self.api_key = api_key
@@ -87,10 +92,17 @@ class SandboxServer(LoopbackServer):
 
 
 def serve_sandbox(
-    host: str, port: int, api_key: str, webhook_url: str | None, secrets: Sequence[str]
+    host: str,
+    port: int,
+    api_key: str,
+    webhook_url: str | None,
+    secrets: Sequence[str],
+    data_read_delay: float | None = None,
 ) -> None:
     """Run the sandbox in the foreground until interrupted; log every webhook delivery attempt."""
-    app = create_app(api_key, webhook_url=webhook_url, secrets=secrets)
+    app = create_app(
+        api_key, webhook_url=webhook_url, secrets=secrets, data_read_delay=data_read_delay
+    )
     if webhook_url:
         log.info(
             "webhooks go to %s, signed with %d secret(s); each attempt is logged below",

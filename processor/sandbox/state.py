@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 
+from processor.sandbox.accounting_data import AccountingData, accounting_data
 from processor.sandbox.errors import (
     DAILY_QUOTA,
     PARTNER_EXPENSE_KEY,
@@ -35,6 +36,7 @@ from processor.sandbox.webhook_bodies import (
     legacy_status_changed,
     new_company,
     new_connection,
+    read_completed_event,
     utc_now,
 )
 
@@ -50,6 +52,11 @@ class CompanyRecord:
     deleted_connections: set[str] = field(default_factory=set)
     deleted: bool = False
     legacy: bool = False
+    # Codat's read of the accounting data: None until a first read completes.
+    data: AccountingData | None = None
+    read_connections: set[str] = field(default_factory=set)
+    # POST /sync/expenses/config as last set: {"bankAccount": {"id"}, "supplier", "customer"}.
+    expenses_config: Json | None = None
 
     def live_connections(self) -> list[Json]:
         return [c for i, c in self.connections.items() if i not in self.deleted_connections]
@@ -66,6 +73,8 @@ class CompanyRecord:
             "deleted": self.deleted,
             "legacy": self.legacy,
             "connections": connections,
+            "readConnections": sorted(self.read_connections),
+            "expensesConfig": self.expenses_config,
         }
 
 
@@ -78,6 +87,9 @@ class WebhookConfig:
     auto: bool = True
     retry_delays: tuple[float, ...] = DEFAULT_RETRY_DELAYS
     header_prefix: str = "webhook"
+    # Seconds from an accounting connection's first Linked to Codat's first read of its data
+    # (read.completed.initial); None: never by itself, only through the admin API.
+    data_read_delay: float | None = None
 
     def to_json(self) -> Json:
         return {
@@ -86,6 +98,7 @@ class WebhookConfig:
             "autoWebhooks": self.auto,
             "retryDelays": list(self.retry_delays),
             "headerPrefix": self.header_prefix,
+            "dataReadDelay": self.data_read_delay,
         }
 
 
@@ -111,6 +124,7 @@ class Sandbox:
         self.deliveries: list[Json] = []
         self.http: httpx.AsyncClient | None = None
         self._tasks: set[asyncio.Task[Json]] = set()
+        self._reads: set[asyncio.TimerHandle] = set()
 
     def authorized(self, header: str | None) -> bool:
         return hmac.compare_digest((header or "").encode(), self.authorization.encode())
@@ -189,7 +203,63 @@ class Sandbox:
             if error.get("status") == "Active":
                 error.update(status="Resolved", resolvedOnUtc=utc_now())
         event = "connection.connected" if previous == "PendingAuth" else "connection.reconnected"
-        return self._set_status(record, connection, "Linked", event)
+        linked = self._set_status(record, connection, "Linked", event)
+        delay = self.webhooks.data_read_delay
+        first = connection["id"] not in record.read_connections
+        if delay is not None and first and connection["sourceType"] == "Accounting":
+            self._schedule_read(record, connection, delay)
+        return linked
+
+    # Codat's read of the accounting data, and the expense sync configuration
+
+    def complete_read(self, record: CompanyRecord, connection: Json) -> Json:
+        """Codat finishes reading the connection's data: read.completed.initial the first time."""
+        if connection["status"] != "Linked":
+            raise ErrorAnswer(
+                409,
+                f"Only a Linked connection's data can be read; connection {connection['id']}"
+                f" is {connection['status']}.",
+            )
+        if record.data is None:
+            record.data = accounting_data(record.company["id"])
+        first = connection["id"] not in record.read_connections
+        record.read_connections.add(connection["id"])
+        event_type = "read.completed.initial" if first else "read.completed"
+        body = read_completed_event(event_type, record.company, connection["id"])
+        self._emit(body)
+        return body
+
+    def _schedule_read(self, record: CompanyRecord, connection: Json, delay: float) -> None:
+        def read() -> None:
+            self._reads.discard(handle)
+            live = connection["id"] not in record.deleted_connections and not record.deleted
+            if live and connection["status"] == "Linked":
+                self.complete_read(record, connection)
+
+        handle = asyncio.get_running_loop().call_later(delay, read)
+        self._reads.add(handle)
+
+    def data_of(self, record: CompanyRecord) -> AccountingData:
+        """The company's accounting data; empty until Codat's first read completes."""
+        return record.data or AccountingData()
+
+    def set_expenses_config(self, record: CompanyRecord, config: Json) -> Json:
+        data = self.data_of(record)
+        choices = {
+            "bankAccount": data.bank_account_ids(),
+            "supplier": [supplier["id"] for supplier in data.suppliers],
+            "customer": [customer["id"] for customer in data.customers],
+        }
+        for name, valid in choices.items():
+            chosen = config[name]["id"]
+            if chosen not in valid:
+                raise invalid(
+                    f"{name}.id",
+                    f"No {name} with id {chosen!r} in the company's accounting data; valid:"
+                    f" {', '.join(valid) or 'none (the data is not read yet)'}.",
+                )
+        record.expenses_config = {name: {"id": config[name]["id"]} for name in choices}
+        return record.expenses_config
 
     def fail(self, record: CompanyRecord, connection: Json, message: str) -> Json:
         connection["dataConnectionErrors"].append(connection_error(message))
@@ -295,6 +365,9 @@ class Sandbox:
 
     async def close(self) -> None:
         """Cancel deliveries still retrying; the HTTP client is closed by the app's lifespan."""
+        for handle in self._reads:
+            handle.cancel()
+        self._reads.clear()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()

@@ -19,6 +19,7 @@ import pytest
 from processor.sandbox.webhook_bodies import (
     COMPANY_EVENTS,
     CONNECTION_EVENTS,
+    READ_EVENTS,
     company_event,
     connection_error,
     connection_event,
@@ -177,7 +178,7 @@ def test_extract_is_self_contained(full: Path | None) -> None:
 
 
 def test_extract_covers_every_webhook_the_service_sends() -> None:
-    assert set(COMPANY_EVENTS + CONNECTION_EVENTS) <= set(WEBHOOK_EVENTS)
+    assert set(COMPANY_EVENTS + CONNECTION_EVENTS + READ_EVENTS) <= set(WEBHOOK_EVENTS)
     platform = fixture()["documents"][PLATFORM_DOC]
     for event in WEBHOOK_EVENTS:
         assert webhook_schema(event) in ROOTS[PLATFORM_DOC]

@@ -676,3 +676,193 @@ def test_webhook_config_is_validated(api: httpx.Client) -> None:
     api.post("/_sandbox/config", json={"webhookUrl": "http://127.0.0.1:9/hook"})
     answer = api.post("/_sandbox/webhooks/send", json={"raw": "{}"})
     assert answer.status_code == 409 and "secret" in answer.json()["error"]
+
+
+# --- Sync for Expenses: Codat's read, the choices and the configuration ---------------------
+
+
+def linked_company(api: httpx.Client) -> tuple[str, str]:
+    """A company whose accounting connection the customer has linked: (company, connection)."""
+    company_id = company(api)["id"]
+    connection_id = connection(api, company_id)["id"]
+    assert admin(api, company_id, connection_id, "authorize").status_code == 200
+    return company_id, connection_id
+
+
+def read_company(api: httpx.Client) -> str:
+    company_id, connection_id = linked_company(api)
+    answer = admin(api, company_id, connection_id, "read")
+    assert answer.status_code == 200, answer.text
+    return company_id
+
+
+def expenses_config(api: httpx.Client, company_id: str) -> str:
+    return f"/companies/{company_id}/sync/expenses/config"
+
+
+def test_mapping_options_are_empty_until_codat_has_read_the_data(api: httpx.Client) -> None:
+    company_id, connection_id = linked_company(api)
+    path = f"/companies/{company_id}/sync/expenses/mappingOptions"
+    before = api.get(path)
+    assert before.status_code == 200, before.text
+    conform(before.json(), "MappingOptions")
+    assert (before.json()["accounts"], before.json()["taxRates"]) == ([], [])
+    admin(api, company_id, connection_id, "read")
+    after = api.get(path).json()
+    conform(after, "MappingOptions")
+    assert after["expenseProvider"] == "Partner Expense"
+    banks = [a["name"] for a in after["accounts"] if a["isBankAccount"]]
+    assert banks == ["Business Current Account", "Company Card"]
+    assert after["trackingCategories"] and after["taxRates"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "schema", "total"), [("suppliers", "Suppliers", 3), ("customers", "Customers", 2)]
+)
+def test_suppliers_and_customers_are_paginated_in_codat_shape(
+    api: httpx.Client, kind: str, schema: str, total: int
+) -> None:
+    company_id = read_company(api)
+    path = f"/companies/{company_id}/data/{kind}"
+    size = total - 1  # two pages, the second with one item
+    first = api.get(path, params={"page": 1, "pageSize": size}).json()
+    conform(first, schema)
+    assert (first["pageNumber"], first["pageSize"], first["totalResults"]) == (1, size, total)
+    assert len(first["results"]) == size
+    assert first["_links"]["next"]["href"] == f"{path}?page=2&pageSize={size}"
+    last = api.get(path, params={"page": 2, "pageSize": size}).json()
+    conform(last, schema)
+    assert len(last["results"]) == 1 and "next" not in last["_links"]
+    assert last["_links"]["previous"]["href"] == f"{path}?page=1&pageSize={size}"
+    ids = [item["id"] for item in first["results"] + last["results"]]
+    assert len(set(ids)) == total
+    bad = api.get(path, params={"pageSize": 0})
+    assert bad.status_code == 400
+    conform(bad.json(), "ErrorMessage")
+
+
+def test_each_company_has_choices_of_its_own(api: httpx.Client) -> None:
+    one, two = read_company(api), read_company(api)
+    suppliers = [api.get(f"/companies/{c}/data/suppliers").json()["results"] for c in (one, two)]
+    assert {s["id"] for s in suppliers[0]}.isdisjoint({s["id"] for s in suppliers[1]})
+
+
+def choose(api: httpx.Client, company_id: str) -> dict[str, Any]:
+    """The first bank account, supplier and customer the company offers."""
+    options = api.get(f"/companies/{company_id}/sync/expenses/mappingOptions").json()
+    bank = next(a["id"] for a in options["accounts"] if a["isBankAccount"])
+    supplier = api.get(f"/companies/{company_id}/data/suppliers").json()["results"][0]["id"]
+    customer = api.get(f"/companies/{company_id}/data/customers").json()["results"][0]["id"]
+    return {"bankAccount": {"id": bank}, "supplier": {"id": supplier}, "customer": {"id": customer}}
+
+
+def test_configuration_is_unset_then_set_and_read_back(api: httpx.Client) -> None:
+    company_id = read_company(api)
+    unset = api.get(expenses_config(api, company_id))
+    assert unset.status_code == 200, unset.text
+    conform(unset.json(), "CompanyConfiguration")
+    assert unset.json() == {"bankAccount": {}, "supplier": {}, "customer": {}}
+    chosen = choose(api, company_id)
+    answer = api.post(expenses_config(api, company_id), json=chosen)
+    assert answer.status_code == 200, answer.text
+    conform(answer.json(), "CompanyConfiguration")
+    assert answer.json() == chosen
+    assert api.get(expenses_config(api, company_id)).json() == chosen
+
+
+@pytest.mark.parametrize("missing", ["bankAccount", "supplier", "customer"])
+def test_configuration_without_all_three_is_refused_in_codat_shape(
+    api: httpx.Client, missing: str
+) -> None:
+    company_id = read_company(api)
+    chosen = choose(api, company_id)
+    answer = api.post(expenses_config(api, company_id), json={**chosen, missing: {"name": "no id"}})
+    assert answer.status_code == 400
+    body = answer.json()
+    conform(body, "ErrorMessage")
+    assert missing in body["error"]
+    assert [e["itemId"] for e in body["validation"]["errors"]] == [f"{missing}.id"]
+    assert api.get(expenses_config(api, company_id)).json()[missing] == {}
+
+
+def test_configuration_with_an_unknown_supplier_is_refused_with_the_valid_ones(
+    api: httpx.Client,
+) -> None:
+    company_id = read_company(api)
+    chosen = {**choose(api, company_id), "supplier": {"id": "no-such-supplier"}}
+    answer = api.post(expenses_config(api, company_id), json=chosen)
+    assert answer.status_code == 400
+    conform(answer.json(), "ErrorMessage")
+    suppliers = api.get(f"/companies/{company_id}/data/suppliers").json()["results"]
+    assert "no-such-supplier" in answer.json()["error"]
+    assert all(s["id"] in answer.json()["error"] for s in suppliers)
+
+
+def test_configuration_post_honours_the_idempotency_key(api: httpx.Client) -> None:
+    company_id = read_company(api)
+    chosen = choose(api, company_id)
+    key = {"Idempotency-Key": str(uuid.uuid4())}
+    path = expenses_config(api, company_id)
+    first = api.post(path, json=chosen, headers=key)
+    again = api.post(path, json=chosen, headers=key)
+    assert (first.status_code, again.status_code) == (200, 200)
+    assert again.content == first.content
+    assert [r["replayed"] for r in requests_to(api, "POST", path)] == [False, True]
+    other = api.post(path, json={**chosen, "customer": chosen["supplier"]}, headers=key)
+    assert other.status_code == 422
+    conform(other.json(), "ErrorMessage")
+
+
+def test_configuration_of_an_unknown_company_is_404(api: httpx.Client) -> None:
+    answer = api.get(expenses_config(api, str(uuid.uuid4())))
+    assert answer.status_code == 404
+    conform(answer.json(), "ErrorMessage")
+
+
+def test_a_pending_connection_cannot_be_read(api: httpx.Client) -> None:
+    company_id = company(api)["id"]
+    connection_id = connection(api, company_id)["id"]
+    answer = admin(api, company_id, connection_id, "read")
+    assert answer.status_code == 409
+    assert "PendingAuth" in answer.json()["error"]
+
+
+def read_webhooks(receiver: Receiver) -> list[dict[str, Any]]:
+    return [b for b in receiver.bodies if b["eventType"].startswith("read.completed")]
+
+
+def test_codat_reads_the_data_a_moment_after_the_accounting_connection_is_linked(
+    api: httpx.Client, hooked: Receiver
+) -> None:
+    assert api.post("/_sandbox/config", json={"dataReadDelay": 0.2}).json()["dataReadDelay"] == 0.2
+    company_id, connection_id = linked_company(api)
+    assert read_webhooks(hooked) == []  # not at once: a moment later
+    [body] = wait_for(lambda: read_webhooks(hooked), what="read.completed.initial")
+    conform_webhook(body)
+    assert body["eventType"] == "read.completed.initial"
+    assert body["payload"]["referenceCompany"]["id"] == company_id
+    assert {s["connectionId"] for s in body["payload"]["dataTypes"]} == {connection_id}
+    # A reconnection is no first read; the admin API reads again on demand.
+    admin(api, company_id, connection_id, "deauthorize")
+    admin(api, company_id, connection_id, "authorize")
+    admin(api, company_id, connection_id, "read")
+    bodies = wait_for(lambda: read_webhooks(hooked)[1:], what="read.completed")
+    assert [b["eventType"] for b in bodies] == ["read.completed"]
+    time.sleep(0.4)
+    assert len(read_webhooks(hooked)) == 2
+
+
+def test_without_a_read_delay_codat_reads_only_when_asked(
+    api: httpx.Client, hooked: Receiver
+) -> None:
+    assert api.post("/_sandbox/config", json={}).json()["dataReadDelay"] is None
+    linked_company(api)
+    settled(api, 3)
+    assert [e["eventType"] for e in state(api)["events"]][-1] == "connection.connected"
+    assert not any(e["eventType"].startswith("read.") for e in state(api)["events"])
+
+
+def test_a_negative_read_delay_is_refused(api: httpx.Client) -> None:
+    answer = api.post("/_sandbox/config", json={"dataReadDelay": -1})
+    assert answer.status_code == 400
+    assert "dataReadDelay" in answer.json()["error"]

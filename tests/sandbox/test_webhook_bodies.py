@@ -10,6 +10,8 @@ import pytest
 from processor.codat.platforms import PLATFORMS, UnknownPlatform, resolve_platform
 from processor.sandbox.webhook_bodies import (
     CONNECTION_EVENTS,
+    EXPENSES_DATA_TYPES,
+    READ_EVENTS,
     company_event,
     connection_error,
     connection_event,
@@ -17,6 +19,7 @@ from processor.sandbox.webhook_bodies import (
     legacy_status_changed,
     new_company,
     new_connection,
+    read_completed_event,
 )
 from tests.sandbox.codat_schemas import PLATFORM_DOC, conform_to
 
@@ -187,3 +190,26 @@ def test_unknown_platform_lists_the_valid_ones() -> None:
     assert all(key in str(raised.value) for key in PLATFORMS)
     with pytest.raises(UnknownPlatform):
         new_connection(str(uuid.uuid4()), "zzzz")
+
+
+@pytest.mark.parametrize("event_type", READ_EVENTS)
+def test_read_completed_events_match_codat_schema(
+    event_type: str, company: dict[str, Any], connection: dict[str, Any]
+) -> None:
+    body = read_completed_event(event_type, company, connection["id"])
+    conform(body, webhook_schema(event_type))
+    assert body["eventType"] == event_type
+    assert body["payload"]["referenceCompany"]["id"] == company["id"]
+    summaries = body["payload"]["dataTypes"]
+    assert {s["connectionId"] for s in summaries} == {connection["id"]}
+    assert [s["dataType"] for s in summaries] == list(EXPENSES_DATA_TYPES)
+    assert {s["status"] for s in summaries} == {"Complete"}
+
+
+def test_read_completed_with_a_data_type_codat_does_not_know_fails_its_schema(
+    company: dict[str, Any], connection: dict[str, Any]
+) -> None:
+    body = read_completed_event("read.completed", company, connection["id"])
+    body["payload"]["dataTypes"][0]["dataType"] = "expenses"
+    with pytest.raises(AssertionError, match="expenses"):
+        conform(body, webhook_schema("read.completed"))
