@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from store.postgres.companies import PostgresCompanyStates
 from store.postgres.connected import Connected
+from store.postgres.copying import PostgresCopying
 from store.postgres.effects import PostgresEffects
 from store.postgres.events import PostgresEventLog
 
 
-class PostgresStore(PostgresEffects, PostgresEventLog, PostgresCompanyStates, Connected):
+class PostgresStore(
+    PostgresCopying, PostgresEffects, PostgresEventLog, PostgresCompanyStates, Connected
+):
     """The event log, company state and record of effects, in one PostgreSQL database."""
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from store.sqlite.companies import SqliteCompanyStates
 from store.sqlite.connected import Connected
+from store.sqlite.copying import SqliteCopying
 from store.sqlite.effects import SqliteEffects
 from store.sqlite.events import SqliteEventLog
 
 
-class SqliteStore(SqliteEffects, SqliteEventLog, SqliteCompanyStates, Connected):
+class SqliteStore(SqliteCopying, SqliteEffects, SqliteEventLog, SqliteCompanyStates, Connected):
     """The event log, company state and record of effects, in one SQLite file."""
 
 

@@ -1,0 +1,223 @@
+"""Copying a whole store into an empty one: the backend-neutral loop of `store copy`.
+
+Each backend implements `Copyable` (store/sqlite/copying.py, store/postgres/copying.py): read a
+table's rows in key order after a key, insert rows exactly as read (keys included), count, and
+finish (PostgreSQL moves its identity sequences past the copied keys). The loop here reads the
+source in one read snapshot and writes the target in batches, one transaction each.
+
+What is copied: every column of `events` (raw body and headers, `seq`, fold order, outcomes),
+`companies` and `effects` (ids kept), with the claims on effects cleared (their holders belong
+to the old deployment). `heartbeat` and `schema_migrations` are the target's own.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any, Protocol, cast, runtime_checkable
+
+from store.contract import Store
+from store.errors import StoreError
+from store.opening import describe_url, missing_store, open_store
+
+# The tables copied, in an order that keeps every reference to an earlier row (effects name
+# the event that caused them; a duplicate event names an earlier one).
+TABLES = ("events", "companies", "effects")
+KEYS = {"events": "seq", "companies": "company_id", "effects": "id"}
+COLUMNS: dict[str, tuple[str, ...]] = {
+    "events": (
+        "seq",
+        "message_id",
+        "event_id",
+        "event_type",
+        "body_format",
+        "source",
+        "company_id",
+        "connection_id",
+        "generated_date",
+        "received_at",
+        "fields",
+        "body",
+        "headers",
+        "deliveries",
+        "last_delivered_at",
+        "duplicate_of",
+        "processed_at",
+        "fold_order",
+        "outcome",
+    ),
+    "companies": ("company_id", "state", "data", "updated_at", "checked_at"),
+    "effects": (
+        "id",
+        "company_id",
+        "kind",
+        "connection_id",
+        "idempotency_key",
+        "caused_by",
+        "status",
+        "attempts",
+        "next_attempt_at",
+        "last_error",
+        "result",
+        "claimed_by",
+        "claim_expires_at",
+        "created_at",
+        "updated_at",
+    ),
+}
+CLEARED = {"effects": ("claimed_by", "claim_expires_at")}
+"""Columns copied as NULL: claims held by processes of the deployment being moved."""
+
+BATCH = 2000
+
+Row = tuple[Any, ...]
+
+
+@runtime_checkable
+class Copyable(Protocol):
+    """What a backend offers `store copy`, on top of the contract."""
+
+    def copy_snapshot(self) -> AbstractContextManager[None]:
+        """One read snapshot for the whole block: batches read one consistent store."""
+        ...
+
+    def copy_rows(self, table: str, after: Any, limit: int) -> list[Row]:
+        """Up to `limit` rows of `table` whose key is above `after` (None: from the first), in
+        key order, as tuples in `COLUMNS[table]` order; bytes for the raw body."""
+        ...
+
+    def insert_copied(self, table: str, rows: Sequence[Row]) -> None:
+        """Insert rows as read by `copy_rows`, keys included (in the caller's transaction)."""
+        ...
+
+    def count_rows(self, table: str) -> int: ...
+
+    def finish_copy(self) -> None:
+        """After the last insert: new rows get keys above the copied ones."""
+        ...
+
+
+class CopyStore(Store, Copyable, Protocol):
+    """A store that can be copied from and into."""
+
+
+@dataclass
+class CopyResult:
+    """What a copy did: rows per table, and how long it took."""
+
+    copied: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+class TargetNotEmpty(Exception):
+    """The target already holds rows: `found` per table."""
+
+    def __init__(self, where: str, found: dict[str, int]) -> None:
+        listed = ", ".join(f"{count} {table}" for table, count in found.items() if count)
+        super().__init__(
+            f"the target, {where}, is not empty: it holds {listed}; "
+            "store copy only copies into an empty store"
+        )
+        self.found = found
+
+
+def copyable(store: Store) -> CopyStore:
+    """The store as a `CopyStore`; every backend is one."""
+    if not isinstance(store, Copyable):  # pragma: no cover - every backend implements it
+        raise StoreError(f"the {type(store).__name__} backend cannot be copied")
+    return cast(CopyStore, store)
+
+
+def open_source(url: str, *, timeout: float = 5.0) -> CopyStore:
+    """The store to copy from, read-only; StoreError if it does not exist."""
+    missing = missing_store(url)
+    if missing is not None:
+        raise StoreError(f"the source {missing.removesuffix(' (check DATABASE_URL)')}")
+    return copyable(open_store(url, readonly=True, timeout=timeout))
+
+
+def counts(store: CopyStore) -> dict[str, int]:
+    """Rows per copied table."""
+    return {table: store.count_rows(table) for table in TABLES}
+
+
+def open_empty_target(url: str, *, timeout: float = 5.0) -> CopyStore:
+    """The store to copy into, created and migrated if need be; TargetNotEmpty, with nothing
+    written, if it holds any event, company or effect."""
+    if missing_store(url) is None:
+        # Looked at read-only first, so a target that is refused is not written to at all. A
+        # database without the tables (or that cannot be read) is left to the writer's open,
+        # which creates them or says why it cannot.
+        try:
+            probe = copyable(open_store(url, readonly=True, timeout=timeout))
+        except StoreError:
+            pass
+        else:
+            try:
+                _refuse_unless_empty(probe, url)
+            finally:
+                probe.close()
+    target = copyable(open_store(url, timeout=timeout))
+    try:
+        _refuse_unless_empty(target, url)  # someone else may have written in between
+    except BaseException:
+        target.close()
+        raise
+    return target
+
+
+def _refuse_unless_empty(store: CopyStore, url: str) -> None:
+    found = counts(store)
+    if any(found.values()):
+        raise TargetNotEmpty(describe_url(url), found)
+
+
+def copy_all(
+    source: CopyStore,
+    target: CopyStore,
+    *,
+    batch: int = BATCH,
+    progress: Callable[[str, int], Any] = lambda table, rows: None,
+) -> CopyResult:
+    """Copy every table of `source` into the (empty) `target`, `batch` rows per transaction.
+
+    `progress(table, rows)` is called after each batch is committed."""
+    started = time.monotonic()
+    result = CopyResult()
+    with source.copy_snapshot():
+        for table in TABLES:
+            result.copied[table] = _copy_table(source, target, table, batch, progress)
+    with target.transaction():
+        target.finish_copy()
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _copy_table(
+    source: CopyStore,
+    target: CopyStore,
+    table: str,
+    batch: int,
+    progress: Callable[[str, int], Any],
+) -> int:
+    key = COLUMNS[table].index(KEYS[table])
+    cleared = [COLUMNS[table].index(name) for name in CLEARED.get(table, ())]
+    after: Any = None
+    copied = 0
+    while True:
+        rows = source.copy_rows(table, after, batch)
+        if not rows:
+            return copied
+        if cleared:
+            rows = [_clear(row, cleared) for row in rows]
+        with target.transaction():
+            target.insert_copied(table, rows)
+        copied += len(rows)
+        after = rows[-1][key]
+        progress(table, len(rows))
+
+
+def _clear(row: Row, indexes: list[int]) -> Row:
+    return tuple(None if i in indexes else value for i, value in enumerate(row))
