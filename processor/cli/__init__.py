@@ -9,7 +9,7 @@ import logging
 
 import click
 
-from processor.cli import demo, onboard, reconcile, replay, sandbox, serve, status
+from processor.cli import demo, onboard, reconcile, replay, sandbox, serve, status, store
 from processor.cli.common import example
 
 COMMANDS = (
@@ -22,6 +22,7 @@ COMMANDS = (
     sandbox.secret,
     serve.serve,
     status.status,
+    store.store_group,
 )
 
 

@@ -1,0 +1,315 @@
+"""`codat-expenses store copy` and `store check`: moving a deployment from SQLite to PostgreSQL.
+
+The source is a SQLite store written by the real `serve` (in a thread), driven by the stand-in
+for Codat: companies in ready, pending_auth and disconnected, and one whose partner expense
+connection Codat refused (a failed effect); `serve` is stopped before anything is copied. The
+target is a fresh database on the throwaway PostgreSQL server, reached with a password in its
+URL (the server trusts loopback, so any password works, and none may ever be printed). Every
+command is a real `python -m processor` subprocess.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from processor.cli.store import check_copy
+from processor.sandbox import SandboxServer
+from processor.sandbox.sender import generate_secret
+from processor.sandbox.webhook_bodies import company_event, new_company
+from store import open_store
+from store.copying import COLUMNS, KEYS, TABLES, copyable
+from tests.cli_support import Result
+from tests.conftest import Codat
+from tests.support import API_KEY, ServeProcess, ServeThread, free_port, post_webhook, wait_for
+
+PASSWORD = "s3cret-Pa55word"
+PARTNER_EXPENSE = "/companies/*/sync/expenses/connections/partnerExpense"
+
+
+@dataclass
+class Source:
+    """The SQLite store `serve` wrote, the stand-in it talked to, and what `serve` showed."""
+
+    path: Path
+    codat: Codat
+    secret: str
+    companies: dict[str, str]  # what each company went through -> its id
+    documents: dict[str, dict[str, Any]]  # company id -> GET /companies/{id} before the copy
+
+    @property
+    def url(self) -> str:
+        return f"sqlite:///{self.path}"
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Source]:
+    folder = tmp_path_factory.mktemp("source")
+    secret, port = generate_secret(), free_port()
+    with SandboxServer(
+        api_key=API_KEY,
+        webhook_url=f"http://127.0.0.1:{port}/webhooks/codat",
+        secrets=[secret],
+        retry_delays=(0, 0.2, 0.5, 1, 2, 3),
+    ) as server:
+        codat = Codat(server)
+        env = {
+            "CODAT_API_KEY": API_KEY,
+            "CODAT_BASE_URL": codat.url,
+            "CODAT_WEBHOOK_SECRET": secret,
+        }
+        serve = ServeThread(folder / "processor.db", env, port=port)
+        with serve:
+            companies = _onboard(codat, serve)
+            documents = {cid: serve.company(cid) for cid in companies.values()}
+        assert all(documents.values()), documents
+        yield Source(
+            folder / "processor.db",
+            codat,
+            secret,
+            companies,
+            {k: v for k, v in documents.items() if v is not None},
+        )
+        codat.close()
+
+
+def _onboard(codat: Codat, serve: ServeThread) -> dict[str, str]:
+    """Four companies, one in each situation a deployment holds."""
+    # Codat refuses the first partner expense connection: that company's command fails.
+    codat.faults([{"method": "POST", "path": PARTNER_EXPENSE, "status": 400, "times": 1}])
+    failed = _linked(codat, serve, "Refused Ltd")
+    wait_for(lambda: (serve.company(failed["id"]) or {}).get("failed"), what="a failed command")
+    ready = _linked(codat, serve, "Ready plc")
+    serve.wait_state(ready["id"], "ready")
+    gone = _linked(codat, serve, "Unlinked Co")
+    serve.wait_state(gone["id"], "ready")
+    codat.http.patch(
+        f"/companies/{gone['id']}/connections/{gone['connection']}", json={"status": "Unlinked"}
+    ).raise_for_status()
+    serve.wait_state(gone["id"], "disconnected")
+    waiting = codat.create_company("Waiting GmbH")
+    codat.create_connection(waiting["id"])
+    serve.wait_state(waiting["id"], "pending_auth")
+    return {
+        "failed": failed["id"],
+        "ready": ready["id"],
+        "disconnected": gone["id"],
+        "pending_auth": waiting["id"],
+    }
+
+
+def _linked(codat: Codat, serve: ServeThread, name: str) -> dict[str, str]:
+    company = codat.create_company(name)
+    connection = codat.create_connection(company["id"])
+    serve.wait_state(company["id"], "pending_auth")
+    codat.authorize(company["id"], connection["id"])
+    return {"id": company["id"], "connection": connection["id"]}
+
+
+@pytest.fixture
+def target(postgres_url: str) -> str:
+    """The fresh PostgreSQL database's URL, with a password."""
+    return postgres_url.replace("postgresql://postgres@", f"postgresql://postgres:{PASSWORD}@")
+
+
+def store_cli(*args: str) -> Result:
+    done = subprocess.run(
+        [sys.executable, "-m", "processor", "store", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    result = Result(["store", *args], done.returncode, done.stdout, done.stderr)
+    assert PASSWORD not in result.output, result.describe()
+    return result
+
+
+def sqlite_rows(path: Path) -> dict[str, list[tuple[Any, ...]]]:
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+        return {
+            table: conn.execute(
+                f"SELECT {', '.join(COLUMNS[table])} FROM {table} ORDER BY {KEYS[table]}"
+            ).fetchall()
+            for table in TABLES
+        }
+
+
+def postgres_rows(url: str, tables: tuple[str, ...] = TABLES) -> dict[str, list[tuple[Any, ...]]]:
+    with psycopg.connect(url) as conn:
+        return {
+            table: conn.execute(
+                f"SELECT {', '.join(COLUMNS[table])} FROM {table} ORDER BY {KEYS[table]}"
+            ).fetchall()
+            for table in tables
+        }
+
+
+def claims_cleared(rows: dict[str, list[tuple[Any, ...]]]) -> dict[str, list[tuple[Any, ...]]]:
+    """The rows as a copy holds them: the effects without their claims."""
+    cleared = [COLUMNS["effects"].index(c) for c in ("claimed_by", "claim_expires_at")]
+    return {
+        **rows,
+        "effects": [
+            tuple(None if i in cleared else v for i, v in enumerate(row)) for row in rows["effects"]
+        ],
+    }
+
+
+def test_copy_to_postgresql_keeps_every_row_and_serve_carries_on(
+    source: Source, target: str, tmp_path: Path
+) -> None:
+    before = sqlite_rows(source.path)
+    assert {len(before[t]) > 0 for t in TABLES} == {True}
+    with sqlite3.connect(source.path) as conn:
+        statuses = {row[0] for row in conn.execute("SELECT status FROM effects")}
+    assert {"done", "failed"} <= statuses, statuses
+
+    result = store_cli("copy", "--from", source.url, "--to", target, "--json")
+    assert result.returncode == 0, result.describe()
+    summary = result.json()
+    assert summary["copied"] == {t: len(before[t]) for t in TABLES}
+    assert summary["check"]["ok"] is True
+    assert summary["check"]["companies"] == len(source.companies)
+    assert summary["check"]["different"] == []
+    assert summary["to"] == target.replace(PASSWORD, "***")
+
+    # Every column of every row, the raw body bytes and headers included; claims cleared.
+    copied = postgres_rows(target)
+    assert copied == claims_cleared(before)
+    assert sqlite_rows(source.path) == before  # the source is only read
+    body = COLUMNS["events"].index("body")
+    assert all(isinstance(row[body], bytes) and row[body] for row in copied["events"])
+    # No column of the schema is left out of the copy.
+    with psycopg.connect(target) as conn:
+        for table in TABLES:
+            columns = conn.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = %s",
+                [table],
+            ).fetchall()
+            assert {c[0] for c in columns} == set(COLUMNS[table])
+
+    # serve on the copy shows the same documents and takes new webhooks after the copied seqs.
+    env = {
+        "CODAT_API_KEY": API_KEY,
+        "CODAT_BASE_URL": source.codat.url,
+        "CODAT_WEBHOOK_SECRET": source.secret,
+        "RECONCILE_INTERVAL_SECONDS": "0",
+    }
+    with ServeProcess(tmp_path / "moved.db", env, database_url=target) as moved:
+        for company_id, document in source.documents.items():
+            assert moved.company(company_id) == document
+        message_id = f"msg_{uuid.uuid4().hex}"
+        body_json = company_event("company.created", new_company("After The Move"))
+        answer = post_webhook(moved.url, body_json, source.secret, message_id=message_id)
+        assert answer.status_code == 200, answer.text
+        store = moved.open_store()
+        try:
+            (event,) = store.find_events(event_or_message_id=message_id)
+        finally:
+            store.close()
+        assert event.seq > max(row[0] for row in before["events"])
+        assert moved.logs().count(PASSWORD) == 0
+    # A new effect also continues after the copied ids.
+    with psycopg.connect(target) as conn:
+        row = conn.execute("SELECT nextval(pg_get_serial_sequence('effects', 'id'))").fetchone()
+        assert row is not None and row[0] > max(r[0] for r in before["effects"])
+
+
+def test_a_non_empty_target_is_refused_with_nothing_written(source: Source, target: str) -> None:
+    assert store_cli("copy", "--from", source.url, "--to", target, "--quiet").returncode == 0
+    every = (*TABLES, "heartbeat")
+    with psycopg.connect(target) as conn:
+        conn.execute("UPDATE heartbeat SET at = 'before the second copy'")
+    before = postgres_rows_any(target, every)
+
+    result = store_cli("copy", "--from", source.url, "--to", target)
+    assert result.returncode == 1, result.describe()
+    counts = {t: len(before[t]) for t in TABLES}
+    assert (
+        f"holds {counts['events']} events, {counts['companies']} companies, "
+        f"{counts['effects']} effects" in result.stderr
+    ), result.describe()
+    assert "not empty" in result.stderr and "nothing was written" in result.stderr
+    assert postgres_rows_any(target, every) == before
+
+
+def postgres_rows_any(url: str, tables: tuple[str, ...]) -> dict[str, list[tuple[Any, ...]]]:
+    with psycopg.connect(url) as conn:
+        return {t: conn.execute(f"SELECT * FROM {t} ORDER BY 1").fetchall() for t in tables}
+
+
+def test_a_missing_source_exits_2_and_leaves_the_target_untouched(
+    tmp_path: Path, target: str
+) -> None:
+    missing = tmp_path / "old.db"
+    result = store_cli("copy", "--from", f"sqlite:///{missing}", "--to", target)
+    assert result.returncode == 2, result.describe()
+    assert str(missing) in result.stderr and "does not exist" in result.stderr
+    assert not missing.exists()
+    with psycopg.connect(target) as conn:
+        assert conn.execute("SELECT to_regclass('events')").fetchone() == (None,)
+
+
+def test_the_check_names_the_company_whose_state_differs_and_the_table_short_of_rows(
+    source: Source, target: str
+) -> None:
+    assert store_cli("copy", "--from", source.url, "--to", target, "--quiet").returncode == 0
+    assert store_cli("check", "--from", source.url, "--to", target).returncode == 0
+    tampered = source.companies["ready"]
+    with psycopg.connect(target) as conn:
+        row = conn.execute("SELECT data FROM companies WHERE company_id = %s", [tampered])
+        data = json.loads(row.fetchone()[0])  # type: ignore[index]
+        data["name"] = "Tampered After The Copy"
+        conn.execute(
+            "UPDATE companies SET data = %s WHERE company_id = %s", [json.dumps(data), tampered]
+        )
+        conn.execute("DELETE FROM effects WHERE id = (SELECT MAX(id) FROM effects)")
+
+    result = store_cli("check", "--from", source.url, "--to", target)
+    assert result.returncode == 1, result.describe()
+    assert f"company {tampered}: the state rebuilt" in result.stderr
+    others = set(source.companies.values()) - {tampered}
+    assert not any(company in result.output for company in others), result.describe()
+    assert "check: effects:" in result.stderr
+    as_json = store_cli("check", "--from", source.url, "--to", target, "--json")
+    assert as_json.returncode == 1
+    assert as_json.json()["check"]["different"] == [tampered]
+    # The check rolled its rebuilds back: the tampered state is still there.
+    with psycopg.connect(target) as conn:
+        row = conn.execute("SELECT data FROM companies WHERE company_id = %s", [tampered])
+        assert json.loads(row.fetchone()[0])["name"] == "Tampered After The Copy"  # type: ignore[index]
+
+
+def test_check_copy_compares_rebuilt_state_with_the_copied_state(
+    source: Source, tmp_path: Path
+) -> None:
+    """SQLite to SQLite, and the check as a function: equal, then one state changed."""
+    copy_path = tmp_path / "copy.db"
+    result = store_cli("copy", "--from", source.url, "--to", f"sqlite:///{copy_path}")
+    assert result.returncode == 0, result.describe()
+    assert sqlite_rows(copy_path) == claims_cleared(sqlite_rows(source.path))
+    src = copyable(open_store(source.url, readonly=True))
+    dst = copyable(open_store(f"sqlite:///{copy_path}"))
+    try:
+        assert check_copy(src, dst).ok
+        changed = source.companies["disconnected"]
+        row = dst.company(changed)
+        assert row is not None
+        with dst.transaction():
+            dst.save_company(changed, row.state, {**row.data, "name": "Renamed"}, row.updated_at)
+        found = check_copy(src, dst)
+        assert found.different == [changed] and not found.count_mismatches
+    finally:
+        src.close()
+        dst.close()
