@@ -16,6 +16,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -136,7 +137,7 @@ def store_cli(*args: str) -> Result:
 
 
 def sqlite_rows(path: Path) -> dict[str, list[tuple[Any, ...]]]:
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
         return {
             table: conn.execute(
                 f"SELECT {', '.join(COLUMNS[table])} FROM {table} ORDER BY {KEYS[table]}"
@@ -169,13 +170,23 @@ def claims_cleared(rows: dict[str, list[tuple[Any, ...]]]) -> dict[str, list[tup
 def test_copy_to_postgresql_keeps_every_row_and_serve_carries_on(
     source: Source, target: str, tmp_path: Path
 ) -> None:
-    before = sqlite_rows(source.path)
+    # A copy of the source where a worker that died still holds a claim on one effect.
+    old = tmp_path / "old.db"
+    with closing(sqlite3.connect(source.path)) as original, closing(sqlite3.connect(old)) as conn:
+        original.backup(conn)
+        conn.execute(
+            "UPDATE effects SET claimed_by = 'worker:dead:1', claim_expires_at = '2999-01-01' "
+            "WHERE id = (SELECT MIN(id) FROM effects)"
+        )
+        conn.commit()
+    before = sqlite_rows(old)
+    assert any(row[COLUMNS["effects"].index("claimed_by")] for row in before["effects"])
     assert {len(before[t]) > 0 for t in TABLES} == {True}
-    with sqlite3.connect(source.path) as conn:
+    with closing(sqlite3.connect(old)) as conn:
         statuses = {row[0] for row in conn.execute("SELECT status FROM effects")}
     assert {"done", "failed"} <= statuses, statuses
 
-    result = store_cli("copy", "--from", source.url, "--to", target, "--json")
+    result = store_cli("copy", "--from", f"sqlite:///{old}", "--to", target, "--json")
     assert result.returncode == 0, result.describe()
     summary = result.json()
     assert summary["copied"] == {t: len(before[t]) for t in TABLES}
@@ -187,7 +198,7 @@ def test_copy_to_postgresql_keeps_every_row_and_serve_carries_on(
     # Every column of every row, the raw body bytes and headers included; claims cleared.
     copied = postgres_rows(target)
     assert copied == claims_cleared(before)
-    assert sqlite_rows(source.path) == before  # the source is only read
+    assert sqlite_rows(old) == before  # the source is only read
     body = COLUMNS["events"].index("body")
     assert all(isinstance(row[body], bytes) and row[body] for row in copied["events"])
     # No column of the schema is left out of the copy.
