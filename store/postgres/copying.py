@@ -38,8 +38,7 @@ class PostgresCopying(Connected):
         where = "" if after is None else f"WHERE {key} > %s"
         try:
             found = self.conn.execute(
-                f"SELECT {', '.join(COLUMNS[table])} FROM {table} {where} "
-                f"ORDER BY {key} LIMIT %s",
+                f"SELECT {', '.join(COLUMNS[table])} FROM {table} {where} ORDER BY {key} LIMIT %s",
                 [*([] if after is None else [after]), limit],
             )
             return [tuple(row) for row in found]
@@ -60,18 +59,24 @@ class PostgresCopying(Connected):
 
     def count_rows(self, table: str) -> int:
         _key(table)
-        row = self.conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()
+        try:
+            row = self.conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()
+        except psycopg.Error as error:
+            raise StoreError(_said(error, self.url)) from None
         return int(row[0]) if row else 0
 
     def finish_copy(self) -> None:
         """Each identity sequence continues after the largest copied key (or starts at 1)."""
-        for table, column in IDENTITIES:
-            self.conn.execute(
-                f"SELECT setval(pg_get_serial_sequence(%s, %s), "
-                f"COALESCE((SELECT MAX({column}) FROM {table}), 1), "
-                f"(SELECT MAX({column}) FROM {table}) IS NOT NULL)",
-                [table, column],
-            )
+        try:
+            for table, column in IDENTITIES:
+                self.conn.execute(
+                    f"SELECT setval(pg_get_serial_sequence(%s, %s), "
+                    f"COALESCE((SELECT MAX({column}) FROM {table}), 1), "
+                    f"(SELECT MAX({column}) FROM {table}) IS NOT NULL)",
+                    [table, column],
+                )
+        except psycopg.Error as error:
+            raise StoreError(_said(error, self.url)) from None
 
 
 def _key(table: str) -> str:
