@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from store import open_store
 from tests.conftest import Codat
 from tests.support import API_KEY, Serve, open_db, wait_for
 
@@ -43,11 +44,14 @@ class Result:
 class Cli:
     """`python -m processor ...` against one database file and one stand-in for Codat."""
 
-    def __init__(self, database: Path, codat_url: str, **extra: str) -> None:
+    def __init__(
+        self, database: Path, codat_url: str, *, database_url: str | None = None, **extra: str
+    ) -> None:
         self.database = database
+        self.database_url = database_url or f"sqlite:///{database}"
         self.env = {
             **os.environ,
-            "DATABASE_URL": f"sqlite:///{database}",
+            "DATABASE_URL": self.database_url,
             "CODAT_API_KEY": API_KEY,
             "CODAT_BASE_URL": codat_url,
             "RETRY_INITIAL_SECONDS": "0.05",
@@ -58,6 +62,11 @@ class Cli:
             **extra,
         }
         self.env.pop("CODAT_WEBHOOK_SECRET", None)
+
+    @classmethod
+    def beside(cls, serve: Serve, codat_url: str, **extra: str) -> Cli:
+        """The command line on the store a running `serve` uses, whichever backend it is."""
+        return cls(serve.database, codat_url, database_url=serve.database_url, **extra)
 
     def command(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "processor", *args]
@@ -100,9 +109,14 @@ class Cli:
         return document
 
 
-def stored_state(database: Path, company_id: str) -> tuple[str | None, dict[str, Any] | None]:
-    """The company's row as the store holds it: (state, CompanyState dict)."""
-    store = open_db(database, readonly=True)
+def stored_state(database: Path | str, company_id: str) -> tuple[str | None, dict[str, Any] | None]:
+    """The company's row as the store holds it: (state, CompanyState dict). `database` is a
+    SQLite file, or any store's URL."""
+    store = (
+        open_store(database, readonly=True)
+        if isinstance(database, str)
+        else open_db(database, readonly=True)
+    )
     try:
         row = store.company(company_id)
         return (row.state, row.data) if row is not None else (None, None)
@@ -136,7 +150,7 @@ def linked_without_serve(cli: Cli, codat: Codat, name: str) -> dict[str, Any]:
     onboarded = cli.onboard(name)
     codat.authorize(onboarded["companyId"], onboarded["connectionId"])
     cli.ok("reconcile", "--company", onboarded["companyId"])
-    state, _ = stored_state(cli.database, onboarded["companyId"])
+    state, _ = stored_state(cli.database_url, onboarded["companyId"])
     assert state == "linked", (state, onboarded)
     return onboarded
 

@@ -58,6 +58,19 @@ def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
         yield url
 
 
+@pytest.fixture(scope="module", params=BACKENDS)
+def module_database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A store of each backend shared by a module's tests (a module-scoped `serve`)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp('store') / 'processor.db'}"
+        return
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    with server.fresh_database() as url:
+        yield url
+
+
 @pytest.fixture
 def database_url(request: pytest.FixtureRequest, tmp_path: Path, backend: str) -> str:
     """The store `serve` runs on in this test: a SQLite file, or a fresh PostgreSQL database."""

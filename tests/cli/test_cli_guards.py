@@ -83,7 +83,7 @@ def test_reconcile_refuses_a_company_the_store_does_not_know_and_writes_nothing(
     assert "checked 1 companies against Codat: 1 corrected, 0 errors" in done.stdout, (
         done.describe()
     )
-    assert stored_state(cli.database, known["companyId"])[0] == "linked"
+    assert stored_state(cli.database_url, known["companyId"])[0] == "linked"
 
 
 # -- replay selectors ---------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """`codat-expenses onboard` and `codat-expenses unlink`, as real processes against the stand-in.
 
-Every command runs as a subprocess on a real SQLite file; Codat is the local stand-in on loopback,
-whose request log shows exactly what reached it.
+Every command runs as a subprocess on a real store of each backend (a SQLite file, a PostgreSQL
+database); Codat is the local stand-in on loopback, whose request log shows exactly what reached
+it.
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ from tests.conftest import Codat
 from tests.support import ServeProcess, partner_connections, wait_for
 
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+pytestmark = pytest.mark.backends("sqlite", "postgres")
 
 
 @pytest.fixture
-def cli(tmp_path: Path, codat: Codat) -> Cli:
+def cli(tmp_path: Path, codat: Codat, database_url: str) -> Cli:
     # No serve in these tests: the stand-in need not try to deliver webhooks to anyone.
     codat.admin("POST", "/config", json={"autoWebhooks": False})
-    return Cli(tmp_path / "processor.db", codat.url)
+    return Cli(tmp_path / "processor.db", codat.url, database_url=database_url)
 
 
 def companies_named(codat: Codat, name: str) -> list[dict[str, Any]]:
@@ -57,7 +59,7 @@ def test_onboard_prints_the_company_and_link_url_and_stores_pending_auth(
     assert connection["linkUrl"] == link.group(1)
     assert f"accounting connection {connection['id']} ({key})" in result.stdout
 
-    state, data = stored_state(cli.database, company_id)
+    state, data = stored_state(cli.database_url, company_id)
     assert state == "pending_auth"
     assert data is not None
     assert data["name"] == "Sawayn Group"
@@ -83,7 +85,7 @@ def test_onboard_json_output_and_idempotency_keys(cli: Cli, codat: Codat) -> Non
     [company] = companies_named(codat, "Json Ltd")
     assert company["id"] == document["companyId"]
     assert [c["id"] for c in company["connections"]] == [document["connectionId"]]
-    assert stored_state(cli.database, document["companyId"])[0] == "pending_auth"
+    assert stored_state(cli.database_url, document["companyId"])[0] == "pending_auth"
 
     posts = [r for r in codat.state()["requests"] if r["method"] == "POST"]
     assert [r["path"] for r in posts] == [
@@ -126,7 +128,7 @@ def test_onboard_failing_between_company_and_connection_is_continued_with_compan
     assert "Run again" in failed.stderr, failed.describe()
     assert "Traceback" not in failed.output
     # The company is known to the store, without an accounting connection.
-    assert stored_state(cli.database, company_id)[0] == "created"
+    assert stored_state(cli.database_url, company_id)[0] == "created"
 
     again = cli.ok(
         "onboard", "--name", "Halfway Ltd", "--platform", "gbol", "--company", str(company_id)
@@ -139,7 +141,7 @@ def test_onboard_failing_between_company_and_connection_is_continued_with_compan
     assert company["connections"][0]["status"] == "PendingAuth"
     assert len(requests_to(codat, "POST", "/companies")) == 3  # company, failed, connection
     assert len([r for r in codat.state()["requests"] if r["path"] == "/companies"]) == 1
-    assert stored_state(cli.database, str(company_id))[0] == "pending_auth"
+    assert stored_state(cli.database_url, str(company_id))[0] == "pending_auth"
 
 
 def test_onboard_json_failure_names_the_company(cli: Cli, codat: Codat) -> None:
@@ -161,7 +163,7 @@ def test_unlink_of_a_linked_connection(tmp_path: Path, codat: Codat, serve: Serv
     codat.authorize(company["id"], connection["id"])
     serve.wait_state(company["id"], "ready")
 
-    cli = Cli(serve.database, codat.url)
+    cli = Cli.beside(serve, codat.url)
     result = cli.ok("unlink", company["id"])
     assert f"connection {connection['id']} of company {company['id']} is Unlinked" in (
         result.stdout
@@ -173,7 +175,7 @@ def test_unlink_of_a_linked_connection(tmp_path: Path, codat: Codat, serve: Serv
     accounting = [c for c in record["connections"] if c["id"] == connection["id"]]
     assert accounting[0]["status"] == "Unlinked"
 
-    assert stored_state(serve.database, company["id"])[0] == "disconnected"
+    assert stored_state(serve.database_url, company["id"])[0] == "disconnected"
     document = serve.wait_state(company["id"], "disconnected")
     assert document["accountingConnection"]["status"] == "Unlinked"
     # The stand-in's own connection.disconnected webhook changes nothing more.
@@ -196,7 +198,7 @@ def test_unlink_of_a_linked_connection_without_serve(cli: Cli, codat: Codat) -> 
     onboarded = linked_without_serve(cli, codat, "Quiet Unlink Ltd")
     company_id = onboarded["companyId"]
     cli.ok("unlink", company_id)
-    state, data = stored_state(cli.database, company_id)
+    state, data = stored_state(cli.database_url, company_id)
     assert state == "disconnected"
     assert data is not None and data["accounting_connection"]["status"] == "Unlinked"
     document = cli.document(company_id)
@@ -215,7 +217,7 @@ def test_unlink_refuses_a_pending_auth_connection_without_calling_codat(
     assert "PendingAuth" in result.stderr, result.describe()
     assert "Traceback" not in result.output
     assert requests_to(codat, "PATCH", "/connections/") == []
-    assert stored_state(cli.database, company_id)[0] == "pending_auth"
+    assert stored_state(cli.database_url, company_id)[0] == "pending_auth"
 
 
 def test_unlink_of_an_unknown_company(cli: Cli, codat: Codat) -> None:

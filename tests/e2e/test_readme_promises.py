@@ -457,7 +457,7 @@ def test_reconcile_notices_unlinked_and_deauthorized_connections(
         codat.authorize(onboarded["companyId"], onboarded["connectionId"])
     cli.ok("reconcile")
     for onboarded in (unlinked, deauthorized):
-        assert stored_state(cli.database, onboarded["companyId"])[0] == "linked"
+        assert stored_state(cli.database_url, onboarded["companyId"])[0] == "linked"
 
     patched = codat.http.patch(
         f"/companies/{unlinked['companyId']}/connections/{unlinked['connectionId']}",

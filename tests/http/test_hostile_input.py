@@ -23,14 +23,15 @@ LIMIT = 256 * 1024
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve]:
+def server(tmp_path_factory: pytest.TempPathFactory, module_database_url: str) -> Iterator[Serve]:
+    """`serve` on each backend in turn (`module_database_url`), shared by the module's tests."""
     database = tmp_path_factory.mktemp("hostile") / "processor.db"
     env = {
         "CODAT_API_KEY": API_KEY,
         "CODAT_BASE_URL": "http://127.0.0.1:9",
         "CODAT_WEBHOOK_SECRET": SECRET,
     }
-    with ServeThread(database, env) as running:
+    with ServeThread(database, env, database_url=module_database_url) as running:
         yield running
 
 

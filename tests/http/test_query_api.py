@@ -53,9 +53,10 @@ def serve_env() -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve]:
+def server(tmp_path_factory: pytest.TempPathFactory, module_database_url: str) -> Iterator[Serve]:
+    """`serve` on each backend in turn (`module_database_url`), shared by the module's tests."""
     database = tmp_path_factory.mktemp("queries") / "processor.db"
-    with ServeThread(database, serve_env()) as running:
+    with ServeThread(database, serve_env(), database_url=module_database_url) as running:
         yield running
 
 

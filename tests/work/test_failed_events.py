@@ -79,7 +79,7 @@ def test_a_command_failing_past_the_horizon_is_a_dead_letter_then_replay_failed_
     assert attempts >= 2
 
     # It stays there: serve does not retry a dead letter on its own.
-    cli = Cli(serve.database, codat.url)
+    cli = Cli.beside(serve, codat.url)
     listed = cli.ok("status", "--failed")
     assert company_id in listed.stdout, listed.describe()
     assert "1 company" in listed.stdout, listed.describe()
@@ -118,7 +118,7 @@ def test_replay_failed_while_codat_still_fails_exits_1_and_keeps_the_error(
     company_id = failed_company(codat, serve, "Still Failing Ltd")["company"]["id"]
     codat.admin("DELETE", "/faults")
     codat.faults([{"method": "POST", "path": PARTNER_EXPENSE_PATH, "status": 400, "times": 50}])
-    cli = Cli(serve.database, codat.url)
+    cli = Cli.beside(serve, codat.url)
     result = cli.run("replay", "--failed", "--company", company_id)
     assert result.returncode == 1, result.describe()
     assert company_id in result.stderr and "400" in result.stderr, result.describe()

@@ -17,9 +17,12 @@ from tests.cli_support import Cli, requests_to, stored_state
 from tests.conftest import Codat
 from tests.support import Serve, ServeThread, partner_connections, wait_for
 
+# Reconciliation beside a `serve` on each backend (see tests/conftest.py).
+pytestmark = pytest.mark.backends("sqlite", "postgres")
+
 
 def serve_with(
-    tmp_path: Path, codat: Codat, secret: str, port: int, sweep_every: str
+    tmp_path: Path, codat: Codat, secret: str, port: int, sweep_every: str, database_url: str
 ) -> ServeThread:
     return ServeThread(
         tmp_path / "processor.db",
@@ -30,20 +33,25 @@ def serve_with(
             "RECONCILE_INTERVAL_SECONDS": sweep_every,
         },
         port=port,
+        database_url=database_url,
     )
 
 
 @pytest.fixture
-def sweeping(tmp_path: Path, codat: Codat, secret: str, serve_port: int) -> Iterator[Serve]:
+def sweeping(
+    tmp_path: Path, codat: Codat, secret: str, serve_port: int, database_url: str
+) -> Iterator[Serve]:
     """`serve` with its periodic reconciliation sweep every second."""
-    with serve_with(tmp_path, codat, secret, serve_port, "1") as server:
+    with serve_with(tmp_path, codat, secret, serve_port, "1", database_url) as server:
         yield server
 
 
 @pytest.fixture
-def unswept(tmp_path: Path, codat: Codat, secret: str, serve_port: int) -> Iterator[Serve]:
+def unswept(
+    tmp_path: Path, codat: Codat, secret: str, serve_port: int, database_url: str
+) -> Iterator[Serve]:
     """`serve` without its sweep: only the `reconcile` command asks Codat."""
-    with serve_with(tmp_path, codat, secret, serve_port, "0") as server:
+    with serve_with(tmp_path, codat, secret, serve_port, "0", database_url) as server:
         yield server
 
 
@@ -84,7 +92,7 @@ def test_reconcile_command_heals_a_lost_connected_webhook(codat: Codat, unswept:
     assert serve.state_of(company_id) == "pending_auth"
     assert listings(codat, company_id) == 0
 
-    cli = Cli(serve.database, codat.url)
+    cli = Cli.beside(serve, codat.url)
     result = cli.ok("reconcile")
     assert "checked 1 companies against Codat: 1 corrected, 0 errors" in result.stdout, (
         result.describe()
@@ -147,8 +155,8 @@ def test_reconcile_records_a_company_deleted_in_codat(tmp_path: Path, codat: Cod
         result.describe()
     )
     assert f"corrected {gone}" in result.stdout
-    assert stored_state(cli.database, gone)[0] == "deleted"
-    assert stored_state(cli.database, kept)[0] == "pending_auth"
+    assert stored_state(cli.database_url, gone)[0] == "deleted"
+    assert stored_state(cli.database_url, kept)[0] == "pending_auth"
     document = cli.document(gone)
     [deleted] = [e for e in document["events"] if e["eventType"] == "company.deleted"]
     assert deleted["source"] == "reconcile" and deleted["outcome"] == "applied"
@@ -189,4 +197,4 @@ def test_reconcile_waits_out_a_rate_limit(tmp_path: Path, codat: Codat) -> None:
     assert elapsed >= 1.0, elapsed
     lists = requests_to(codat, "GET", f"/companies/{company_id}/connections")
     assert [r["status"] for r in lists] == [429, 200]
-    assert stored_state(cli.database, company_id)[0] == "linked"
+    assert stored_state(cli.database_url, company_id)[0] == "linked"

@@ -13,7 +13,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from processor import clock
+from store import open_store
 from tests.cli_support import (
     PARTNER_EXPENSE_PATH,
     Cli,
@@ -28,10 +31,13 @@ from tests.cli_support import (
 from tests.conftest import Codat
 from tests.support import Serve, open_db, partner_connections, wait_for
 
+# Replays against the store of a `serve` on each backend (see tests/conftest.py).
+pytestmark = pytest.mark.backends("sqlite", "postgres")
 
-def damage(database: Path, company_id: str, how: str) -> None:
+
+def damage(database_url: str, company_id: str, how: str) -> None:
     """Simulate a bug: lose or corrupt the company's state row (serve is stopped)."""
-    store = open_db(database)
+    store = open_store(database_url)
     try:
         with store.transaction():
             if how == "delete":
@@ -54,15 +60,15 @@ def test_replay_restores_a_deleted_and_a_corrupted_company_state_exactly(
     corrupted = ready_with_serve(codat, serve, "Corrupted State Ltd")["company"]["id"]
     untouched = ready_with_serve(codat, serve, "Untouched Ltd")["company"]["id"]
     serve.stop()
-    cli = Cli(serve.database, codat.url)
+    cli = Cli.beside(serve, codat.url)
     live = {c: cli.document(c) for c in (lost, corrupted, untouched)}
-    live_rows = {c: stored_state(serve.database, c) for c in (lost, corrupted, untouched)}
+    live_rows = {c: stored_state(serve.database_url, c) for c in (lost, corrupted, untouched)}
     assert all(row[0] == "ready" for row in live_rows.values())
 
-    damage(serve.database, lost, "delete")
-    damage(serve.database, corrupted, "corrupt")
-    assert stored_state(serve.database, lost) == (None, None)
-    assert stored_state(serve.database, corrupted)[0] == "created"
+    damage(serve.database_url, lost, "delete")
+    damage(serve.database_url, corrupted, "corrupt")
+    assert stored_state(serve.database_url, lost) == (None, None)
+    assert stored_state(serve.database_url, corrupted)[0] == "created"
     requests_before = len(codat.state()["requests"])
 
     # One by company id, the other by the message id of one of its events.
@@ -71,7 +77,7 @@ def test_replay_restores_a_deleted_and_a_corrupted_company_state_exactly(
         result = cli.ok("replay", *selector)
         assert "1 changed state" in result.stdout, result.describe()
         assert "0 failures" in result.stdout, result.describe()
-        assert stored_state(serve.database, company_id) == live_rows[company_id]
+        assert stored_state(serve.database_url, company_id) == live_rows[company_id]
         assert without_times(cli.document(company_id)) == without_times(live[company_id])
     # The untouched company was not replayed and is as it was, updatedAt included.
     assert cli.document(untouched) == live[untouched]
@@ -93,28 +99,29 @@ def test_replay_restores_a_deleted_and_a_corrupted_company_state_exactly(
 def test_replay_of_everything_rebuilds_every_company(codat: Codat, serve: Serve) -> None:
     ids = [ready_with_serve(codat, serve, f"Whole Log {n} Ltd")["company"]["id"] for n in range(3)]
     serve.stop()
-    cli = Cli(serve.database, codat.url)
-    live = {c: stored_state(serve.database, c) for c in ids}
+    cli = Cli.beside(serve, codat.url)
+    live = {c: stored_state(serve.database_url, c) for c in ids}
     for company_id in ids:
-        damage(serve.database, company_id, "delete")
+        damage(serve.database_url, company_id, "delete")
     result = cli.ok("replay")
     assert "of 3 companies: 3 changed state, 0 commands run, 0 failures" in result.stdout, (
         result.describe()
     )
     for company_id in ids:
-        assert stored_state(serve.database, company_id) == live[company_id]
+        assert stored_state(serve.database_url, company_id) == live[company_id]
         assert len(partner_connections(codat.state(), company_id)) == 1
 
 
+@pytest.mark.backends("sqlite")  # the proof that nothing was written is the files' digests
 def test_replay_dry_run_changes_nothing_and_shows_the_plan(
     tmp_path: Path, codat: Codat, serve: Serve
 ) -> None:
     ready = ready_with_serve(codat, serve, "Dry Ready Ltd")["company"]["id"]
     serve.stop()
     codat.admin("POST", "/config", json={"autoWebhooks": False})
-    cli = Cli(serve.database, codat.url)
+    cli = Cli.beside(serve, codat.url)
     waiting = linked_without_serve(cli, codat, "Dry Linked Ltd")["companyId"]
-    damage(serve.database, ready, "corrupt")
+    damage(serve.database_url, ready, "corrupt")
     documents = {c: cli.document(c) for c in (ready, waiting)}
     digests = file_digests(serve.database)
     files = sorted(p.name for p in tmp_path.iterdir())
@@ -158,16 +165,16 @@ def test_replay_dry_run_changes_nothing_and_shows_the_plan(
     # The real replay then does what the dry run said.
     done = cli.ok("replay")
     assert "2 changed state, 1 commands run, 0 failures" in done.stdout, done.describe()
-    assert stored_state(serve.database, ready)[0] == "ready"
-    assert stored_state(serve.database, waiting)[0] == "ready"
+    assert stored_state(serve.database_url, ready)[0] == "ready"
+    assert stored_state(serve.database_url, waiting)[0] == "ready"
     assert len(partner_connections(codat.state(), waiting)) == 1
 
 
 def test_replay_with_nothing_matching(tmp_path: Path, codat: Codat, serve: Serve) -> None:
     company_id = ready_with_serve(codat, serve, "Matching Ltd")["company"]["id"]
     serve.stop()
-    cli = Cli(serve.database, codat.url)
-    before = stored_state(serve.database, company_id)
+    cli = Cli.beside(serve, codat.url)
+    before = stored_state(serve.database_url, company_id)
     unknown = "00000000-0000-0000-0000-000000000000"
     for args, named in (
         (["--company", unknown], f"no company '{unknown}'"),
@@ -184,7 +191,7 @@ def test_replay_with_nothing_matching(tmp_path: Path, codat: Codat, serve: Serve
         assert "nothing to do" in result.stdout, result.describe()
         dry = cli.ok("replay", "--dry-run", *args)
         assert "0 matching events, 0 companies" in dry.stdout, dry.describe()
-    assert stored_state(serve.database, company_id) == before
+    assert stored_state(serve.database_url, company_id) == before
 
     # And the filters do select when something matches.
     since = cli.ok("replay", "--dry-run", "--since", "2000-01-01T00:00:00Z")
@@ -194,7 +201,7 @@ def test_replay_with_nothing_matching(tmp_path: Path, codat: Codat, serve: Serve
 def test_replay_since_accepts_a_plain_iso_8601_date(codat: Codat, serve: Serve) -> None:
     company_id = ready_with_serve(codat, serve, "Plain Date Ltd")["company"]["id"]
     serve.stop()
-    cli = Cli(serve.database, codat.url)
+    cli = Cli.beside(serve, codat.url)
     since = cli.ok("replay", "--dry-run", "--since", "2000-01-01")
     assert "1 companies" in since.stdout and company_id in since.stdout, since.describe()
     later = cli.ok("replay", "--dry-run", "--since", "2999-12-31")
@@ -220,7 +227,7 @@ def test_replay_in_a_loop_while_serve_follows_the_customer(codat: Codat, serve: 
     connection = codat.create_connection(company["id"], "gbol")
     company_id, connection_id = company["id"], connection["id"]
     wait_for(lambda: serve.state_of(company_id) == "pending_auth", what="pending_auth")
-    cli = Cli(serve.database, codat.url)
+    cli = Cli.beside(serve, codat.url)
     results: list[Result] = []
     errors: list[BaseException] = []
     stop = threading.Event()
@@ -276,7 +283,7 @@ def test_replay_in_a_loop_while_serve_follows_the_customer(codat: Codat, serve: 
     assert document["expenseConnection"]["id"] == partner["id"]
     # What the customer did, written out: linked (Xero), the partner connection, unlinked,
     # relinked, deauthorized, relinked.
-    state, data = stored_state(serve.database, company_id)
+    state, data = stored_state(serve.database_url, company_id)
     assert state == "ready" and data is not None
     assert {key: value for key, value in data.items() if key != "watermarks"} == {
         "company_id": company_id,
@@ -298,13 +305,16 @@ def test_replay_in_a_loop_while_serve_follows_the_customer(codat: Codat, serve: 
         },
         "last_error": None,
         "last_error_at": None,
+        # Codat never read the data (the stand-in sends no read here): nothing configured.
+        "data_reads": {},
+        "configuration": None,
     }
     assert {connection_id, partner["id"]} <= set(data["watermarks"])
     # One last replay, with serve idle, changes nothing.
-    before = stored_state(serve.database, company_id)
+    before = stored_state(serve.database_url, company_id)
     final = cli.ok("replay", "--company", company_id)
     assert "0 changed state, 0 commands run" in final.stdout, final.describe()
-    assert stored_state(serve.database, company_id) == before
+    assert stored_state(serve.database_url, company_id) == before
     assert len(partner_connections(codat.state(), company_id)) == 1
 
 
@@ -324,7 +334,7 @@ def test_replay_killed_half_way_then_run_again_creates_each_connection_once(
         codat.authorize(item["companyId"], item["connectionId"])
     reconciled = cli.ok("reconcile")
     assert f"checked {count} companies" in reconciled.stdout, reconciled.describe()
-    assert all(stored_state(cli.database, c)[0] == "linked" for c in ids)
+    assert all(stored_state(cli.database_url, c)[0] == "linked" for c in ids)
 
     # The first two POSTs go through; the next one creates the connection and Codat holds its
     # answer (holdAfterCreate): the replay is killed while it waits for it.
@@ -362,9 +372,9 @@ def test_replay_killed_half_way_then_run_again_creates_each_connection_once(
     assert [r["status"] for r in requests_to(codat, "POST", in_flight["path"])] == [None]
     half = created()
     assert half == 3, "the replay was meant to be killed a third of the way"
-    states = [stored_state(cli.database, c)[0] for c in ids]
+    states = [stored_state(cli.database_url, c)[0] for c in ids]
     assert states.count("ready") == 2 and states.count("linked") == count - 2, states
-    assert stored_state(cli.database, company_of_held)[0] == "linked"
+    assert stored_state(cli.database_url, company_of_held)[0] == "linked"
 
     # Run again, twice at once so the two also race each other for every company's command.
     # Codat answers at full speed now; the killed replay's claims are released (its pid is gone).
@@ -378,7 +388,7 @@ def test_replay_killed_half_way_then_run_again_creates_each_connection_once(
     state = codat.state()
     for company_id in ids:
         assert len(partner_connections(state, company_id)) == 1, company_id
-        stored, data = stored_state(cli.database, company_id)
+        stored, data = stored_state(cli.database_url, company_id)
         assert stored == "ready", (company_id, stored)
         assert data is not None
         assert data["expense_connection"]["id"] == partner_connections(state, company_id)[0]["id"]
