@@ -49,7 +49,9 @@ from store.urls import redact_url
 
 CHECK_BATCH = 200  # companies rebuilt per rolled-back transaction
 
-Advance = Callable[[str, int], None]
+Advance = Callable[[int], None]
+Start = Callable[[str, int], Advance]
+"""Starts a bar: `start(description, total)` gives the function that advances it."""
 
 
 @dataclass
@@ -79,7 +81,9 @@ class CheckResult:
         }
 
 
-def check_copy(source: CopyStore, target: CopyStore) -> CheckResult:
+def check_copy(
+    source: CopyStore, target: CopyStore, progress: Advance = lambda companies: None
+) -> CheckResult:
     """Compare the copy with its source: rows per table, and each company's copied state with
     the state rebuilt from the copied log (`rebuild`, in a transaction rolled back).
 
@@ -98,6 +102,7 @@ def check_copy(source: CopyStore, target: CopyStore) -> CheckResult:
                     result.different.append(company_id)
         finally:
             target.rollback()
+        progress(len(ids[start : start + CHECK_BATCH]))
     return result
 
 
@@ -172,9 +177,10 @@ def copy(source_url: str, target_url: str, batch_size: int, quiet: bool, as_json
             raise CliError(str(error)) from None
         try:
             total = sum(counts(source).values())
-            with _progress(total, quiet or as_json) as advance:
-                copied = _copy(source, target, target_url, batch_size, advance)
-            check = check_copy(source, target)
+            with _progress(quiet or as_json) as start:
+                copied = _copy(source, target, target_url, batch_size, start("copying rows", total))
+                companies = start("checking companies", len(target.company_ids()))
+                check = check_copy(source, target, companies)
         except StoreError as error:
             raise Refused(f"checking the copy failed: {error}") from None
         finally:
@@ -210,7 +216,9 @@ def check(source_url: str, target_url: str, as_json: bool) -> None:
         except StoreError as error:
             raise CliError(str(error)) from None
         try:
-            result = check_copy(source, target)
+            with _progress(as_json) as start:
+                companies = start("checking companies", len(target.company_ids()))
+                result = check_copy(source, target, companies)
         except StoreError as error:
             raise Refused(f"checking the copy failed: {error}") from None
         finally:
@@ -247,7 +255,7 @@ def _copy(
     source: CopyStore, target: CopyStore, target_url: str, batch: int, advance: Advance
 ) -> CopyResult:
     try:
-        return copy_all(source, target, batch=batch, progress=advance)
+        return copy_all(source, target, batch=batch, progress=lambda table, rows: advance(rows))
     except StoreError as error:
         raise Refused(
             f"the copy failed: {error}\nthe target, {describe_url(target_url)}, holds a partial "
@@ -257,25 +265,25 @@ def _copy(
 
 
 @contextmanager
-def _progress(total: int, quiet: bool) -> Iterator[Advance]:
-    """A progress bar on a terminal (stderr); nothing on a pipe or with --quiet."""
+def _progress(quiet: bool) -> Iterator[Start]:
+    """Progress bars on a terminal (stderr); nothing on a pipe or with --quiet."""
     if quiet or not sys.stderr.isatty():
-        yield lambda table, rows: None
+        yield lambda description, total: lambda done: None
         return
     columns = (
-        TextColumn("copying {task.description}"),
+        TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     )
     with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
-        task = progress.add_task("rows", total=total)
 
-        def advance(table: str, rows: int) -> None:
-            progress.update(task, advance=rows, description=table)
+        def start(description: str, total: int) -> Advance:
+            task = progress.add_task(description, total=total)
+            return lambda done: progress.advance(task, done)
 
-        yield advance
+        yield start
 
 
 def _summary(
