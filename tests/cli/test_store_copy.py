@@ -210,6 +210,12 @@ def test_copy_to_postgresql_keeps_every_row_and_serve_carries_on(
             ).fetchall()
             assert {c[0] for c in columns} == set(COLUMNS[table])
 
+    # And back, PostgreSQL to SQLite: the same rows again.
+    back = tmp_path / "back.db"
+    result = store_cli("copy", "--from", target, "--to", f"sqlite:///{back}", "--quiet")
+    assert result.returncode == 0, result.describe()
+    assert sqlite_rows(back) == copied
+
     # serve on the copy shows the same documents and takes new webhooks after the copied seqs.
     env = {
         "CODAT_API_KEY": API_KEY,
@@ -238,7 +244,13 @@ def test_copy_to_postgresql_keeps_every_row_and_serve_carries_on(
 
 
 def test_a_non_empty_target_is_refused_with_nothing_written(source: Source, target: str) -> None:
-    assert store_cli("copy", "--from", source.url, "--to", target, "--quiet").returncode == 0
+    first = store_cli("copy", "--from", source.url, "--to", target)
+    assert first.returncode == 0, first.describe()
+    # Not a terminal: no progress bar, only what was copied and what the check found.
+    assert first.stderr == ""
+    lines = first.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == ["copied", "check:"], lines
+    assert "PostgreSQL database" in lines[0] and "***" not in lines[0]
     every = (*TABLES, "heartbeat")
     with psycopg.connect(target) as conn:
         conn.execute("UPDATE heartbeat SET at = 'before the second copy'")
