@@ -55,7 +55,7 @@ class PostgresCopying(Connected):
                 for row in rows:
                     copy.write_row(row)
         except psycopg.Error as error:
-            raise StoreError(_said(error, self.url)) from None
+            raise StoreError(f"{table}: {_said(error, self.url)}") from None
 
     def count_rows(self, table: str) -> int:
         _key(table)

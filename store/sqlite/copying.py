@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from store.copying import COLUMNS, KEYS, TABLES, Row
+from store.errors import StoreError
 from store.sqlite.connected import Connected
 
 
@@ -35,11 +37,14 @@ class SqliteCopying(Connected):
     def insert_copied(self, table: str, rows: Sequence[Row]) -> None:
         _key(table)
         columns = COLUMNS[table]
-        self.conn.executemany(
-            f"INSERT INTO {table} ({', '.join(columns)}) "
-            f"VALUES ({', '.join('?' for _ in columns)})",
-            rows,
-        )
+        try:
+            self.conn.executemany(
+                f"INSERT INTO {table} ({', '.join(columns)}) "
+                f"VALUES ({', '.join('?' for _ in columns)})",
+                rows,
+            )
+        except sqlite3.Error as error:
+            raise StoreError(f"{table}: {error}") from None
 
     def count_rows(self, table: str) -> int:
         _key(table)
