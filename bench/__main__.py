@@ -8,25 +8,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import re
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
-import httpx
-
-from bench import partner
+from bench import partner, postgres
+from bench.serving import parse_wrk, start, wrk_output
 from processor.sandbox.sender import generate_secret, sign_headers
 from processor.sandbox.webhook_bodies import company_event, encode, new_company
-
-HERE = Path(__file__).parent
 
 
 def main() -> int:
@@ -36,26 +28,39 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--requests", type=int, default=150_000)
     parser.add_argument("--companies", type=int, default=50, help="for the partner latency")
+    parser.add_argument(
+        "--only",
+        choices=("all", "sqlite", "postgres"),
+        default="all",
+        help="which intake benchmarks to run (the partner latency runs with sqlite and all)",
+    )
     args = parser.parse_args()
-    print(partner.report(partner.measure(args.companies)), flush=True)
+    if args.only != "postgres":
+        print(partner.report(partner.measure(args.companies)), flush=True)
     if shutil.which("wrk") is None:
         print("bench: wrk is not installed (apt-get install wrk)", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="codat-bench-") as folder:
-        return run(Path(folder), args)
+        secret = generate_secret()
+        requests = Path(folder) / "requests.tsv"
+        _write_requests(requests, secret, args.requests)
+        if args.only != "postgres":
+            run(Path(folder), requests, secret, args)
+        if args.only != "sqlite":
+            postgres.measure(Path(folder), requests, secret, args)
+    return 0
 
 
-def run(folder: Path, args: argparse.Namespace) -> int:
-    secret = generate_secret()
-    requests = folder / "requests.tsv"
-    _write_requests(requests, secret, args.requests)
+def run(folder: Path, requests: Path, secret: str, args: argparse.Namespace) -> int:
     results: dict[str, list[dict[str, float]]] = {"bare": [], "intake": []}
     for round_number in range(1, args.rounds + 1):
         for name in ("bare", "intake"):
             database = folder / f"bench-{round_number}.db"
-            server = _start(name, folder, secret, database)
+            server = start(name, folder, secret, database)
             try:
-                measured = _wrk(server[1], requests, args)
+                measured = parse_wrk(
+                    wrk_output(server[1], requests, args.connections, args.seconds)
+                )
             finally:
                 server[0].terminate()
                 server[0].wait(15)
@@ -86,93 +91,11 @@ def _write_requests(path: Path, secret: str, count: int) -> None:
             )
 
 
-def _start(
-    name: str, folder: Path, secret: str, database: Path
-) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
-    env = {
-        **os.environ,
-        "CODAT_API_KEY": "bench",
-        "CODAT_BASE_URL": "http://127.0.0.1:9",
-        "CODAT_WEBHOOK_SECRET": secret,
-        "DATABASE_URL": f"sqlite:///{database}",
-        "RECONCILE_INTERVAL_SECONDS": "0",
-    }
-    if name == "bare":
-        command = [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "bench.bare_app:app",
-            "--port",
-            str(port),
-            "--no-access-log",
-            "--log-level",
-            "warning",
-        ]
-    else:
-        command = [sys.executable, "-m", "processor", "serve", "--port", str(port)]
-    log = (folder / f"{name}.log").open("ab")
-    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            httpx.post(f"{url}/webhooks/codat", content=b"{}", timeout=1)
-            return process, url
-        except httpx.TransportError:
-            time.sleep(0.05)
-    process.kill()
-    raise SystemExit(f"{name} did not start")
-
-
-def _wrk(url: str, requests: Path, args: argparse.Namespace) -> dict[str, float]:
-    env = {**os.environ, "REQUESTS_FILE": str(requests), "THREADS": "2"}
-    output = subprocess.run(
-        [
-            "wrk",
-            "-t2",
-            f"-c{args.connections}",
-            f"-d{args.seconds}s",
-            "--latency",
-            "-s",
-            str(HERE / "intake.lua"),
-            url,
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-    return {
-        "rps": rps,
-        "p50_ms": _latency(output, "50%"),
-        "p99_ms": _latency(output, "99%"),
-        "non_2xx": float(non2xx.group(1)) if non2xx else 0.0,
-    }
-
-
-def _latency(output: str, label: str) -> float:
-    match = re.search(rf"{re.escape(label)}\s+([\d.]+)(us|ms|s)", output)
-    if match is None:
-        return float("nan")
-    value, unit = float(match.group(1)), match.group(2)
-    return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
-
-
 def _stored(database: Path) -> float:
     import sqlite3
 
     with sqlite3.connect(database) as conn:
         return float(conn.execute("SELECT COUNT(*) FROM events").fetchone()[0])
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 if __name__ == "__main__":

@@ -32,3 +32,13 @@ function request()
   if index > #requests then index = 1 end
   return requests[index]
 end
+
+-- With DELAY_MS set, each connection waits that long between requests: a steady offered rate
+-- (connections x 1000 / (DELAY_MS + latency)) for latency at a given load, where wrk2's -R is
+-- not available.
+local delay_ms = tonumber(os.getenv("DELAY_MS") or "")
+if delay_ms then
+  function delay()
+    return delay_ms
+  end
+end

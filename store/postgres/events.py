@@ -23,8 +23,29 @@ class PostgresEventLog(Connected):
     """Every webhook and synthetic event, in order of receipt."""
 
     def append_events(self, events: Sequence[NewEvent]) -> list[InsertResult]:
-        """Append events; a known message id or event id is a duplicate, not a second row."""
-        return [self._append(event) for event in events]
+        """Append events; a known message id or event id is a duplicate, not a second row.
+
+        The batch goes in as one multi-row INSERT (one round trip for a whole group commit);
+        the rows it left out on a conflict (a repeated message or event id, rare) are then
+        sorted out one by one, in order."""
+        if len(events) <= 1:
+            return [self._append(event) for event in events]
+        inserted = self._insert_many(events)
+        results = []
+        for event in events:
+            seq = inserted.pop(event.message_id, None)
+            results.append(InsertResult(seq, STORED) if seq is not None else self._append(event))
+        return results
+
+    def _insert_many(self, events: Sequence[NewEvent]) -> dict[str, int]:
+        """Insert what does not conflict; the seq of each row inserted, by message id."""
+        rows = ", ".join([f"({', '.join(['%s'] * len(COLUMNS))})"] * len(events))
+        found = self.conn.execute(
+            f"INSERT INTO events ({', '.join(COLUMNS)}) VALUES {rows} "
+            "ON CONFLICT DO NOTHING RETURNING seq, message_id",
+            [value for event in events for value in _values(event, None)],
+        )
+        return {str(message_id): int(seq) for seq, message_id in found}
 
     def _append(self, event: NewEvent) -> InsertResult:
         # The common case, a new event, costs one statement; a conflict on either unique key
@@ -54,32 +75,10 @@ class PostgresEventLog(Connected):
 
     def _insert(self, event: NewEvent, duplicate_of: int | None, conflict: str) -> int | None:
         """The new row's seq, or None if a conflict left it out."""
-        duplicate = duplicate_of is not None
-        processed = event.received_at if duplicate or event.outcome else None
         row = self.conn.execute(
-            "INSERT INTO events (message_id, event_id, event_type, body_format, source, "
-            "company_id, connection_id, generated_date, received_at, fields, body, headers, "
-            "last_delivered_at, duplicate_of, processed_at, outcome) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
-            f"{conflict} RETURNING seq",
-            [
-                event.message_id,
-                event.event_id,
-                event.event_type,
-                event.body_format,
-                event.source,
-                event.company_id,
-                event.connection_id,
-                event.generated_date,
-                event.received_at,
-                json.dumps(event.fields, separators=(",", ":")),
-                event.body,
-                json.dumps(event.headers, separators=(",", ":")),
-                event.received_at,
-                duplicate_of,
-                processed,
-                "duplicate" if duplicate else event.outcome,
-            ],
+            f"INSERT INTO events ({', '.join(COLUMNS)}) "
+            f"VALUES ({', '.join(['%s'] * len(COLUMNS))}) {conflict} RETURNING seq",
+            _values(event, duplicate_of),
         ).fetchone()
         return int(row[0]) if row is not None else None
 
@@ -190,3 +189,46 @@ class PostgresEventLog(Connected):
     def _events(self, where: str, params: Sequence[Any]) -> list[StoredEvent]:
         found = self.conn.execute(f"SELECT {rows.EVENT_COLUMNS} FROM events {where}", list(params))
         return [rows.stored_event(row) for row in found]
+
+
+COLUMNS = (
+    "message_id",
+    "event_id",
+    "event_type",
+    "body_format",
+    "source",
+    "company_id",
+    "connection_id",
+    "generated_date",
+    "received_at",
+    "fields",
+    "body",
+    "headers",
+    "last_delivered_at",
+    "duplicate_of",
+    "processed_at",
+    "outcome",
+)
+
+
+def _values(event: NewEvent, duplicate_of: int | None) -> list[Any]:
+    """An event's row, in the order of COLUMNS."""
+    duplicate = duplicate_of is not None
+    return [
+        event.message_id,
+        event.event_id,
+        event.event_type,
+        event.body_format,
+        event.source,
+        event.company_id,
+        event.connection_id,
+        event.generated_date,
+        event.received_at,
+        json.dumps(event.fields, separators=(",", ":")),
+        event.body,
+        json.dumps(event.headers, separators=(",", ":")),
+        event.received_at,
+        duplicate_of,
+        event.received_at if duplicate or event.outcome else None,
+        "duplicate" if duplicate else event.outcome,
+    ]

@@ -48,6 +48,37 @@ def test_duplicate_message_id_is_one_row_with_two_deliveries(store: Store) -> No
     assert [e.seq for e in store.pending_events(COMPANY)] == [first.seq]
 
 
+def test_a_batch_mixing_new_events_and_every_kind_of_duplicate(store: Store) -> None:
+    with store.transaction():
+        [known] = store.append_events([new_event("msg-0", event_id="evt-0")])
+    batch = [
+        new_event("msg-1", event_id="evt-1"),
+        new_event("msg-0", event_id="evt-0"),  # stored before
+        new_event("msg-2", event_id="evt-1"),  # the same event under another message id
+        new_event("msg-1", event_id="evt-1"),  # repeated in the batch
+        new_event("msg-3", event_id="evt-3"),
+        new_event("msg-4", event_id=None),
+    ]
+    with store.transaction():
+        results = store.append_events(batch)
+    assert [r.status for r in results] == [
+        "stored",
+        "duplicate",
+        "duplicate",
+        "duplicate",
+        "stored",
+        "stored",
+    ]
+    assert results[1].seq == known.seq and results[3].seq == results[0].seq
+    stored = [r.seq for r in results if r.status == "stored"]
+    assert stored == sorted(stored) and known.seq < stored[0]  # in the order received
+    assert store.count_events() == 5  # msg-0..msg-4: msg-2 kept, marked a duplicate
+    copy = store.find_events(event_or_message_id="msg-2")
+    assert [e.duplicate_of for e in copy] == [results[0].seq]
+    first = store.event(results[0].seq)
+    assert first is not None and first.deliveries == 2
+
+
 def test_duplicate_message_id_in_one_batch_is_one_row(store: Store) -> None:
     with store.transaction():
         results = store.append_events([new_event("msg-1"), new_event("msg-1")])
