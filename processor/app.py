@@ -45,7 +45,9 @@ def create_app(
                 _start(stack, services.worker.run())
                 if settings.reconcile_interval > 0:
                     codat = services.worker.codat
-                    sweep = sweep_periodically(services.writer, codat, settings.reconcile_interval)
+                    sweep = sweep_periodically(
+                        services.worker.writer, codat, settings.reconcile_interval
+                    )
                     _start(stack, sweep)
             yield {"services": services}
 
@@ -84,7 +86,10 @@ async def _open(
         settings.base_url, settings.api_key, timeout=settings.codat_timeout, transport=transport
     )
     stack.push_async_callback(http.aclose)
-    worker = Worker(writer, worker_reads, CodatClient(http), settings)
+    work_writer = writer.lane()
+    if work_writer is not writer:
+        stack.push_async_callback(work_writer.stop)
+    worker = Worker(work_writer, worker_reads, CodatClient(http), settings)
     stack.push_async_callback(worker.drain)
     health = WebhookHealth(settings.rejection_window, settings.rejection_threshold)
     return Services(settings, Verifier(settings.webhook_secrets), writer, readers, worker, health)

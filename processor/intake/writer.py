@@ -55,6 +55,18 @@ class Writer:
     def start(self) -> None:
         self._store = open_store(self.database_url, timeout=self.busy_timeout)
 
+    def lane(self) -> Writer:
+        """A writer for other work (folds, effects) that need not queue behind webhooks.
+
+        On a server (PostgreSQL) that is a second writer on its own connection: writes of both
+        run at once, and webhooks never wait for a fold's round trips. On SQLite, with one
+        write lock for the whole file, it is this writer."""
+        if not self._require_store().remote:
+            return self
+        other = Writer(self.database_url, busy_timeout=self.busy_timeout)
+        other.start()
+        return other
+
     async def stop(self) -> None:
         while self._drainer is not None and not self._drainer.done():
             await asyncio.wait([self._drainer])
