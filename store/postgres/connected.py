@@ -281,7 +281,10 @@ def _connect(url: str, timeout: float, readonly: bool) -> Connection:
         configure(conn, timeout=timeout, readonly=readonly)
     except psycopg.Error as error:
         # `from None`: the driver's own message may echo the URL, password and all.
-        raise StoreError(f"cannot open database {redact_url(url)!r}: {_said(error, url)}") from None
+        raise StoreError(
+            f"cannot open database {redact_url(url)!r}: {_said(error, url)}",
+            transient=isinstance(error, psycopg.OperationalError),
+        ) from None
     return conn
 
 

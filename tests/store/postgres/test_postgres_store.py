@@ -247,3 +247,21 @@ def test_a_lost_connection_fails_the_rest_of_its_transaction(
             store.append_events([new_event("msg-3", event_id="evt-3")])
         store.rollback()
     assert store.count_events() == 0
+
+
+def test_a_database_with_synchronous_commit_off_is_warned_about(
+    postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    name = postgres_url.rsplit("/", 1)[1]
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute(f'ALTER DATABASE "{name}" SET synchronous_commit = off')
+    with caplog.at_level("WARNING", logger="store.postgres.connected"):
+        open_postgres(postgres_url).close()
+    [warning] = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert "synchronous_commit is off" in warning and "can be lost" in warning, warning
+    caplog.clear()
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute(f'ALTER DATABASE "{name}" SET synchronous_commit = on')
+    with caplog.at_level("WARNING", logger="store.postgres.connected"):
+        open_postgres(postgres_url).close()
+    assert [r for r in caplog.records if r.levelname == "WARNING"] == []
