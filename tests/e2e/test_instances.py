@@ -125,13 +125,14 @@ async def _under_fire(
     """Deliver everything while SIGKILLing the instances in turn; returns who was killed."""
     killed: list[str] = []
     sending_done = asyncio.Event()
+    first = rng.randrange(len(instances))
 
     async def killer() -> None:
         while len(killed) < KILLS:
             await asyncio.sleep(rng.uniform(0.5, 1.5))
             if sending_done.is_set() and len(killed) >= KILLS // 2:
                 return
-            victim = rng.choice(instances)
+            victim = instances[(first + len(killed)) % len(instances)]  # in turn
             await asyncio.to_thread(victim.kill)
             killed.append(victim.url)
             await asyncio.sleep(rng.uniform(0.0, 0.5))
