@@ -49,7 +49,16 @@ def to_event(stored: StoredEvent) -> Event:
         else None,
         error=fields.get("error"),
         source=stored.source,
+        details=_details(fields.get("configuration")),
+        connection_ids=tuple(str(i) for i in fields.get("connection_ids") or () if i),
     )
+
+
+def _details(data: Any) -> dict[str, str]:
+    """The ids of an observed configuration; anything but a non-empty string means not set."""
+    if not isinstance(data, dict):
+        return {}
+    return {str(k): v for k, v in data.items() if isinstance(v, str) and v}
 
 
 def load_state(store: Store, company_id: str) -> CompanyState | None:

@@ -25,7 +25,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -88,14 +87,6 @@ def _stored(fields: dict[str, Any], event_type: str = CONFIGURATION_OBSERVED) ->
     )
 
 
-# The configuration reaches the handlers once processor/work/folding.py:to_event passes
-# fields["configuration"] on as Event.details (asked for in issue 13). Until then histories
-# carry no configuration events, since the store's fold could not see them.
-CONFIGURATIONS = to_event(_stored({"configuration": {"bankAccount": "b"}})).details == {
-    "bankAccount": "b"
-}
-
-
 def date_at(ticks: int) -> str:
     """A normalised generatedDate `ticks` x 100 ns after BASE_SECOND."""
     seconds, fraction = divmod(ticks, TICKS)
@@ -142,8 +133,7 @@ class World:
                 found.append("partner.create")
         if acc is not None and acc["status"] == ConnectionStatus.LINKED:
             found.append("acc.read")
-        if CONFIGURATIONS:
-            found.append("config.observe")
+        found.append("config.observe")
         if exp is not None:
             found += ["exp.notify", "exp.delete"]
             found.append(
@@ -642,13 +632,11 @@ def test_an_open_intent_is_always_for_the_current_linked_connection(
     assert run.violations == []
 
 
-@pytest.mark.xfail(
-    not CONFIGURATIONS,
-    reason="processor/work/folding.py:to_event does not yet pass fields['configuration'] as"
-    " Event.details (issue 13): histories carry no configuration events until it does",
-)
 def test_the_store_fold_sees_the_configuration() -> None:
-    assert CONFIGURATIONS
+    """The observed ids reach the handlers; an empty or non-string id means not set."""
+    fields = {"configuration": {"bankAccount": "b", "supplier": "", "customer": None}}
+    assert to_event(_stored(fields)).details == {"bankAccount": "b"}
+    assert to_event(_stored({"configuration": ["b"]})).details == {}
 
 
 def test_to_event_hands_a_read_to_the_handlers_through_its_connection() -> None:
@@ -657,6 +645,12 @@ def test_to_event_hands_a_read_to_the_handlers_through_its_connection() -> None:
         _stored({"connection": {"id": "acc-1"}, "connection_ids": ["acc-1"]}, READ_COMPLETED)
     )
     assert event.connection is not None and event.connection.id == "acc-1"
+
+
+def test_to_event_hands_every_connection_of_a_read_to_the_handlers() -> None:
+    """A read of two connections reaches the handlers with both (the first is `connection`)."""
+    fields = {"connection": {"id": "other"}, "connection_ids": ["other", "acc-1", ""]}
+    assert to_event(_stored(fields, READ_COMPLETED)).connection_ids == ("other", "acc-1")
 
 
 # -- concrete counterexamples, kept as plain tests -------------------------------------------------
