@@ -12,7 +12,15 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
-from store.records import CompanyRow, Effect, InsertResult, NewEvent, Page, StoredEvent
+from store.records import (
+    CompanyRow,
+    Effect,
+    InsertResult,
+    NewEvent,
+    OptionsSnapshot,
+    Page,
+    StoredEvent,
+)
 
 
 class EventLog(Protocol):
@@ -168,8 +176,20 @@ class EffectRecord(Protocol):
         ...
 
 
-class Store(EventLog, CompanyStates, EffectRecord, Protocol):
-    """A whole store: the three concerns, in transactions."""
+class ExpenseOptions(Protocol):
+    """The choices Codat offers for each company's expense configuration, as last fetched."""
+
+    def save_options(self, company_id: str, data: dict[str, Any], now: str) -> None:
+        """Replace the company's snapshot with `data`, fetched `now`."""
+        ...
+
+    def options(self, company_id: str) -> OptionsSnapshot | None:
+        """The company's last snapshot; None if its choices were never fetched."""
+        ...
+
+
+class Store(EventLog, CompanyStates, EffectRecord, ExpenseOptions, Protocol):
+    """A whole store: the four concerns, in transactions."""
 
     readonly: bool
     # Statements wait on a server (PostgreSQL): run them off the event loop. SQLite's are CPU
@@ -248,6 +268,8 @@ class Queries(Protocol):
     def company_events(self, company_id: str, limit: int = 500) -> list[StoredEvent]: ...
 
     def company_effects(self, company_id: str) -> list[Effect]: ...
+
+    def options(self, company_id: str) -> OptionsSnapshot | None: ...
 
     def ping(self) -> None: ...
 

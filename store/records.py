@@ -102,3 +102,16 @@ class Page:
 
     companies: list[CompanyRow] = field(default_factory=list)
     next_after: str | None = None
+
+
+@dataclass(frozen=True)
+class OptionsSnapshot:
+    """The choices Codat offered for a company's expense configuration, as last fetched.
+
+    `data` holds the mapping options (`expenseProvider`, `accounts`, `trackingCategories`,
+    `taxRates`) and the `suppliers` and `customers` lists.
+    """
+
+    company_id: str
+    fetched_at: str
+    data: dict[str, Any]

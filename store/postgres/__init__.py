@@ -11,10 +11,16 @@ from store.postgres.connected import Connected
 from store.postgres.copying import PostgresCopying
 from store.postgres.effects import PostgresEffects
 from store.postgres.events import PostgresEventLog
+from store.postgres.options import PostgresExpenseOptions
 
 
 class PostgresStore(
-    PostgresCopying, PostgresEffects, PostgresEventLog, PostgresCompanyStates, Connected
+    PostgresCopying,
+    PostgresEffects,
+    PostgresEventLog,
+    PostgresCompanyStates,
+    PostgresExpenseOptions,
+    Connected,
 ):
     """The event log, company state and record of effects, in one PostgreSQL database."""
 

@@ -79,4 +79,14 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         );
         """,
     ),
+    (
+        2,
+        """
+        CREATE TABLE expense_options (
+            company_id TEXT COLLATE "C" PRIMARY KEY,
+            fetched_at TEXT COLLATE "C" NOT NULL,
+            data TEXT NOT NULL
+        );
+        """,
+    ),
 )

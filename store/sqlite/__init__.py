@@ -7,9 +7,17 @@ from store.sqlite.connected import Connected
 from store.sqlite.copying import SqliteCopying
 from store.sqlite.effects import SqliteEffects
 from store.sqlite.events import SqliteEventLog
+from store.sqlite.options import SqliteExpenseOptions
 
 
-class SqliteStore(SqliteCopying, SqliteEffects, SqliteEventLog, SqliteCompanyStates, Connected):
+class SqliteStore(
+    SqliteCopying,
+    SqliteEffects,
+    SqliteEventLog,
+    SqliteCompanyStates,
+    SqliteExpenseOptions,
+    Connected,
+):
     """The event log, company state and record of effects, in one SQLite file."""
 
 

@@ -83,4 +83,14 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         CREATE INDEX events_fold_order ON events(fold_order) WHERE fold_order IS NOT NULL;
         """,
     ),
+    (
+        4,
+        """
+        CREATE TABLE expense_options (
+            company_id TEXT PRIMARY KEY,
+            fetched_at TEXT NOT NULL,
+            data TEXT NOT NULL
+        ) STRICT;
+        """,
+    ),
 )

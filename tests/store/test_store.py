@@ -355,6 +355,7 @@ def test_readonly_store_reads_but_cannot_write(
             lambda: reader.mark_folded([(1, "applied")], T1),
             lambda: reader.delete_company_state(COMPANY),
             lambda: reader.heartbeat(T1),
+            lambda: reader.save_options(COMPANY, {"suppliers": []}, T1),
         ]
         for write in writes:
             with pytest.raises(refused_write):
@@ -444,3 +445,32 @@ def test_save_company_updates_in_place(store: Store) -> None:
     assert (row.state, row.data["name"], row.updated_at) == ("pending_auth", "B", T1)
     assert store.company_ids() == [COMPANY]
     assert store.state_counts() == {"pending_auth": 1}
+
+
+# -- the snapshot of a company's expense configuration choices ----------------------------------
+
+
+def test_options_are_none_until_fetched_then_the_latest_snapshot(store: Store) -> None:
+    assert store.options(COMPANY) is None
+    first = {"accounts": [{"id": "a-1", "name": "Current"}], "suppliers": [], "customers": []}
+    second = {"accounts": [], "suppliers": [{"id": "s-1", "name": "Rail \u00e9"}], "customers": []}
+    with store.transaction():
+        store.save_options(COMPANY, first, T0)
+        store.save_options("other-company", first, T0)
+    snapshot = store.options(COMPANY)
+    assert snapshot is not None
+    assert (snapshot.company_id, snapshot.fetched_at, snapshot.data) == (COMPANY, T0, first)
+    with store.transaction():
+        store.save_options(COMPANY, second, T1)
+    replaced = store.options(COMPANY)
+    assert replaced is not None
+    assert (replaced.fetched_at, replaced.data) == (T1, second)
+    other = store.options("other-company")
+    assert other is not None and other.data == first
+
+
+def test_options_written_in_a_rolled_back_transaction_are_not_kept(store: Store) -> None:
+    with pytest.raises(RuntimeError), store.transaction():
+        store.save_options(COMPANY, {"suppliers": []}, T0)
+        raise RuntimeError("undo")
+    assert store.options(COMPANY) is None

@@ -1,0 +1,28 @@
+"""The snapshot of each company's expense configuration choices: one row per company."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from store.postgres.connected import Connected
+from store.records import OptionsSnapshot
+
+
+class PostgresExpenseOptions(Connected):
+    """The choices last fetched from Codat for each company, replaced by every fetch."""
+
+    def save_options(self, company_id: str, data: dict[str, Any], now: str) -> None:
+        self.conn.execute(
+            "INSERT INTO expense_options (company_id, fetched_at, data) VALUES (%s, %s, %s) "
+            "ON CONFLICT (company_id) DO UPDATE SET fetched_at = excluded.fetched_at, "
+            "data = excluded.data",
+            [company_id, now, json.dumps(data, separators=(",", ":"))],
+        )
+
+    def options(self, company_id: str) -> OptionsSnapshot | None:
+        row = self.conn.execute(
+            "SELECT company_id, fetched_at, data FROM expense_options WHERE company_id = %s",
+            [company_id],
+        ).fetchone()
+        return None if row is None else OptionsSnapshot(row[0], row[1], json.loads(row[2]))
