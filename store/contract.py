@@ -216,6 +216,10 @@ class Store(EventLog, CompanyStates, EffectRecord, ExpenseOptions, Protocol):
         """Undo the open transaction, if any."""
         ...
 
+    def read_snapshot(self) -> AbstractContextManager[Store]:
+        """Reads in the block see one moment of the store (joins an open transaction)."""
+        ...
+
     def savepoint(self) -> AbstractContextManager[Store]:
         """A nested unit inside a transaction, undone alone if it fails."""
         ...
@@ -260,6 +264,8 @@ class WorkerReads(Protocol):
 
 class Queries(Protocol):
     """What the read-only query API and the status documents read."""
+
+    def read_snapshot(self) -> AbstractContextManager[Queries]: ...
 
     def company(self, company_id: str) -> CompanyRow | None: ...
 

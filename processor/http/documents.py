@@ -12,12 +12,16 @@ from store import EFFECT_FAILED, EFFECT_PENDING, CompanyRow, Effect, Queries, St
 def company_document(
     store: Queries, company_id: str, *, event_limit: int = 500
 ) -> dict[str, Any] | None:
-    """The status document of one company, or None if the store has never heard of it."""
-    row = store.company(company_id)
-    events = store.company_events(company_id, event_limit)
+    """The status document of one company, or None if the store has never heard of it.
+
+    Read in one snapshot: a command's result event and its closing are committed together, and
+    the document never shows one without the other."""
+    with store.read_snapshot():
+        row = store.company(company_id)
+        events = store.company_events(company_id, event_limit)
+        effects = store.company_effects(company_id)
     if row is None and not events:
         return None
-    effects = store.company_effects(company_id)
     document = summary(row, company_id)
     document["lastError"] = _last_error(document["lastError"], effects)
     document["pending"] = [_effect(e) for e in effects if e.status == EFFECT_PENDING]

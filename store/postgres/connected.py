@@ -146,6 +146,19 @@ class Connected:
             raise
         self.commit()
 
+    @contextmanager
+    def read_snapshot(self) -> Iterator[Self]:
+        """A repeatable-read transaction: every read in it sees the same snapshot."""
+        if self._open:
+            yield self
+            return
+        self.conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        self._open = True
+        try:
+            yield self
+        finally:
+            self.rollback()
+
     def try_begin(self) -> bool:
         """A plain BEGIN, always True: PostgreSQL has no database-wide write lock to wait for."""
         self.begin()

@@ -80,6 +80,19 @@ class Connected:
                 self.conn.execute("ROLLBACK")
             raise
 
+    @contextmanager
+    def read_snapshot(self) -> Iterator[Self]:
+        """A deferred transaction: its first read fixes the snapshot (WAL) the others see."""
+        if self.conn.in_transaction:
+            yield self
+            return
+        self.conn.execute("BEGIN")
+        try:
+            yield self
+        finally:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+
     def try_begin(self) -> bool:
         """BEGIN IMMEDIATE if the write lock is free now; False, and no transaction, if not."""
         self.conn.execute("PRAGMA busy_timeout = 0")

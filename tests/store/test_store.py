@@ -474,3 +474,19 @@ def test_options_written_in_a_rolled_back_transaction_are_not_kept(store: Store)
         store.save_options(COMPANY, {"suppliers": []}, T0)
         raise RuntimeError("undo")
     assert store.options(COMPANY) is None
+
+
+def test_a_read_snapshot_sees_one_moment_of_the_store(store: Store, store_url: str) -> None:
+    with store.transaction():
+        store.append_events([new_event("msg-1")])
+    reader = open_store(store_url, readonly=True)
+    try:
+        with reader.read_snapshot():
+            assert reader.count_events() == 1
+            with store.transaction():
+                store.append_events([new_event("msg-2", event_id="evt-2")])
+            assert reader.count_events() == 1
+            assert reader.find_events(event_or_message_id="msg-2") == []
+        assert reader.count_events() == 2
+    finally:
+        reader.close()
