@@ -52,6 +52,8 @@ def sandbox(
              Link fails: {"errorMessage": "..."} (optional)
       POST   /_sandbox/companies/{companyId}/connections/{connectionId}/deauthorize
              Linked -> Deauthorized
+      POST   /_sandbox/companies/{companyId}/connections/{connectionId}/read
+             Codat reads the accounting data now: sends read.completed.initial
       DELETE /_sandbox/companies/{companyId}/connections/{connectionId}
              delete the connection
       DELETE /_sandbox/companies/{companyId}
@@ -61,7 +63,8 @@ def sandbox(
       GET    /_sandbox/state
              companies, connections, webhook bodies, deliveries, API requests, faults
       POST   /_sandbox/config
-             {"webhookUrl", "secrets", "autoWebhooks", "retryDelays", "headerPrefix"}
+             {"webhookUrl", "secrets", "autoWebhooks", "retryDelays", "headerPrefix",
+             "dataReadDelay"}
       POST   /_sandbox/faults
              add fault rules (a JSON list; see the README)
       DELETE /_sandbox/faults
