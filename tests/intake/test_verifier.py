@@ -14,8 +14,11 @@ import hmac
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from svix.webhooks import Webhook, WebhookVerificationError
 
 from processor.intake.signature import (
@@ -382,3 +385,38 @@ def test_the_injected_now_is_the_only_clock_of_the_skew_check() -> None:
     earlier = refusal(headers, now=stamp - TOLERANCE_SECONDS - 60)
     assert (later.reason, earlier.reason) == (TIMESTAMP, TIMESTAMP)
     assert "in the past" in later.message and "in the future" in earlier.message
+
+
+@given(
+    message_id=st.text(
+        alphabet=st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=40
+    ),
+    body=st.text(max_size=300).map(lambda text: text.encode("utf-8")),
+    offset=st.integers(min_value=-TOLERANCE_SECONDS + 5, max_value=TOLERANCE_SECONDS - 5),
+    tampered=st.booleans(),
+)
+@settings(max_examples=200, deadline=None)
+def test_the_verifier_agrees_with_svix_on_any_message(
+    message_id: str, body: bytes, offset: int, tampered: bool
+) -> None:
+    """The verifier computes the HMAC itself; svix's `Webhook.verify` is the reference."""
+    now = int(time.time())
+    headers = {
+        "webhook-id": message_id,
+        "webhook-timestamp": str(now + offset),
+        "webhook-signature": Webhook(NEW).sign(
+            message_id, datetime.fromtimestamp(now + offset, UTC), body.decode()
+        ),
+    }
+    sent = body + b" " if tampered else body
+    try:
+        Webhook(NEW).verify(sent, headers)
+        reference = True
+    except WebhookVerificationError:
+        reference = False
+    try:
+        Verifier((NEW,)).verify(sent, headers, now=now)
+        ours = True
+    except SignatureError:
+        ours = False
+    assert ours == reference == (not tampered)
