@@ -44,13 +44,13 @@ from tests.e2e.load_support import (
 from tests.support import (
     API_KEY,
     ServeProcess,
-    open_db,
     partner_connections,
     post_webhook,
     wait_for,
 )
 
-pytestmark = pytest.mark.serve_process
+# SIGKILLs a real process; every crash window on each store backend (see tests/conftest.py).
+pytestmark = [pytest.mark.serve_process, pytest.mark.backends("sqlite", "postgres")]
 CODAT_TIMEOUT = 2.0  # serve's CODAT_TIMEOUT_SECONDS (tests/support.py)
 # Longer than serve's timeout plus its longest backoff (RETRY_MAX_SECONDS 0.5): while such a
 # rule lasts, the held requests overlap, and the worker never gets an answer.
@@ -60,7 +60,9 @@ POLL = 0.01
 
 
 @pytest.fixture
-def serve(tmp_path: Path, codat: Codat, secret: str, serve_port: int) -> Iterator[ServeProcess]:
+def serve(
+    tmp_path: Path, codat: Codat, secret: str, serve_port: int, database_url: str
+) -> Iterator[ServeProcess]:
     """A real `serve` process, without the reconciliation sweep: what Codat is asked after the
     restart is the worker's doing alone."""
     process = ServeProcess(
@@ -72,6 +74,7 @@ def serve(tmp_path: Path, codat: Codat, secret: str, serve_port: int) -> Iterato
             "RECONCILE_INTERVAL_SECONDS": "0",
         },
         port=serve_port,
+        database_url=database_url,
     )
     with process:
         yield process
@@ -104,7 +107,7 @@ class Stored:
 
 
 def stored(serve: ServeProcess, ids: dict[str, str]) -> Stored:
-    store = open_db(serve.database, readonly=True)
+    store = serve.open_store()
     try:
         events = store.find_events(company_id=ids["company"])
         effects = store.company_effects(ids["company"])
@@ -317,7 +320,7 @@ def test_sigkill_in_each_window_of_the_partner_connection_gives_exactly_one(
         # The restarted worker created nothing: the only POST is the one Codat held.
         assert len(posts) == 1, posts
 
-    store = open_db(serve.database, readonly=True)
+    store = serve.open_store()
     try:
         connected = store.find_events(company_id=ids["company"], event_type="connection.connected")
         assert len(connected) == 1 and connected[0].outcome == "applied"
