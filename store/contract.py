@@ -38,6 +38,10 @@ class EventLog(Protocol):
         """A company's unfolded events, oldest generatedDate first."""
         ...
 
+    def pending_events_of(self, company_ids: Sequence[str]) -> dict[str, list[StoredEvent]]:
+        """`pending_events` of several companies at once (every one a key, maybe empty)."""
+        ...
+
     def folded_events(self, company_id: str) -> list[StoredEvent]:
         """A company's folded events, in the order they were folded (for rebuilds)."""
         ...
@@ -84,7 +88,15 @@ class CompanyStates(Protocol):
 
     def company(self, company_id: str) -> CompanyRow | None: ...
 
+    def companies_of(self, company_ids: Sequence[str]) -> dict[str, CompanyRow]:
+        """The stored states of these companies, by id (those without one are left out)."""
+        ...
+
     def save_company(self, company_id: str, state: str, data: dict[str, Any], now: str) -> None: ...
+
+    def save_companies(self, states: Sequence[tuple[str, str, dict[str, Any]]], now: str) -> None:
+        """`save_company` for several: (company id, state, data) each."""
+        ...
 
     def mark_checked(self, company_id: str, now: str) -> None: ...
 
@@ -230,6 +242,10 @@ class Store(EventLog, CompanyStates, EffectRecord, ExpenseOptions, Protocol):
 
         A company's events are folded by one transaction at a time, whichever instance runs it.
         """
+        ...
+
+    def lock_companies(self, company_ids: Sequence[str]) -> list[str]:
+        """`lock_company` (not waiting) for several at once: those this transaction got."""
         ...
 
     def lock_task(self, name: str) -> bool:

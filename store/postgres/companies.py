@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from store.postgres import rows
@@ -25,6 +26,32 @@ class PostgresCompanyStates(Connected):
             "ON CONFLICT (company_id) DO UPDATE SET state = excluded.state, "
             "data = excluded.data, updated_at = excluded.updated_at",
             [company_id, state, json.dumps(data, separators=(",", ":")), now],
+        )
+
+    def companies_of(self, company_ids: Sequence[str]) -> dict[str, CompanyRow]:
+        """The stored states of these companies (those that have one), in one query."""
+        found = self.conn.execute(
+            f"SELECT {rows.COMPANY_COLUMNS} FROM companies WHERE company_id = ANY(%s)",
+            [list(company_ids)],
+        )
+        return {row[0]: rows.company_row(row) for row in found}
+
+    def save_companies(self, states: Sequence[tuple[str, str, dict[str, Any]]], now: str) -> None:
+        """Save several companies' states: (company id, state, data) each, in one statement."""
+        if not states:
+            return
+        self.conn.execute(
+            "INSERT INTO companies (company_id, state, data, updated_at) "
+            "SELECT company_id, state, data, %s FROM unnest(%s::text[], %s::text[], %s::text[]) "
+            "AS saved (company_id, state, data) "
+            "ON CONFLICT (company_id) DO UPDATE SET state = excluded.state, "
+            "data = excluded.data, updated_at = excluded.updated_at",
+            [
+                now,
+                [company_id for company_id, _, _ in states],
+                [state for _, state, _ in states],
+                [json.dumps(data, separators=(",", ":")) for _, _, data in states],
+            ],
         )
 
     def mark_checked(self, company_id: str, now: str) -> None:

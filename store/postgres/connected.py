@@ -28,7 +28,7 @@ What differs from SQLite:
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, Self
@@ -227,6 +227,15 @@ class Connected:
             "SELECT pg_try_advisory_xact_lock(%s, hashtext(%s))", [COMPANY_LOCKS, company_id]
         ).fetchone()
         return bool(row and row[0])
+
+    def lock_companies(self, company_ids: Sequence[str]) -> list[str]:
+        """`lock_company` for several at once (one round trip): those this transaction got."""
+        found = self.conn.execute(
+            "SELECT id FROM unnest(%s::text[]) WITH ORDINALITY AS wanted (id, n) "
+            "WHERE pg_try_advisory_xact_lock(%s, hashtext(id)) ORDER BY n",
+            [list(company_ids), COMPANY_LOCKS],
+        )
+        return [row[0] for row in found]
 
     def lock_task(self, name: str) -> bool:
         """Take the task's lock for this connection's life, unless another instance holds it."""

@@ -98,6 +98,17 @@ class PostgresEventLog(Connected):
             [company_id],
         )
 
+    def pending_events_of(self, company_ids: Sequence[str]) -> dict[str, list[StoredEvent]]:
+        """`pending_events` of several companies, in one query."""
+        found: dict[str, list[StoredEvent]] = {company_id: [] for company_id in company_ids}
+        for event in self._events(
+            "WHERE company_id = ANY(%s) AND processed_at IS NULL "
+            "ORDER BY company_id, generated_date, seq",
+            [list(company_ids)],
+        ):
+            found[event.company_id or ""].append(event)
+        return found
+
     def folded_events(self, company_id: str) -> list[StoredEvent]:
         """A company's folded events, in the order they were folded (for rebuilds)."""
         return self._events(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from store.records import CompanyRow, Page
@@ -27,6 +28,32 @@ class SqliteCompanyStates(Connected):
             "ON CONFLICT (company_id) DO UPDATE SET state = excluded.state, "
             "data = excluded.data, updated_at = excluded.updated_at",
             [company_id, state, json.dumps(data, separators=(",", ":")), now],
+        )
+
+    def companies_of(self, company_ids: Sequence[str]) -> dict[str, CompanyRow]:
+        """The stored states of these companies (those that have one), in one query."""
+        found: dict[str, CompanyRow] = {}
+        for start in range(0, len(company_ids), rows.MAX_PARAMETERS):
+            chunk = list(company_ids[start : start + rows.MAX_PARAMETERS])
+            marks = ", ".join("?" * len(chunk))
+            for row in self.conn.execute(
+                f"SELECT {rows.COMPANY_COLUMNS} FROM companies WHERE company_id IN ({marks})",
+                chunk,
+            ):
+                company = rows.company_row(row)
+                found[company.company_id] = company
+        return found
+
+    def save_companies(self, states: Sequence[tuple[str, str, dict[str, Any]]], now: str) -> None:
+        """Save several companies' states: (company id, state, data) each."""
+        self.conn.executemany(
+            "INSERT INTO companies (company_id, state, data, updated_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (company_id) DO UPDATE SET state = excluded.state, "
+            "data = excluded.data, updated_at = excluded.updated_at",
+            [
+                (company_id, state, json.dumps(data, separators=(",", ":")), now)
+                for company_id, state, data in states
+            ],
         )
 
     def mark_checked(self, company_id: str, now: str) -> None:

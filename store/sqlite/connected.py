@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -140,6 +140,10 @@ class Connected:
     def lock_company(self, company_id: str, *, wait: bool = False) -> bool:
         """True: a write transaction (BEGIN IMMEDIATE) already excludes every other writer."""
         return True
+
+    def lock_companies(self, company_ids: Sequence[str]) -> list[str]:
+        """All of them (see `lock_company`)."""
+        return list(company_ids)
 
     def lock_task(self, name: str) -> bool:
         """True: SQLite serves one machine, where one `serve` runs the task (see the README)."""

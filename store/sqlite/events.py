@@ -97,6 +97,20 @@ class SqliteEventLog(Connected):
             [company_id],
         )
 
+    def pending_events_of(self, company_ids: Sequence[str]) -> dict[str, list[StoredEvent]]:
+        """`pending_events` of several companies, in one query."""
+        found: dict[str, list[StoredEvent]] = {company_id: [] for company_id in company_ids}
+        for start in range(0, len(company_ids), rows.MAX_PARAMETERS):
+            chunk = list(company_ids[start : start + rows.MAX_PARAMETERS])
+            marks = ", ".join("?" * len(chunk))
+            for event in self._events(
+                f"WHERE company_id IN ({marks}) AND processed_at IS NULL "
+                "ORDER BY company_id, generated_date, seq",
+                chunk,
+            ):
+                found[event.company_id or ""].append(event)
+        return found
+
     def folded_events(self, company_id: str) -> list[StoredEvent]:
         """A company's folded events, in the order they were folded (for rebuilds)."""
         return self._events(

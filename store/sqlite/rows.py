@@ -16,6 +16,8 @@ EFFECT_COLUMNS = (
     "id, company_id, kind, connection_id, idempotency_key, caused_by, status, attempts, "
     "next_attempt_at, last_error, result, created_at, updated_at"
 )
+# Ids bound in one `IN (...)` at most (SQLite's limit is 32,766 since 3.32; kept well below).
+MAX_PARAMETERS = 500
 COMPANY_COLUMNS = "company_id, state, data, updated_at, checked_at"
 
 

@@ -490,3 +490,32 @@ def test_a_read_snapshot_sees_one_moment_of_the_store(store: Store, store_url: s
         assert reader.count_events() == 2
     finally:
         reader.close()
+
+
+def test_the_batched_reads_and_writes_of_a_fold(store: Store) -> None:
+    """What folding many companies in one transaction uses: the same as one at a time."""
+    other = "other-company"
+    with store.transaction():
+        store.append_events(
+            [
+                new_event("msg-1", event_id="evt-1", generated_date=T2),
+                new_event("msg-2", event_id="evt-2", generated_date=T1),
+                new_event("msg-3", event_id="evt-3", company_id=other),
+            ]
+        )
+    with store.transaction():
+        assert store.lock_companies([COMPANY, other, "nobody"]) == [COMPANY, other, "nobody"]
+        pending = store.pending_events_of([COMPANY, other, "nobody"])
+    assert pending[COMPANY] == store.pending_events(COMPANY)
+    assert [e.message_id for e in pending[COMPANY]] == ["msg-2", "msg-1"]  # generatedDate
+    assert [e.message_id for e in pending[other]] == ["msg-3"]
+    assert pending["nobody"] == []
+    with store.transaction():
+        store.save_company(COMPANY, "created", {"v": 1}, T0)
+        store.save_companies([(COMPANY, "linked", {"v": 2}), (other, "created", {"w": "é"})], T1)
+        store.save_companies([], T1)
+    states = store.companies_of([COMPANY, other, "nobody"])
+    assert set(states) == {COMPANY, other}
+    assert (states[COMPANY].state, states[COMPANY].data) == ("linked", {"v": 2})
+    assert states[COMPANY] == store.company(COMPANY)
+    assert (states[other].data, states[other].updated_at) == ({"w": "é"}, T1)

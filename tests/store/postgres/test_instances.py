@@ -163,3 +163,13 @@ def test_readers_say_which_database_they_cannot_reach() -> None:
         readers.close()
     assert "'postgresql://app:***@127.0.0.1:1/db'" in str(raised.value)
     assert "hunter2" not in str(raised.value)
+
+
+def test_companies_another_transaction_folds_are_left_out_of_a_batch(
+    instances: tuple[Store, Store],
+) -> None:
+    a, b = instances
+    with a.transaction():
+        assert a.lock_company(COMPANY)
+        with b.transaction():
+            assert b.lock_companies(["first", COMPANY, "last"]) == ["first", "last"]
