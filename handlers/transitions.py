@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from handlers.commands import Command, CreatePartnerExpenseConnection
+from handlers.commands import Command, CreatePartnerExpenseConnection, needed_commands
 from handlers.events import Connection, ConnectionStatus, Event, SourceType
 from handlers.state import (
     CONNECTED_STATES,
@@ -84,6 +84,16 @@ def initial_state(company_id: str) -> CompanyState:
 
 def transition(state: CompanyState, event: Event) -> Transition:
     """Apply one event to a company's state."""
+    step = _transition(state, event)
+    waiting = OnboardingState.AWAITING_CONFIGURATION
+    if step.state.state == waiting and state.state != waiting:
+        # Whatever brought the company here (its data read, a relink, a configuration cleared
+        # in Codat), the choices are fetched again and Codat's configuration read back.
+        step = replace(step, commands=step.commands + tuple(needed_commands(step.state)))
+    return step
+
+
+def _transition(state: CompanyState, event: Event) -> Transition:
     if state.deleted:
         return Transition(state, (), IGNORED)
     if event.event_type in (COMPANY_CREATED, COMPANY_ONBOARDED):

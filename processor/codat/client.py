@@ -90,14 +90,49 @@ class CodatClient:
 
     async def list_connections(self, company_id: str) -> list[dict[str, Any]]:
         """Every connection of a company, across pages."""
+        return await self._every_page(f"/companies/{company_id}/connections")
+
+    async def get_mapping_options(self, company_id: str) -> dict[str, Any]:
+        """Sync for Expenses' choices: `expenseProvider`, `accounts`, `trackingCategories`,
+        `taxRates` (available once Codat has read the company's data)."""
+        return await self._request("GET", f"/companies/{company_id}/sync/expenses/mappingOptions")
+
+    async def list_suppliers(self, company_id: str) -> list[dict[str, Any]]:
+        """Every supplier in the company's accounting data, across pages."""
+        return await self._every_page(f"/companies/{company_id}/data/suppliers")
+
+    async def list_customers(self, company_id: str) -> list[dict[str, Any]]:
+        """Every customer in the company's accounting data, across pages."""
+        return await self._every_page(f"/companies/{company_id}/data/customers")
+
+    async def get_expenses_config(self, company_id: str) -> dict[str, Any]:
+        """The company's default bank account, supplier and customer for expenses."""
+        return await self._request("GET", f"/companies/{company_id}/sync/expenses/config")
+
+    async def set_expenses_config(
+        self,
+        company_id: str,
+        *,
+        bank_account: str,
+        supplier: str,
+        customer: str,
+        idempotency_key: str,
+    ) -> dict[str, Any]:
+        """Set the three defaults at once (Codat requires all three)."""
+        body = {"bankAccount": {"id": bank_account}, "supplier": {"id": supplier}}
+        body["customer"] = {"id": customer}
+        return await self._request(
+            "POST",
+            f"/companies/{company_id}/sync/expenses/config",
+            json=body,
+            key=idempotency_key,
+        )
+
+    async def _every_page(self, path: str) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []
         page = 1
         while True:
-            answer = await self._request(
-                "GET",
-                f"/companies/{company_id}/connections",
-                params={"page": page, "pageSize": 100},
-            )
+            answer = await self._request("GET", path, params={"page": page, "pageSize": 100})
             results = answer.get("results") or []
             found.extend(results)
             total = int(answer.get("totalResults") or 0)

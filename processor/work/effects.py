@@ -1,8 +1,10 @@
-"""Carrying out the partner expense connection intent against Codat, exactly once.
+"""Carrying out the intents the folds open against Codat, each result recorded as an event.
 
-Look before you create: confirm the accounting connection is still Linked, adopt an existing
-partner expense connection if Codat already has one (a crashed attempt may have made it), and
-only then POST with the intent's recorded Idempotency-Key. The result is recorded as an event.
+The partner expense connection is created exactly once. Look before you create: confirm the
+accounting connection is still Linked, adopt an existing partner expense connection if Codat
+already has one (a crashed attempt may have made it), and only then POST with the intent's
+recorded Idempotency-Key. Once the data is read, the configuration's choices are fetched (a
+snapshot kept in the store) and the configuration is read back from Codat (an event).
 """
 
 from __future__ import annotations
@@ -11,12 +13,18 @@ import logging
 import os
 import random
 import socket
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
+from handlers.commands import (
+    CREATE_PARTNER_EXPENSE_CONNECTION,
+    FETCH_EXPENSE_OPTIONS,
+    READ_EXPENSE_CONFIGURATION,
+)
 from handlers.events import ConnectionStatus, SourceType
 from handlers.transitions import (
+    CONFIGURATION_OBSERVED,
     CONNECTION_DELETED,
     CONNECTION_OBSERVED,
     PARTNER_CONNECTION_CREATED,
@@ -26,6 +34,7 @@ from processor import clock
 from processor.codat.client import CodatClient, CodatError
 from processor.codat.connections import connection_fields
 from processor.config import Settings
+from processor.work.configuration import fetch_options, observe_configuration
 from processor.work.synthetic import synthetic_event
 from store import EFFECT_CANCELLED, EFFECT_DONE, EFFECT_FAILED, Effect, NewEvent, Store
 
@@ -41,12 +50,15 @@ class Writes(Protocol):
 
 @dataclass(frozen=True)
 class Attempt:
-    """What one attempt at an effect found: the event to record and how the effect ends."""
+    """What one attempt at an effect found: the event to record (if any), the options
+    snapshot to keep (if any), and how the effect ends."""
 
-    event_type: str
+    event_type: str | None
     connection: dict[str, Any] | None
     effect_status: str
     note: str
+    fields: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] | None = None
 
 
 async def create_partner_expense_connection(codat: CodatClient, effect: Effect) -> Attempt:
@@ -76,13 +88,45 @@ async def create_partner_expense_connection(codat: CodatClient, effect: Effect) 
     return Attempt(PARTNER_CONNECTION_CREATED, created, EFFECT_DONE, "created")
 
 
+async def fetch_expense_options(codat: CodatClient, effect: Effect) -> Attempt:
+    """One attempt: the choices for the configuration, kept as the company's snapshot."""
+    options = await fetch_options(codat, effect.company_id)
+    counts = ", ".join(
+        f"{len(options[name])} {name}" for name in ("accounts", "suppliers", "customers")
+    )
+    return Attempt(None, None, EFFECT_DONE, f"options fetched ({counts})", options=options)
+
+
+async def read_expense_configuration(codat: CodatClient, effect: Effect) -> Attempt:
+    """One attempt: Codat's configuration, recorded as observed (set or not)."""
+    ids = await observe_configuration(codat, effect.company_id)
+    note = "configuration read: " + (", ".join(sorted(ids)) + " set" if ids else "not set")
+    fields = {"configuration": ids}
+    return Attempt(CONFIGURATION_OBSERVED, None, EFFECT_DONE, note, fields=fields)
+
+
+ATTEMPTS: dict[str, Callable[[CodatClient, Effect], Awaitable[Attempt]]] = {
+    CREATE_PARTNER_EXPENSE_CONNECTION: create_partner_expense_connection,
+    FETCH_EXPENSE_OPTIONS: fetch_expense_options,
+    READ_EXPENSE_CONFIGURATION: read_expense_configuration,
+}
+
+
 def record_attempt(store: Store, effect: Effect, attempt: Attempt, now: str) -> None:
     """Record what an attempt found, and close the effect, in one transaction."""
     connection = connection_fields(attempt.connection) if attempt.connection else None
     if connection is not None and attempt.event_type == PARTNER_CONNECTION_CREATED:
         connection["source_type"] = SourceType.EXPENSE
-    fields = {"company_id": effect.company_id, "connection": connection, "note": attempt.note}
-    store.append_events([_event(effect, attempt.event_type, fields, attempt.connection, now)])
+    if attempt.event_type is not None:
+        fields = {
+            "company_id": effect.company_id,
+            "connection": connection,
+            "note": attempt.note,
+            **attempt.fields,
+        }
+        store.append_events([_event(effect, attempt.event_type, fields, attempt.connection, now)])
+    if attempt.options is not None:
+        store.save_options(effect.company_id, attempt.options, now)
     result = {"note": attempt.note, "connectionId": connection and connection["id"]}
     store.finish_effect(effect.id, status=attempt.effect_status, now=now, result=result)
 
@@ -106,8 +150,11 @@ def record_failure(
         )
         return True
     reason = error.message if not error.retryable else f"gave up after {age:.0f} s: {error}"
-    fields = {"company_id": effect.company_id, "error": reason}
-    store.append_events([_event(effect, PARTNER_CONNECTION_FAILED, fields, None, now)])
+    if effect.kind == CREATE_PARTNER_EXPENSE_CONNECTION:
+        # The company stays linked: its state says why. Other commands' failures show in the
+        # status document's `failed` list.
+        fields = {"company_id": effect.company_id, "error": reason}
+        store.append_events([_event(effect, PARTNER_CONNECTION_FAILED, fields, None, now)])
     store.finish_effect(effect.id, status=EFFECT_FAILED, now=now, error=reason)
     return False
 
@@ -123,8 +170,13 @@ def claim_seconds(settings: Settings) -> float:
 
 async def carry_out(writer: Writes, codat: CodatClient, effect: Effect, settings: Settings) -> str:
     """One attempt at an effect, recorded; returns the effect's status afterwards."""
+    attempt_at = ATTEMPTS.get(effect.kind)
+    if attempt_at is None:
+        # An intent of a kind this version does not know (written by a newer one): leave it.
+        log.error("effect %d: unknown command %r, left pending", effect.id, effect.kind)
+        return "pending"
     try:
-        attempt = await create_partner_expense_connection(codat, effect)
+        attempt = await attempt_at(codat, effect)
     except CodatError as error:
         failure = error
         retried = await writer.call(
@@ -143,7 +195,10 @@ async def carry_out(writer: Writes, codat: CodatClient, effect: Effect, settings
         log.log(level, "company %s: %s (%s)", effect.company_id, error, outcome)
         return "pending" if retried else EFFECT_FAILED
     await writer.call(lambda store: record_attempt(store, effect, attempt, clock.now()))
-    log.info("company %s: partner expense connection %s", effect.company_id, attempt.note)
+    if effect.kind == CREATE_PARTNER_EXPENSE_CONNECTION:
+        log.info("company %s: partner expense connection %s", effect.company_id, attempt.note)
+    else:
+        log.info("company %s: %s", effect.company_id, attempt.note)
     return attempt.effect_status
 
 

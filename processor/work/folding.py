@@ -19,6 +19,7 @@ from handlers.transitions import fold, initial_state
 from store import EFFECT_CANCELLED, Store, StoredEvent
 
 log = logging.getLogger(__name__)
+INTENT_STATES = frozenset({OnboardingState.LINKED, OnboardingState.AWAITING_CONFIGURATION})
 
 
 @dataclass
@@ -86,8 +87,9 @@ def fold_pending(store: Store, company_id: str, now: str) -> FoldReport:
         for command in step.commands
         if still_needed(final, command)
     ]
-    # Intents only open in `linked`: nothing to open or close unless the fold touched it.
-    if causes or OnboardingState.LINKED in (report.before, report.after):
+    # Intents only open in `linked` and `awaiting_configuration`: nothing to open or close
+    # unless the fold touched one of them.
+    if causes or {report.before, report.after} & INTENT_STATES:
         _settle_effects(store, final, causes, now, report)
     return report
 

@@ -6,7 +6,12 @@ from dataclasses import dataclass, replace
 
 import pytest
 
-from handlers.commands import CreatePartnerExpenseConnection
+from handlers.commands import (
+    CreatePartnerExpenseConnection,
+    FetchExpenseOptions,
+    ReadExpenseConfiguration,
+    needed_commands,
+)
 from handlers.events import Connection, ConnectionStatus, Event, SourceType
 from handlers.state import STATES, CompanyState, OnboardingState
 from handlers.transitions import (
@@ -880,7 +885,27 @@ def test_read_of_the_accounting_connection_moves_ready_to_awaiting_configuration
     assert step.outcome == APPLIED
     assert step.state.state == OnboardingState.AWAITING_CONFIGURATION
     assert step.state.data_read_at == at(6)
-    assert step.commands == ()
+    assert step.commands == AWAITING_COMMANDS
+
+
+AWAITING_COMMANDS = (FetchExpenseOptions(COMPANY, ACC), ReadExpenseConfiguration(COMPANY, ACC))
+
+
+def test_only_entering_awaiting_configuration_asks_for_the_options_and_the_configuration() -> None:
+    """Each arrival fetches the choices and reads Codat's configuration once; staying (an
+    unset configuration observed, a later read) asks for nothing, and configured asks nothing."""
+    awaiting = build(*H_AWAITING)
+    assert transition(awaiting, observed(7)).commands == ()
+    assert transition(awaiting, read(8, event_type=READ_COMPLETED)).commands == ()
+    configured = transition(awaiting, observed(7, **CHOSEN))
+    assert configured.state.state == OnboardingState.CONFIGURED
+    assert configured.commands == ()
+    assert needed_commands(configured.state) == []
+    # Cleared in Codat (seen by the sweep): waiting again, and Codat is asked again.
+    cleared = transition(configured.state, observed(9))
+    assert cleared.state.state == OnboardingState.AWAITING_CONFIGURATION
+    assert cleared.commands == AWAITING_COMMANDS
+    assert needed_commands(cleared.state) == list(AWAITING_COMMANDS)
 
 
 def test_read_of_another_connection_leaves_the_company_ready() -> None:
