@@ -9,10 +9,22 @@ import logging
 
 import click
 
-from processor.cli import demo, onboard, reconcile, replay, sandbox, serve, status, store
+from processor.cli import (
+    configure,
+    demo,
+    onboard,
+    reconcile,
+    replay,
+    sandbox,
+    serve,
+    status,
+    store,
+)
 from processor.cli.common import example
 
 COMMANDS = (
+    configure.configure,
+    configure.options,
     demo.demo,
     onboard.onboard,
     onboard.unlink,

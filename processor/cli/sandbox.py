@@ -35,8 +35,20 @@ LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
     show_envvar=True,
     help="whsec_ signing secret(s), as serve's CODAT_WEBHOOK_SECRET (`codat-expenses secret`).",
 )
+@click.option(
+    "--data-read-delay",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Send read.completed.initial this many seconds after an accounting connection is "
+    "first Linked (off by default: a company then stays ready until POST .../read).",
+)
 def sandbox(
-    host: str, port: int, api_key: str, webhook_url: str | None, secrets: tuple[str, ...]
+    host: str,
+    port: int,
+    api_key: str,
+    webhook_url: str | None,
+    secrets: tuple[str, ...],
+    data_read_delay: float | None,
 ) -> None:
     """Run the local stand-in for Codat (for trials and fault drills; loopback only).
 
@@ -79,7 +91,7 @@ def sandbox(
     checked = _checked_secrets(secrets)
     if webhook_url is not None:
         _check_webhook_url(webhook_url, checked)
-    serve_sandbox(host, port, api_key, webhook_url, checked)
+    serve_sandbox(host, port, api_key, webhook_url, checked, data_read_delay)
 
 
 def _check_loopback(host: str) -> None:

@@ -4,9 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from handlers.state import CompanyState
+from handlers.state import CompanyState, ExpensesConfiguration
 from handlers.transitions import initial_state
-from store import EFFECT_FAILED, EFFECT_PENDING, CompanyRow, Effect, Queries, StoredEvent
+from store import (
+    EFFECT_FAILED,
+    EFFECT_PENDING,
+    CompanyRow,
+    Effect,
+    OptionsSnapshot,
+    Queries,
+    StoredEvent,
+)
+
+CONFIGURATION_KEYS = ("bankAccount", "supplier", "customer", "checkedAt")
 
 
 def company_document(
@@ -55,6 +65,39 @@ def summary(row: CompanyRow | None, company_id: str) -> dict[str, Any]:
         else {"id": expense.id, "status": expense.status},
         "updatedAt": row.updated_at if row is not None else None,
         "lastError": error,
+        "dataReadAt": state.data_read_at,
+        "configuration": configuration(state.configuration),
+    }
+
+
+def configuration(observed: ExpensesConfiguration | None) -> dict[str, Any]:
+    """The expense configuration as last read back from Codat: `unchecked` until it is read,
+    then `set` (all three ids) or `not_set`."""
+    if observed is None:
+        return {"status": "unchecked", **dict.fromkeys(CONFIGURATION_KEYS)}
+    return {
+        "status": "set" if observed.is_set else "not_set",
+        "bankAccount": observed.bank_account,
+        "supplier": observed.supplier,
+        "customer": observed.customer,
+        "checkedAt": observed.checked_at,
+    }
+
+
+def options_document(snapshot: OptionsSnapshot) -> dict[str, Any]:
+    """The stored choices of a company's configuration, for the expense app and `options`."""
+    data = snapshot.data
+    accounts = list(data.get("accounts") or [])
+    return {
+        "companyId": snapshot.company_id,
+        "fetchedAt": snapshot.fetched_at,
+        "expenseProvider": data.get("expenseProvider"),
+        "bankAccounts": [a for a in accounts if a.get("isBankAccount") is True],
+        "accounts": accounts,
+        "trackingCategories": list(data.get("trackingCategories") or []),
+        "taxRates": list(data.get("taxRates") or []),
+        "suppliers": list(data.get("suppliers") or []),
+        "customers": list(data.get("customers") or []),
     }
 
 

@@ -19,6 +19,7 @@ from handlers.state import STATES, CompanyState, OnboardingState
 from handlers.transitions import COMPANY_DELETED, CONNECTION_DELETED, CONNECTION_OBSERVED
 from processor import clock
 from processor.codat.client import CodatClient, CodatError
+from processor.work.configuration import observe_configuration, observed_event
 from processor.work.effects import Writes
 from processor.work.folding import fold_pending, load_state
 from processor.work.synthetic import about_connection, synthetic_event
@@ -26,6 +27,12 @@ from store import NewEvent, Store
 
 log = logging.getLogger(__name__)
 READY_RECHECK = timedelta(days=1)
+# Checked once a day, not every sweep: nothing is expected to change there.
+SETTLED_STATES = frozenset({OnboardingState.READY, OnboardingState.CONFIGURED})
+# Codat's configuration is read in these: an app may set it (or clear it) in Codat directly.
+CONFIGURATION_STATES = frozenset(
+    {OnboardingState.AWAITING_CONFIGURATION, OnboardingState.CONFIGURED}
+)
 MAX_RATE_LIMIT_WAITS = 5
 FIRST_SWEEP_AFTER = 1.0
 
@@ -40,7 +47,8 @@ class Sweep:
 
 
 def due_companies(store: Store, now: str) -> list[str]:
-    """Companies not ready or deleted, and ready ones not checked for a day."""
+    """Companies not ready, configured or deleted, and ready or configured ones not checked
+    for a day."""
     stale_before = clock.format_datetime(clock.parse(now) - READY_RECHECK)
     due = []
     for state in STATES:
@@ -50,7 +58,7 @@ def due_companies(store: Store, now: str) -> list[str]:
         while True:
             page = store.companies(state=state, limit=500, after=after)
             for row in page.companies:
-                if state != OnboardingState.READY or (row.checked_at or "") < stale_before:
+                if state not in SETTLED_STATES or (row.checked_at or "") < stale_before:
                     due.append(row.company_id)
             if page.next_after is None:
                 break
@@ -86,8 +94,22 @@ async def _check(writer: Writes, codat: CodatClient, company_id: str) -> int:
             raise
         events = [] if state and state.deleted else [_synthetic(company_id, COMPANY_DELETED, None)]
         return await _record(writer, company_id, events)
-    events = _differences(state or CompanyState(company_id=company_id), connections)
+    known = state or CompanyState(company_id=company_id)
+    events = _differences(known, connections)
+    if known.state in CONFIGURATION_STATES:
+        ids = await _with_rate_limit(codat, lambda: observe_configuration(codat, company_id))
+        if _configuration_differs(known, ids):
+            events.append(observed_event(company_id, ids, "reconcile", "found by reconciliation"))
     return await _record(writer, company_id, events)
+
+
+def _configuration_differs(state: CompanyState, ids: dict[str, str]) -> bool:
+    stored = state.configuration
+    if stored is None:
+        return True  # never read: record what Codat holds, set or not
+    known = {"bankAccount": stored.bank_account, "supplier": stored.supplier}
+    known["customer"] = stored.customer
+    return {name: value for name, value in known.items() if value} != ids
 
 
 def _differences(state: CompanyState, connections: list[dict[str, Any]]) -> list[NewEvent]:
