@@ -16,7 +16,7 @@ from processor.codat.client import CodatClient, new_client
 from processor.config import Settings
 from processor.http import dashboard, errors
 from processor.http.openapi import openapi
-from processor.http.queries import get_company, healthz, list_companies
+from processor.http.queries import get_company, get_options, healthz, list_companies
 from processor.http.services import Services
 from processor.http.webhooks import receive_webhook
 from processor.intake.health import WebhookHealth
@@ -55,6 +55,7 @@ def create_app(
         routes=[
             Route("/webhooks/codat", receive_webhook, methods=["POST"]),
             Route("/companies", list_companies, methods=["GET"]),
+            Route("/companies/{company_id}/options", get_options, methods=["GET"]),
             Route("/companies/{company_id:path}", get_company, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),

@@ -13,6 +13,11 @@ from processor import clock
 
 LINK_URL = "https://link-api.codat.io/companies/{company}/connections/{connection}/start"
 PARTNER_COMMAND = "create_partner_expense_connection"
+DOING = {
+    PARTNER_COMMAND: "Creating the partner expense connection",
+    "fetch_expense_options": "Fetching the choices for the expense configuration",
+    "read_expense_configuration": "Reading the expense configuration back from Codat",
+}
 
 
 def why(document: dict[str, Any], now: datetime) -> str:
@@ -52,7 +57,15 @@ def why(document: dict[str, Any], now: datetime) -> str:
     if state == "linked":
         return f"{platform} is linked{since}; the partner expense connection is not confirmed yet."
     if state == "ready":
-        return f"Ready{since}: {platform} and the partner expense connection are both linked."
+        return f"Waiting for Codat's first read of the {platform} data{since}."
+    if state == "awaiting_configuration":
+        return (
+            "Waiting for the customer to choose a bank account, a supplier and a customer"
+            f"{_since(document.get('dataReadAt'), now, 'the data was read')}."
+        )
+    if state == "configured":
+        checked = (document.get("configuration") or {}).get("checkedAt")
+        return f"Configured on {checked[:16].replace('T', ' ') if checked else 'an unknown date'}."
     if state == "disconnected":
         status = accounting.get("status") or "not linked"
         return (
@@ -65,15 +78,14 @@ def why(document: dict[str, Any], now: datetime) -> str:
 
 
 def _doing(command: str) -> str:
-    if command == PARTNER_COMMAND:
-        return "Creating the partner expense connection"
-    return f"The command {command}"
+    return DOING.get(command, f"The command {command}")
 
 
-def _since(updated_at: str | None, now: datetime) -> str:
-    if not updated_at:
+def _since(moment: str | None, now: datetime, what: str = "") -> str:
+    if not moment:
         return ""
-    return f" since {updated_at[:16].replace('T', ' ')} ({ago(clock.parse(updated_at), now)})"
+    lead = f"; {what} at" if what else " since"
+    return f"{lead} {moment[:16].replace('T', ' ')} ({ago(clock.parse(moment), now)})"
 
 
 def ago(moment: datetime, now: datetime) -> str:

@@ -67,6 +67,8 @@ SUMMARY: Schema = {
     "expenseConnection": _nullable(_ref("ExpenseConnection")),
     "updatedAt": NULLABLE_STRING,
     "lastError": _nullable(_ref("LastError")),
+    "dataReadAt": NULLABLE_STRING,
+    "configuration": _ref("Configuration"),
 }
 DOCUMENT: Schema = {
     "pending": {"type": "array", "items": _ref("Command")},
@@ -114,6 +116,60 @@ SCHEMAS: dict[str, Schema] = {
         "type": "object",
         "required": ["message", "at"],
         "properties": {"message": STRING, "at": NULLABLE_STRING},
+        "additionalProperties": False,
+    },
+    "Configuration": {
+        "type": "object",
+        "description": "The expense configuration as last read back from Codat: unchecked "
+        "until read, then set (all three ids) or not_set.",
+        "required": ["status", "bankAccount", "supplier", "customer", "checkedAt"],
+        "properties": {
+            "status": {"enum": ["unchecked", "not_set", "set"]},
+            "bankAccount": NULLABLE_STRING,
+            "supplier": NULLABLE_STRING,
+            "customer": NULLABLE_STRING,
+            "checkedAt": NULLABLE_STRING,
+        },
+        "additionalProperties": False,
+    },
+    "Choice": {
+        "type": "object",
+        "description": "One of Codat's choices (an account, supplier, customer, tracking "
+        "category or tax rate), with Codat's fields.",
+        "required": ["id"],
+        "properties": {"id": STRING, "name": NULLABLE_STRING},
+    },
+    "ExpenseOptions": {
+        "type": "object",
+        "description": "The choices for the company's expense configuration, as last fetched "
+        "from Codat (mapping options, suppliers, customers).",
+        "required": [
+            "companyId",
+            "fetchedAt",
+            "expenseProvider",
+            "bankAccounts",
+            "accounts",
+            "trackingCategories",
+            "taxRates",
+            "suppliers",
+            "customers",
+        ],
+        "properties": {
+            "companyId": STRING,
+            "fetchedAt": STRING,
+            "expenseProvider": NULLABLE_STRING,
+            **{
+                name: {"type": "array", "items": _ref("Choice")}
+                for name in (
+                    "bankAccounts",
+                    "accounts",
+                    "trackingCategories",
+                    "taxRates",
+                    "suppliers",
+                    "customers",
+                )
+            },
+        },
         "additionalProperties": False,
     },
     "CompanySummary": {
@@ -280,6 +336,21 @@ PATHS: dict[str, Schema] = {
             "responses": {
                 "200": _json("one page", _ref("CompanyPage")),
                 "400": _error("a state, limit or cursor not as expected"),
+                **QUERY_ERRORS,
+            },
+        }
+    },
+    # Before /companies/{companyId}, whose template would match this path too.
+    "/companies/{companyId}/options": {
+        "get": {
+            "operationId": "getCompanyOptions",
+            "summary": "The choices for a company's expense configuration, as last fetched",
+            "security": [{"bearer": []}],
+            "parameters": [{"name": "companyId", "in": "path", "required": True, "schema": STRING}],
+            "responses": {
+                "200": _json("the stored choices", _ref("ExpenseOptions")),
+                "400": _error("not a company id"),
+                "404": _error("no such company in the store, or its choices not fetched yet"),
                 **QUERY_ERRORS,
             },
         }

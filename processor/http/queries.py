@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse, Response
 
 from handlers.state import STATES
 from processor import clock
-from processor.http.documents import company_document, summary
+from processor.http.documents import company_document, options_document, summary
 from processor.http.errors import HttpError
 from processor.http.services import services
 from store import Queries
@@ -62,6 +62,33 @@ async def get_company(request: Request) -> Response:
     if document is None:
         raise HttpError(404, f"no company {company_id!r} in the store")
     return JSONResponse(document)
+
+
+async def get_options(request: Request) -> Response:
+    """The stored choices for the company's expense configuration (read-only: no Codat call)."""
+    authorize(request)
+    # The raw path, as for get_company: a company id, then /options, and nothing else.
+    raw = request.scope["path"].removeprefix("/companies/")
+    company_id = raw.removesuffix("/options") if raw.endswith("/options") else raw
+    if not COMPANY_ID.fullmatch(company_id):
+        raise HttpError(400, f"expected a Codat company id (a UUID), found {company_id[:100]!r}")
+
+    def read(store: Queries) -> dict[str, Any] | str:
+        snapshot = store.options(company_id)
+        if snapshot is not None:
+            return options_document(snapshot)
+        row = store.company(company_id)
+        if row is None:
+            return f"no company {company_id!r} in the store"
+        return (
+            f"no choices stored for company {company_id!r} (state {row.state}): they are "
+            "fetched once Codat has read its data"
+        )
+
+    found = await services(request).readers.run(read)
+    if isinstance(found, str):
+        raise HttpError(404, found)
+    return JSONResponse(found)
 
 
 async def list_companies(request: Request) -> Response:

@@ -126,7 +126,7 @@ def test_a_person_signs_in_walks_the_funnel_reads_why_and_signs_out(
     expect(listed).to_contain_text(NAMES["ready"])
     expect(listed).not_to_contain_text(NAMES["failing"])
     listed.get_by_role("link", name=companies["ready"]).click()
-    expect(page.locator("#why")).to_contain_text("Ready since")
+    expect(page.locator("#why")).to_contain_text("Waiting for Codat's first read of the")
 
     # Stuck: with thresholds of 0 s, the waiting company is stuck in pending_auth.
     page.goto("/")

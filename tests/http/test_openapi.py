@@ -175,6 +175,7 @@ def test_every_documented_status_code_is_seen_and_answers_as_documented(
         httpx.get(f"{url}/companies/not%20an%20id", headers=bearer),
         httpx.get(f"{url}/companies/{uuid.uuid4()}", headers=bearer),
         httpx.get(f"{url}/companies/{company}"),
+        *_options_answers(server, company),
         httpx.get(f"{url}/healthz"),
         httpx.get(f"{url}/"),
         httpx.post(f"{url}/sign-in", data={"token": ""}),
@@ -208,6 +209,38 @@ def test_every_documented_status_code_is_seen_and_answers_as_documented(
     assert documented - SEEN == set(), "documented but never provoked"
 
 
+def _options_answers(server: Serve, company: str) -> list[httpx.Response]:
+    """GET .../options: 404 before the choices are stored, 200 after (a snapshot written to the
+    store as the worker writes it), 400 for a malformed id, 401 without a token."""
+    url, bearer = server.url, {"Authorization": f"Bearer {TOKEN}"}
+    before = httpx.get(f"{url}/companies/{company}/options", headers=bearer)
+    assert before.status_code == 404, before.text
+    store = server.open_store(readonly=False)
+    try:
+        with store.transaction():
+            snapshot = {
+                "expenseProvider": "Partner Expense",
+                "accounts": [{"id": "acc-1", "name": "Current", "isBankAccount": True}],
+                "trackingCategories": [],
+                "taxRates": [{"id": "tax-1", "name": "No VAT", "code": "NONE"}],
+                "suppliers": [{"id": "sup-1", "name": "Rail", "status": "Active"}],
+                "customers": [],
+            }
+            store.save_options(company, snapshot, "2026-11-24T06:07:16.0000000Z")
+    finally:
+        store.close()
+    stored = httpx.get(f"{url}/companies/{company}/options", headers=bearer)
+    assert stored.status_code == 200, stored.text
+    assert [a["id"] for a in stored.json()["bankAccounts"]] == ["acc-1"]
+    return [
+        before,
+        stored,
+        httpx.get(f"{url}/companies/not%20an%20id/options", headers=bearer),
+        httpx.get(f"{url}/companies/{uuid.uuid4()}/options", headers=bearer),
+        httpx.get(f"{url}/companies/{company}/options"),
+    ]
+
+
 def _while_the_store_is_locked(server: Serve, body: dict[str, Any]) -> list[httpx.Response]:
     """Another connection holds the write lock: intake and /healthz answer 503."""
     holder = sqlite3.connect(server.database, isolation_level=None)
@@ -230,6 +263,9 @@ def _on_a_server_without_tokens(tmp_path: Path) -> list[httpx.Response]:
         answers = [
             httpx.get(f"{off.url}/companies", headers={"Authorization": f"Bearer {TOKEN}"}),
             httpx.get(f"{off.url}/companies/x", headers={"Authorization": f"Bearer {TOKEN}"}),
+            httpx.get(
+                f"{off.url}/companies/x/options", headers={"Authorization": f"Bearer {TOKEN}"}
+            ),
             httpx.post(f"{off.url}/sign-in", data={"token": TOKEN}),
         ]
         for _ in range(2):
