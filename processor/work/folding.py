@@ -16,7 +16,7 @@ from handlers.commands import Command, needed_commands, still_needed
 from handlers.events import Connection, Event
 from handlers.state import CompanyState, OnboardingState
 from handlers.transitions import fold, initial_state
-from store import EFFECT_CANCELLED, Store, StoredEvent
+from store import EFFECT_CANCELLED, CompanyRow, Store, StoredEvent, is_unavailable
 
 log = logging.getLogger(__name__)
 INTENT_STATES = frozenset({OnboardingState.LINKED, OnboardingState.AWAITING_CONFIGURATION})
@@ -67,44 +67,93 @@ def load_state(store: Store, company_id: str) -> CompanyState | None:
     return CompanyState.from_dict(row.data) if row is not None else None
 
 
-def fold_pending(store: Store, company_id: str, now: str) -> FoldReport:
-    """Fold a company's pending events into its stored state and record the intents it needs."""
-    store.lock_company(company_id, wait=True)
-    current = load_state(store, company_id)
+@dataclass
+class _Fold:
+    """One company's fold, computed before anything is written."""
+
+    report: FoldReport
+    final: CompanyState
+    outcomes: list[tuple[int, str]]
+    causes: list[tuple[Command, int | None]]
+
+    @property
+    def settles_effects(self) -> bool:
+        # Intents only open in `linked` and `awaiting_configuration`: nothing to open or
+        # close unless the fold touched one of them.
+        touched = {self.report.before, self.report.after} & INTENT_STATES
+        return bool(self.causes or touched)
+
+
+def _fold(company_id: str, row: CompanyRow | None, pending: list[StoredEvent]) -> _Fold:
+    """Apply the handlers to a company's pending events (no store access)."""
+    current = CompanyState.from_dict(row.data) if row is not None else None
     state = current or initial_state(company_id)
-    pending = store.pending_events(company_id)
     final, steps = fold(state, [to_event(stored) for stored in pending])
-    store.mark_folded([(e.seq, s.outcome) for e, s in zip(pending, steps, strict=True)], now)
     report = FoldReport(company_id, current.state if current else None, final.state)
     report.events = len(pending)
     for step in steps:
         report.outcomes[step.outcome] = report.outcomes.get(step.outcome, 0) + 1
-    if pending:
-        store.save_company(company_id, final.state, final.to_dict(), now)
-    causes = [
+    causes: list[tuple[Command, int | None]] = [
         (command, stored.seq)
         for stored, step in zip(pending, steps, strict=True)
         for command in step.commands
         if still_needed(final, command)
     ]
-    # Intents only open in `linked` and `awaiting_configuration`: nothing to open or close
-    # unless the fold touched one of them.
-    if causes or {report.before, report.after} & INTENT_STATES:
-        _settle_effects(store, final, causes, now, report)
-    return report
+    outcomes = [(e.seq, s.outcome) for e, s in zip(pending, steps, strict=True)]
+    return _Fold(report, final, outcomes, causes)
+
+
+def _write(store: Store, folds: Sequence[_Fold], now: str) -> None:
+    """Record folds: the events' outcomes, the new states, the intents they call for."""
+    store.mark_folded([outcome for done in folds for outcome in done.outcomes], now)
+    store.save_companies(
+        [(d.final.company_id, d.final.state, d.final.to_dict()) for d in folds if d.outcomes],
+        now,
+    )
+    for done in folds:
+        if done.settles_effects:
+            _settle_effects(store, done.final, done.causes, now, done.report)
+
+
+def fold_pending(store: Store, company_id: str, now: str) -> FoldReport:
+    """Fold a company's pending events into its stored state and record the intents it needs."""
+    store.lock_company(company_id, wait=True)
+    done = _fold(company_id, store.company(company_id), store.pending_events(company_id))
+    _write(store, [done], now)
+    return done.report
 
 
 def fold_companies(store: Store, company_ids: Sequence[str], now: str) -> list[FoldReport]:
-    """Fold several companies in one transaction, each in a savepoint of its own.
+    """Fold several companies in one transaction: one commit (one fsync) serves them all.
 
-    One commit (one fsync) serves them all; a company whose fold fails is undone alone and
-    stays pending, so it is tried again and cannot hold the others back. A company another
-    instance is folding right now is skipped: that instance folds what is pending.
+    Their rows are read and written in a few statements for the whole batch, not a few per
+    company. A company whose fold fails stays pending, so it is tried again and cannot hold
+    the others back: if writing the batch fails, it is undone and each company is folded in a
+    savepoint of its own. A company another instance is folding right now is skipped: that
+    instance folds what is pending.
     """
+    locked = store.lock_companies(company_ids)
+    if not locked:
+        return []
+    rows = store.companies_of(locked)
+    pending = store.pending_events_of(locked)
+    folds = []
+    for company_id in locked:
+        try:
+            folds.append(_fold(company_id, rows.get(company_id), pending[company_id]))
+        except Exception:
+            log.exception("folding company %s failed; its events stay pending", company_id)
+    try:
+        with store.savepoint():
+            _write(store, folds, now)
+        return [done.report for done in folds]
+    except Exception as error:
+        if is_unavailable(error):
+            raise
+        log.warning("writing %d folds at once failed (%s); one by one now", len(folds), error)
     reports = []
-    for company_id in company_ids:
-        if not store.lock_company(company_id):
-            continue
+    for done in folds:
+        company_id = done.report.company_id
         try:
             with store.savepoint():
                 reports.append(fold_pending(store, company_id, now))
