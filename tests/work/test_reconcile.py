@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -198,3 +199,31 @@ def test_reconcile_waits_out_a_rate_limit(tmp_path: Path, codat: Codat) -> None:
     lists = requests_to(codat, "GET", f"/companies/{company_id}/connections")
     assert [r["status"] for r in lists] == [429, 200]
     assert stored_state(cli.database_url, company_id)[0] == "linked"
+
+
+def test_ready_and_configured_companies_are_swept_once_a_day_the_others_every_time(
+    tmp_path: Path,
+) -> None:
+    from processor import clock
+    from processor.work.reconcile import due_companies
+    from store import open_store
+
+    store = open_store(f"sqlite:///{tmp_path / 'due.db'}")
+    now = clock.now()
+    yesterday = clock.format_datetime(clock.parse(now) - timedelta(days=1, seconds=1))
+    states = ("pending_auth", "linked", "ready", "awaiting_configuration", "configured")
+    try:
+        with store.transaction():
+            for state in (*states, "deleted"):
+                for when in ("fresh", "old"):
+                    company_id = f"{state}-{when}"
+                    store.save_company(company_id, state, {"company_id": company_id}, now)
+                    store.mark_checked(company_id, now if when == "fresh" else yesterday)
+        due = set(due_companies(store, now))
+    finally:
+        store.close()
+    assert due == {
+        "pending_auth-fresh", "pending_auth-old", "linked-fresh", "linked-old",
+        "awaiting_configuration-fresh", "awaiting_configuration-old",
+        "ready-old", "configured-old",
+    }  # fmt: skip
