@@ -2,8 +2,10 @@
 
 It starts the stand-in and the real `serve` process on free loopback ports with a temporary
 database, onboards four companies through Codat's API as the seed page describes, sends real
-signed webhooks (including a duplicate and an out-of-order delivery), waits for the processor,
-prints every company's state and timeline, and checks the outcome.
+signed webhooks (including a duplicate and an out-of-order delivery), lets the stand-in read
+their data (`read.completed.initial` a moment after Link), configures one company with
+`codat-expenses configure`, waits for the processor, prints every company's state and
+timeline, and checks the outcome.
 """
 
 from __future__ import annotations
@@ -39,6 +41,10 @@ console = Console(
 )
 
 
+# Seconds from an accounting connection's first Link to Codat's `read.completed.initial`.
+DATA_READ_DELAY = 0.2
+
+
 @dataclass
 class Expected:
     """What the demo expects of one company at the end."""
@@ -59,12 +65,20 @@ async def _demo(folder: Path, timeout: float) -> int:
     api_key, secret, token = secrets.token_hex(16), generate_secret(), secrets.token_hex(16)
     port = _free_port()
     webhook_url = f"http://127.0.0.1:{port}/webhooks/codat"
-    with SandboxServer(api_key=api_key, webhook_url=webhook_url, secrets=[secret]) as sandbox:
+    with SandboxServer(
+        api_key=api_key,
+        webhook_url=webhook_url,
+        secrets=[secret],
+        data_read_delay=DATA_READ_DELAY,
+    ) as sandbox:
         console.print(f"[bold]stand-in for Codat[/] on {sandbox.url}")
-        serve = _start_serve(folder, port, api_key, sandbox.url, secret, token)
+        env = _env(folder, api_key, sandbox.url, secret, token)
+        serve = _start_serve(folder, port, env)
+        serve_url = f"http://127.0.0.1:{port}"
         try:
             expected = await _onboard(sandbox.url, api_key)
-            code = await _check(sandbox.url, f"http://127.0.0.1:{port}", token, expected, timeout)
+            await _configure(serve_url, env, expected[0], timeout)
+            code = await _check(sandbox.url, serve_url, token, expected, timeout)
         finally:
             serve.terminate()
             serve.wait(15)
@@ -79,10 +93,9 @@ def _log_tail(path: Path, lines: int = 40) -> str:
     return "\n".join([f"--- last {len(tail)} lines of serve's log ---", *tail])
 
 
-def _start_serve(
-    folder: Path, port: int, api_key: str, codat_url: str, secret: str, token: str
-) -> subprocess.Popen[bytes]:
-    env = {
+def _env(folder: Path, api_key: str, codat_url: str, secret: str, token: str) -> dict[str, str]:
+    """The environment of `serve` and of the commands the demo runs beside it."""
+    return {
         **os.environ,
         "CODAT_API_KEY": api_key,
         "CODAT_BASE_URL": codat_url,
@@ -91,6 +104,9 @@ def _start_serve(
         "STATUS_API_TOKEN": token,
         "RETRY_INITIAL_SECONDS": "0.1",
     }
+
+
+def _start_serve(folder: Path, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
     with (folder / "serve.log").open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "processor", "serve", "--port", str(port)],
@@ -156,14 +172,15 @@ class _Stories:
         await self.post(f"/companies/{company_id}/connections/{connection_id}/authorize")
 
     async def links(self) -> Expected:
-        ready = Expected("Sawayn Group", "ready", 1)
+        ready = Expected("Sawayn Group", "configured", 1)
         ready.company_id, connection = await self.onboard(ready.name, "qhyg")
         await _settle()
         await self.authorize(ready.company_id, connection)
         return ready
 
     async def unlinks_and_relinks(self) -> Expected:
-        relink = Expected("Relink & Co", "ready", 1)
+        # Its data was read after the first Link; after the relink it waits for its choices.
+        relink = Expected("Relink & Co", "awaiting_configuration", 1)
         relink.company_id, connection = await self.onboard(relink.name, "gbol")
         await _settle()
         await self.authorize(relink.company_id, connection)
@@ -186,8 +203,9 @@ class _Stories:
 
     async def webhooks_newest_first(self) -> Expected:
         """A company whose webhooks arrive late and backwards: connected before created."""
+        # Codat does not read its data in the demo: it stays ready, waiting for the first read.
         late = Expected("Late Mail plc", "ready", 1)
-        await self.post("/config", json={"autoWebhooks": False})
+        await self.post("/config", json={"autoWebhooks": False, "dataReadDelay": None})
         late.company_id, connection = await self.onboard(late.name, "fbrh")
         await self.authorize(late.company_id, connection)
         state = (await self.admin.get("/state")).json()
@@ -195,7 +213,7 @@ class _Stories:
         for body in reversed(bodies):
             await self.post("/webhooks/send", json={"body": body})
         console.print(f"sent {len(bodies)} webhooks for {late.name!r} newest first")
-        await self.post("/config", json={"autoWebhooks": True})
+        await self.post("/config", json={"autoWebhooks": True, "dataReadDelay": DATA_READ_DELAY})
         return late
 
     async def resend_connected(self, company_id: str) -> None:
@@ -215,6 +233,53 @@ class _Stories:
             "/webhooks/send", json={"body": body, "messageId": original["messageId"], "repeat": 2}
         )
         console.print(f"resent message {original['messageId']} twice (a duplicate delivery)")
+
+
+async def _configure(serve_url: str, env: dict[str, str], want: Expected, timeout: float) -> None:
+    """Once the company awaits its configuration, choose the first of each choice with
+    `codat-expenses configure`, as an operator (or the expense app) would."""
+    headers = {"Authorization": f"Bearer {env['STATUS_API_TOKEN']}"}
+    company = want.company_id
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(base_url=serve_url, headers=headers, timeout=10) as http:
+        while True:
+            document = (await http.get(f"/companies/{company}")).json()
+            options = await http.get(f"/companies/{company}/options")
+            waiting = document["state"] == "awaiting_configuration"
+            if waiting and document["configuration"]["status"] == "not_set" and options.is_success:
+                break
+            if time.monotonic() > deadline:
+                console.print(f"[red]{want.name!r} never awaited its configuration[/]")
+                return
+            await asyncio.sleep(0.1)
+    choices = options.json()
+    console.print(
+        f"{want.name!r} awaits its configuration: {len(choices['bankAccounts'])} bank accounts, "
+        f"{len(choices['suppliers'])} suppliers, {len(choices['customers'])} customers to "
+        "choose from (GET /companies/{id}/options)"
+    )
+    args = [
+        "configure",
+        company,
+        "--bank-account",
+        choices["bankAccounts"][0]["id"],
+        "--supplier",
+        choices["suppliers"][0]["id"],
+        "--customer",
+        choices["customers"][0]["id"],
+    ]
+    click.echo("$ codat-expenses " + " ".join(args))
+    done = subprocess.run(
+        [sys.executable, "-m", "processor", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    click.echo(done.stdout.rstrip())
+    if done.returncode != 0:
+        click.echo(done.stderr.rstrip(), err=True)
 
 
 async def _check(
@@ -278,6 +343,13 @@ def _print_company(document: dict[str, Any], partners: int) -> None:
         f"{accounting.get('platformName', '-')} {accounting.get('status', '-')}; "
         f"partner expense connections in Codat: {partners}"
     )
+    configuration = document["configuration"]
+    if configuration["status"] != "unchecked":
+        chosen = ", ".join(
+            f"{name} {configuration[name] or '-'}"
+            for name in ("bankAccount", "supplier", "customer")
+        )
+        console.print(f"expense configuration {configuration['status']}: {chosen}")
     if document["lastError"]:
         console.print(f"last error: {document['lastError']['message']}")
     # On a narrow terminal, cells fold onto more lines rather than lose their ends.

@@ -170,6 +170,7 @@ def sandbox_process(cli: Cli, tmp_path: Path) -> Iterator[tuple[str, Path, str]]
     with LoopbackServer(receiver.app) as hook:
         hook_url = f"{hook.url}/hook"
         args = ["--port", str(port), "--api-key", API_KEY, "--webhook-url", hook_url]
+        args += ["--data-read-delay", "0.5"]
         with log.open("wb") as out:
             process = subprocess.Popen(
                 cli.command("sandbox", *args, "--secret", secret),
@@ -192,6 +193,14 @@ def sandbox_process(cli: Cli, tmp_path: Path) -> Iterator[tuple[str, Path, str]]
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(10)
+
+
+def test_sandbox_data_read_delay_option_sets_the_delay_of_codat_s_first_read(
+    sandbox_process: tuple[str, Path, str],
+) -> None:
+    url, _, _ = sandbox_process
+    state = httpx.get(f"{url}/_sandbox/state", timeout=10).json()
+    assert state["config"]["dataReadDelay"] == 0.5, state["config"]
 
 
 def test_sandbox_logs_each_delivery_attempt_and_its_answer(
@@ -235,3 +244,7 @@ def test_demo_prints_whole_link_urls_on_a_narrow_terminal_and_no_log_size(cli: C
     for line in urls:
         assert LINK_URL.fullmatch(line.split("Link URL: ", 1)[-1]), f"cut Link URL: {line!r}"
     assert not re.search(r"\d+ bytes|serve log", result.output), result.describe()
+    # One company all the way to configured (by `configure`), one waiting for its choices.
+    assert re.search(r"^company \S+: configured$", result.stdout, re.M), result.describe()
+    assert "state configured;" in result.stdout, result.describe()
+    assert "state awaiting_configuration;" in result.stdout, result.describe()
