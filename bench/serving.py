@@ -22,6 +22,7 @@ def start(
     database: Path | None = None,
     *,
     database_url: str | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     env = {
@@ -31,6 +32,7 @@ def start(
         "CODAT_WEBHOOK_SECRET": secret,
         "DATABASE_URL": database_url or f"sqlite:///{database}",
         "RECONCILE_INTERVAL_SECONDS": "0",
+        **(extra_env or {}),
     }
     if name == "bare":
         command = [
@@ -60,13 +62,26 @@ def start(
     raise SystemExit(f"{name} did not start")
 
 
-def wrk_command(url: str, connections: int, seconds: int) -> list[str]:
-    threads = min(2, connections)
+def stop(process: subprocess.Popen[bytes]) -> float:
+    """Stop a server started by `start`; its peak resident memory over its life, in MiB
+    (the kernel's own high-water mark, from wait4's rusage, not a sampled figure)."""
+    process.terminate()
+    try:
+        _, status, usage = os.wait4(process.pid, 0)
+    except ChildProcessError:
+        process.wait(15)
+        return float("nan")
+    process.returncode = os.waitstatus_to_exitcode(status)
+    return usage.ru_maxrss / 1024
+
+
+def wrk_command(url: str, connections: int, seconds: float, threads: int = 1) -> list[str]:
+    threads = min(threads, connections)
     return [
         "wrk",
         f"-t{threads}",
         f"-c{connections}",
-        f"-d{seconds}s",
+        f"-d{seconds:g}s",
         "--latency",
         "-s",
         str(HERE / "intake.lua"),
@@ -75,13 +90,25 @@ def wrk_command(url: str, connections: int, seconds: int) -> list[str]:
 
 
 def wrk_output(
-    url: str, requests: Path, connections: int, seconds: int, delay_ms: float | None = None
+    url: str,
+    requests: Path,
+    connections: int,
+    seconds: float,
+    delay_ms: float | None = None,
+    threads: int = 1,
+    script: str = "intake.lua",
+    env: dict[str, str] | None = None,
 ) -> str:
-    env = {**os.environ, "REQUESTS_FILE": str(requests), "THREADS": str(min(2, connections))}
+    """Run wrk (bounded: `seconds`, and a timeout beyond them) and return its report."""
+    threads = min(threads, connections)
+    env = {**os.environ, **(env or {}), "REQUESTS_FILE": str(requests), "THREADS": str(threads)}
     if delay_ms is not None:
         env["DELAY_MS"] = f"{delay_ms:.3f}"
+    command = wrk_command(url, connections, seconds, threads)
+    command[command.index("-s") + 1] = str(HERE / script)
     return subprocess.run(
-        wrk_command(url, connections, seconds),
+        command,
+        timeout=seconds + 60,
         env=env,
         capture_output=True,
         text=True,
