@@ -20,7 +20,7 @@ OURS = ("processor", "handlers", "store")
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("handlers",),
     ("store",),
-    ("processor.clock", "processor.config"),
+    ("processor.clock", "processor.config", "processor.logs", "processor.metrics"),
     ("processor.codat",),
     ("processor.intake", "processor.sandbox"),
     ("processor.work",),

@@ -5,8 +5,6 @@ One module per command group; `common` holds what they share.
 
 from __future__ import annotations
 
-import logging
-
 import click
 
 from processor.cli import (
@@ -21,6 +19,7 @@ from processor.cli import (
     store,
 )
 from processor.cli.common import example
+from processor.logs import LogConfigError, configure_logs
 
 COMMANDS = (
     configure.configure,
@@ -46,12 +45,12 @@ COMMANDS = (
 @click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
 def main(verbose: bool) -> None:
     """Onboard customers onto Codat's Sync for Expenses, driven by Codat's webhooks."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # One line per HTTP request is noise on a command line; our own log lines say what matters.
-    logging.getLogger("httpx").setLevel(logging.DEBUG if verbose else logging.WARNING)
+    try:
+        # One formatter for every logger (JSON lines or text: LOG_FORMAT, LOG_LEVEL); one line
+        # per HTTP request from httpx is noise, our own lines say what matters.
+        configure_logs(verbose=verbose)
+    except LogConfigError as error:
+        raise click.UsageError(str(error)) from None
 
 
 for command in COMMANDS:

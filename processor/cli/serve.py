@@ -36,7 +36,7 @@ def serve(host: str, port: int | None) -> None:
         host=host,
         port=settings.port if port is None else port,
         access_log=False,
-        log_level="info",
+        log_config=None,  # uvicorn's loggers go through ours (processor.logs)
         timeout_graceful_shutdown=10,
     )
 

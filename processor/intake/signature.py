@@ -111,8 +111,9 @@ class Verifier:
 
 
 def _key(secret: str) -> bytes:
-    """The HMAC key of a `whsec_<base64>` secret (the prefix optional), as svix reads it."""
-    return base64.b64decode(secret.removeprefix("whsec_"))
+    """The HMAC key of a `whsec_<base64>` secret (the prefix optional), as svix reads it:
+    padded or not (extra padding is ignored)."""
+    return base64.b64decode(secret.removeprefix("whsec_") + "==")
 
 
 def _header(headers: Mapping[str, str], name: str) -> str:

@@ -24,10 +24,13 @@ def instances(postgres_url: str) -> Iterator[tuple[Store, Store]]:
 
 
 def terminate(url: str, store: Store) -> None:
-    """What the server does when a process dies: its backend ends, its locks with it."""
+    """What the server does when a process dies: its backend ends, its locks with it.
+
+    `pg_terminate_backend` only signals the backend: wait until it is gone (as the others'
+    next poll, a second later at most, would)."""
     pid = store.conn.info.backend_pid  # type: ignore[attr-defined]
     with psycopg.connect(url, autocommit=True) as admin:
-        admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+        admin.execute("SELECT pg_terminate_backend(%s, 5000)", [pid])
 
 
 def test_a_company_is_folded_by_one_transaction_at_a_time(

@@ -1,0 +1,130 @@
+"""Log output: one formatter for our loggers and third-party ones, as JSON lines or text.
+
+The code logs with the standard library (`logging.getLogger(__name__)`), the facts of a line in
+`extra={...}`; structlog's ProcessorFormatter renders every record, ours and uvicorn's, httpx's
+or psycopg's alike: `LOG_FORMAT=json` (the default when stderr is not a terminal: one JSON
+object per line, for a log pipeline) or `text` (the default on a terminal). `LOG_LEVEL` sets the
+level (INFO by default; `-v` is DEBUG). Whatever a line holds, a last step masks what looks like
+a secret: signing secrets, signatures, bearer tokens, API keys in Basic auth, URL passwords.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+from collections.abc import Mapping
+from typing import Any, TextIO
+
+import structlog
+
+FORMATS = ("json", "text")
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+# Third-party loggers that say one line per request or connection at INFO: quiet unless DEBUG.
+NOISY = ("httpx", "httpcore", "uvicorn.access", "psycopg.pool", "hpack")
+
+MASK = "***"
+_SECRETS = (
+    re.compile(r"whsec_[A-Za-z0-9+/=]+"),  # webhook signing secrets
+    re.compile(r"\bv1,[A-Za-z0-9+/]{20,}={0,2}"),  # webhook signatures
+    re.compile(r"\b((?:Bearer|Basic) )[A-Za-z0-9._~+/=-]{8,}"),  # Authorization values
+    re.compile(r"(?i)(password=)[^&\s]+"),
+    re.compile(r"(://[^/@:\s]*):[^/@\s]+@"),  # the password of a URL
+)
+
+
+class LogConfigError(ValueError):
+    """LOG_FORMAT or LOG_LEVEL holds something else than one of its values."""
+
+
+def configure_logs(
+    environ: Mapping[str, str] | None = None,
+    *,
+    verbose: bool = False,
+    stream: TextIO | None = None,
+) -> str:
+    """Send every logger's records through one handler on `stream` (stderr); the format used."""
+    env = os.environ if environ is None else environ
+    out = stream or sys.stderr
+    fmt = _choice(env, "LOG_FORMAT", FORMATS, "text" if out.isatty() else "json")
+    level = "DEBUG" if verbose else _choice(env, "LOG_LEVEL", LEVELS, "INFO")
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(formatter(fmt))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    for name in NOISY:
+        logging.getLogger(name).setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)
+    return fmt
+
+
+def formatter(fmt: str) -> logging.Formatter:
+    """The formatter of every line: JSON objects or `time level logger: message key=value`."""
+    renderer: Any = structlog.processors.JSONRenderer() if fmt == "json" else _text
+    processors: list[Any] = [
+        structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+        structlog.processors.format_exc_info,
+        _masked,
+        structlog.processors.EventRenamer("message") if fmt == "json" else _identity,
+        renderer,
+    ]
+    return structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[
+            structlog.stdlib.add_log_level,
+            structlog.stdlib.add_logger_name,
+            structlog.stdlib.ExtraAdder(),
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+        ],
+        processors=processors,
+    )
+
+
+def mask(text: str) -> str:
+    """`text` with anything that looks like a secret replaced by ***."""
+    for pattern in _SECRETS:
+        text = pattern.sub(_replacement(pattern), text)
+    return text
+
+
+def _replacement(pattern: re.Pattern[str]) -> str:
+    return rf"\1{MASK}" if pattern.groups else MASK
+
+
+def _masked(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+    """Every text masked; uvicorn's `color_message` (the message again, in colour) dropped."""
+    return {
+        key: mask(value) if isinstance(value, str) else value
+        for key, value in event.items()
+        if key != "color_message"
+    }
+
+
+def _text(_: Any, __: str, event: dict[str, Any]) -> str:
+    """`time LEVEL logger: message key=value ...`, then the traceback if there is one."""
+    fields = dict(event)
+    head = (
+        f"{fields.pop('timestamp', '')} {str(fields.pop('level', '')).upper()} "
+        f"{fields.pop('logger', '')}: {fields.pop('event', '')}"
+    )
+    trace = fields.pop("exception", None)
+    tail = "".join(f" {key}={value}" for key, value in fields.items())
+    return head + tail + (f"\n{trace}" if trace else "")
+
+
+def _identity(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+    return event
+
+
+def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...], default: str) -> str:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    value = raw.upper() if name == "LOG_LEVEL" else raw.lower()
+    if value not in allowed:
+        raise LogConfigError(
+            f"Config {name!r} must be one of {', '.join(allowed)}, found {raw[:40]!r}."
+        )
+    return value
