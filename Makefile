@@ -33,7 +33,8 @@ soak: $(BIN)/codat-expenses
 
 bench: $(BIN)/codat-expenses
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
-	$(BIN)/python -m bench
+	@# Quick mode (under 5 minutes on 2 cores) by default; FULL=1 runs the large sizes.
+	$(BIN)/python -m bench $(if $(FULL),--full)
 
 lint: $(BIN)/codat-expenses
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy

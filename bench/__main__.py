@@ -1,81 +1,149 @@
-"""`python -m bench`: webhook intake against a bare Starlette endpoint, side by side.
+"""`python -m bench`: the benchmark suite of issue 12, quick by default, `--full` for large sizes.
 
-Both servers run under uvicorn with the same settings on loopback; wrk drives them with the same
-pre-signed requests. Run several rounds and quote medians: this machine is shared and noisy.
+Writes bench/results.json (the machine, and per benchmark the command, method, rounds, medians
+and ratios) and prints a Markdown table of the figures beside their targets. Everything runs on
+loopback; every load is bounded in time and count. The machine is shared and noisy: medians of
+several rounds, comparisons as ratios within one run.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import shutil
-import statistics
 import sys
 import tempfile
+import time
 import uuid
+from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
-from bench import partner, postgres
-from bench.serving import parse_wrk, start, wrk_output
+from bench import endtoend, generate, growth, queries, replaying, report, throughput
+from bench.generate import EVENTS_PER_COMPANY
 from processor.sandbox.sender import generate_secret, sign_headers
 from processor.sandbox.webhook_bodies import company_event, encode, new_company
+from tests.pg_server import PostgresServer, ServerUnavailable, running_server
+
+HERE = Path(__file__).parent
+ALL = ("intake", "growth", "endtoend", "replay", "queries")
+QUICK: dict[str, Any] = {
+    "growth": [200_000],
+    "replay": 100_000,
+    "queries": [10_000, 100_000],
+    "companies": 100,
+}
+FULL: dict[str, Any] = {
+    "growth": [1_000_000, 5_000_000],
+    "replay": 1_000_000,
+    "queries": [10_000, 100_000, 1_000_000],
+    "companies": 500,
+}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--full", action="store_true", help="the large sizes (a long run)")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=int, default=5)
-    parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--requests", type=int, default=150_000)
-    parser.add_argument("--companies", type=int, default=50, help="for the partner latency")
-    parser.add_argument(
-        "--only",
-        choices=("all", "sqlite", "postgres"),
-        default="all",
-        help="which intake benchmarks to run (the partner latency runs with sqlite and all)",
-    )
+    parser.add_argument("--seconds", type=float, default=4)
+    parser.add_argument("--requests", type=int, default=100_000)
+    parser.add_argument("--only", nargs="+", choices=ALL, default=list(ALL))
+    parser.add_argument("--output", type=Path, default=HERE / "results.json")
     args = parser.parse_args()
-    if args.only != "postgres":
-        print(partner.report(partner.measure(args.companies)), flush=True)
     if shutil.which("wrk") is None:
         print("bench: wrk is not installed (apt-get install wrk)", file=sys.stderr)
         return 2
-    with tempfile.TemporaryDirectory(prefix="codat-bench-") as folder:
+    sizes = FULL if args.full else QUICK
+    began = time.monotonic()
+    with ExitStack() as stack:
+        folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="codat-bench-")))
+        server = _postgres(stack)
+        results: dict[str, Any] = {
+            "command": "python -m bench " + shlex.join(sys.argv[1:]),
+            "machine": report.machine(server.url() if server else None),
+            "sizes": sizes,
+        }
         secret = generate_secret()
-        requests = Path(folder) / "requests.tsv"
+        requests = folder / "requests.tsv"
         _write_requests(requests, secret, args.requests)
-        if args.only != "postgres":
-            run(Path(folder), requests, secret, args)
-        if args.only != "sqlite":
-            postgres.measure(Path(folder), requests, secret, args)
+        print(f"bench: {len(args.only)} benchmarks, sizes {sizes}", flush=True)
+        if "intake" in args.only:
+            print("1, 2, 7: intake throughput, latency at half the peak, memory", flush=True)
+            results["intake"] = throughput.measure(
+                folder, requests, secret, server, rounds=args.rounds, seconds=args.seconds
+            )
+        stores = _stores(folder, args.only, sizes)
+        if "growth" in args.only:
+            print("3: intake as the store grows", flush=True)
+            grown = {0: None, **{n: stores[n // EVENTS_PER_COMPANY] for n in sizes["growth"]}}
+            results["growth"] = growth.measure(
+                folder, requests, secret, grown, rounds=args.rounds, seconds=args.seconds
+            )
+            results["growth"]["size"] = growth.size_per_event(
+                stores[max(sizes["growth"]) // EVENTS_PER_COMPANY]
+            )
+        if "endtoend" in args.only:
+            print("4: end to end", flush=True)
+            results["endtoend"] = endtoend.measure(_sub(folder, "e2e"), sizes["companies"])
+        if "replay" in args.only:
+            print("5, 7: replay", flush=True)
+            store = stores[sizes["replay"] // EVENTS_PER_COMPANY]
+            results["replay"] = replaying.measure(folder, store, sizes["replay"])
+        if "queries" in args.only:
+            print("6: queries", flush=True)
+            results["queries"] = [
+                queries.measure(folder, stores[n], _ids(stores[n]), 3.0) for n in sizes["queries"]
+            ]
+        results["seconds"] = time.monotonic() - began
+    args.output.write_text(json.dumps(results, indent=1) + "\n")
+    print(f"\nbench: {results['seconds']:.0f} s; results in {args.output}\n")
+    print(report.table(results))
     return 0
 
 
-def run(folder: Path, requests: Path, secret: str, args: argparse.Namespace) -> int:
-    results: dict[str, list[dict[str, float]]] = {"bare": [], "intake": []}
-    for round_number in range(1, args.rounds + 1):
-        for name in ("bare", "intake"):
-            database = folder / f"bench-{round_number}.db"
-            server = start(name, folder, secret, database)
-            try:
-                measured = parse_wrk(
-                    wrk_output(server[1], requests, args.connections, args.seconds)
-                )
-            finally:
-                server[0].terminate()
-                server[0].wait(15)
-            if name == "intake":
-                measured["stored"] = _stored(database)
-            results[name].append(measured)
-            print(f"round {round_number} {name:6}: {json.dumps(measured)}", flush=True)
-    bare = statistics.median(r["rps"] for r in results["bare"])
-    intake = statistics.median(r["rps"] for r in results["intake"])
-    p99 = statistics.median(r["p99_ms"] for r in results["intake"])
-    print(
-        f"median of {args.rounds} rounds: bare {bare:.0f} req/s, intake {intake:.0f} req/s "
-        f"(ratio {intake / bare:.2f}), intake p99 {p99:.1f} ms at {args.connections} connections"
-    )
-    return 0
+def _postgres(stack: ExitStack) -> PostgresServer | None:
+    try:
+        return stack.enter_context(running_server())
+    except ServerUnavailable as missing:
+        print(f"bench: PostgreSQL skipped, {missing}", flush=True)
+        return None
+
+
+def _stores(folder: Path, only: list[str], sizes: dict[str, Any]) -> dict[int, Path]:
+    """Generated stores, by companies: one store grown in steps, copied at each size wanted."""
+    wanted: set[int] = set()
+    if "growth" in only:
+        wanted |= {n // EVENTS_PER_COMPANY for n in sizes["growth"]}
+    if "replay" in only:
+        wanted.add(sizes["replay"] // EVENTS_PER_COMPANY)
+    if "queries" in only:
+        wanted |= set(sizes["queries"])
+    stores: dict[int, Path] = {}
+    growing = folder / "generated.db"
+    have = 0
+    for companies in sorted(wanted):
+        started = time.perf_counter()
+        generate.generate(f"sqlite:///{growing}", companies - have)
+        have = companies
+        print(
+            f"  generated a store of {companies:,} companies "
+            f"({companies * EVENTS_PER_COMPANY:,} events) in {time.perf_counter() - started:.0f} s",
+            flush=True,
+        )
+        stores[companies] = folder / f"generated-{companies}.db"
+        shutil.copyfile(growing, stores[companies])
+    return stores
+
+
+def _ids(store: Path) -> list[str]:
+    return list(generate.iter_ids(store))
+
+
+def _sub(folder: Path, name: str) -> Path:
+    path = folder / name
+    path.mkdir()
+    return path
 
 
 def _write_requests(path: Path, secret: str, count: int) -> None:
@@ -89,13 +157,6 @@ def _write_requests(path: Path, secret: str, count: int) -> None:
                 f"{message_id}\t{headers['webhook-timestamp']}\t{headers['webhook-signature']}\t"
                 f"{body.decode()}\n"
             )
-
-
-def _stored(database: Path) -> float:
-    import sqlite3
-
-    with sqlite3.connect(database) as conn:
-        return float(conn.execute("SELECT COUNT(*) FROM events").fetchone()[0])
 
 
 if __name__ == "__main__":

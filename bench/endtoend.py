@@ -76,7 +76,7 @@ def measure(folder: Path, companies: int) -> dict[str, Any]:
             _wait(lambda: _count(database, "ready") == companies, "ready", timeout=120)
             wall = time.monotonic() - started
         finally:
-            peak_rss = stop(serve)
+            stop(serve)
         partners = [
             sum(c["sourceType"] == "Expense" for c in record.connections.values())
             for record in sandbox.companies.values()
@@ -96,7 +96,6 @@ def measure(folder: Path, companies: int) -> dict[str, Any]:
         "p99_ms": _percentile(latencies, 0.99),
         "max_ms": latencies[-1],
         "all_ready_after_s": wall,
-        "serve_peak_rss_mib": peak_rss,
     }
 
 

@@ -199,9 +199,7 @@ def _normal(column: str, value: Any) -> Any:
 
 def _masked(value: Any) -> Any:
     if isinstance(value, dict):
-        return {
-            k: "<time>" if k.endswith(("At", "_at")) else _masked(v) for k, v in value.items()
-        }
+        return {k: "<time>" if k.endswith(("At", "_at")) else _masked(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_masked(v) for v in value]
     return value

@@ -20,6 +20,7 @@ from typing import Any
 
 import psycopg
 
+from bench.memory import PeakRss
 from bench.serving import parse_wrk, start, stop, wrk_command, wrk_output
 from tests.pg_server import PostgresServer
 
@@ -89,10 +90,11 @@ def _bare(
 ) -> Measured:
     process, url = start("bare", folder, secret, folder / "unused.db")
     try:
-        measured = parse_wrk(wrk_output(url, requests, connections, seconds, threads=threads))
+        with PeakRss(process.pid) as peak:
+            measured = parse_wrk(wrk_output(url, requests, connections, seconds, threads=threads))
     finally:
-        measured_rss = stop(process)
-    measured["peak_rss_mib"] = measured_rss
+        stop(process)
+    measured["peak_rss_mib"] = peak.mib
     return measured
 
 
@@ -104,9 +106,11 @@ def _sqlite(
         leftover.unlink()
     process, url = start("intake", folder, secret, database)
     try:
-        measured = parse_wrk(wrk_output(url, requests, CONNECTIONS, seconds, delay_ms))
+        with PeakRss(process.pid) as peak:
+            measured = parse_wrk(wrk_output(url, requests, CONNECTIONS, seconds, delay_ms))
     finally:
-        measured["peak_rss_mib"] = stop(process)
+        stop(process)
+    measured["peak_rss_mib"] = peak.mib
     measured["stored"] = _count_sqlite(database)
     return measured
 
@@ -123,6 +127,7 @@ def _postgres(
     with server.fresh_database() as database:
         started = [start("intake", folder, secret, database_url=database) for _ in shares]
         connections = CONNECTIONS // len(shares)
+        peaks = [PeakRss(process.pid).__enter__() for process, _ in started]
         try:
             wrks = [
                 subprocess.Popen(
@@ -140,7 +145,10 @@ def _postgres(
             ]
             parsed = [parse_wrk(w.communicate(timeout=seconds + 60)[0]) for w in wrks]
         finally:
-            rss = [stop(process) for process, _ in started]
+            for peak in peaks:
+                peak.__exit__(None, None, None)
+            for process, _ in started:
+                stop(process)
         return {
             "rps": sum(p["rps"] for p in parsed),
             "p50_ms": max(p["p50_ms"] for p in parsed),
@@ -148,7 +156,7 @@ def _postgres(
             "non_2xx": sum(p["non_2xx"] for p in parsed),
             "requests": sum(p["requests"] for p in parsed),
             "stored": _count_postgres(database),
-            "peak_rss_mib": max(rss),
+            "peak_rss_mib": max(peak.mib for peak in peaks),
         }
 
 
