@@ -6,8 +6,9 @@ finish (PostgreSQL moves its identity sequences past the copied keys). The loop 
 source in one read snapshot and writes the target in batches, one transaction each.
 
 What is copied: every column of `events` (raw body and headers, `seq`, fold order, outcomes),
-`companies` and `effects` (ids kept), with the claims on effects cleared (their holders belong
-to the old deployment). `heartbeat` and `schema_migrations` are the target's own.
+`companies`, `expense_options` and `effects` (ids kept), with the claims on effects cleared
+(their holders belong to the old deployment). `heartbeat` and `schema_migrations` are the
+target's own.
 """
 
 from __future__ import annotations
@@ -24,8 +25,13 @@ from store.opening import describe_url, missing_store, open_store
 
 # The tables copied, in an order that keeps every reference to an earlier row (effects name
 # the event that caused them; a duplicate event names an earlier one).
-TABLES = ("events", "companies", "effects")
-KEYS = {"events": "seq", "companies": "company_id", "effects": "id"}
+TABLES = ("events", "companies", "effects", "expense_options")
+KEYS = {
+    "events": "seq",
+    "companies": "company_id",
+    "effects": "id",
+    "expense_options": "company_id",
+}
 COLUMNS: dict[str, tuple[str, ...]] = {
     "events": (
         "seq",
@@ -66,6 +72,8 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "created_at",
         "updated_at",
     ),
+    # The snapshot of each company's configuration choices (`codat-expenses options`).
+    "expense_options": ("company_id", "fetched_at", "data"),
 }
 CLEARED = {"effects": ("claimed_by", "claim_expires_at")}
 """Columns copied as NULL: claims held by processes of the deployment being moved."""

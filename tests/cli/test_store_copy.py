@@ -178,6 +178,12 @@ def test_copy_to_postgresql_keeps_every_row_and_serve_carries_on(
             "UPDATE effects SET claimed_by = 'worker:dead:1', claim_expires_at = '2999-01-01' "
             "WHERE id = (SELECT MIN(id) FROM effects)"
         )
+        # And one company's configuration choices, as `codat-expenses options` stores them.
+        conn.execute(
+            "INSERT INTO expense_options (company_id, fetched_at, data) "
+            "SELECT MIN(company_id), '2026-12-01T10:00:00.000Z', ? FROM companies",
+            ['{"accounts":[{"id":"1","name":"Bank"}],"suppliers":[],"customers":[]}'],
+        )
         conn.commit()
     before = sqlite_rows(old)
     assert any(row[COLUMNS["effects"].index("claimed_by")] for row in before["effects"])
