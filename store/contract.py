@@ -78,6 +78,10 @@ class EventLog(Protocol):
 
     def count_events(self, *, pending: bool = False) -> int: ...
 
+    def oldest_pending_received_at(self) -> str | None:
+        """When the oldest event not yet folded was received (None: nothing is waiting)."""
+        ...
+
     def event_types(self) -> list[str]:
         """Every event type in the log, sorted."""
         ...

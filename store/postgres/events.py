@@ -182,6 +182,14 @@ class PostgresEventLog(Connected):
                 [(outcome, seq) for seq, outcome in outcomes],
             )
 
+    def oldest_pending_received_at(self) -> str | None:
+        """When the oldest event not yet folded was received (None: nothing is waiting)."""
+        row = self.conn.execute(
+            "SELECT MIN(received_at) FROM events "
+            "WHERE processed_at IS NULL AND company_id IS NOT NULL"
+        ).fetchone()
+        return row[0] if row else None
+
     def count_events(self, *, pending: bool = False) -> int:
         sql = "SELECT COUNT(*) FROM events"
         if pending:

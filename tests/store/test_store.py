@@ -519,3 +519,15 @@ def test_the_batched_reads_and_writes_of_a_fold(store: Store) -> None:
     assert (states[COMPANY].state, states[COMPANY].data) == ("linked", {"v": 2})
     assert states[COMPANY] == store.company(COMPANY)
     assert (states[other].data, states[other].updated_at) == ({"w": "é"}, T1)
+
+
+def test_the_oldest_pending_event_says_how_far_behind_the_folds_are(store: Store) -> None:
+    assert store.oldest_pending_received_at() is None
+    with store.transaction():
+        [first, _] = store.append_events(
+            [new_event("msg-1", received_at=T1), new_event("msg-2", event_id="e2", received_at=T2)]
+        )
+    assert store.oldest_pending_received_at() == T1
+    with store.transaction():
+        store.mark_folded([(first.seq, "applied")], T3)
+    assert store.oldest_pending_received_at() == T2
