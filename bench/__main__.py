@@ -60,7 +60,7 @@ def main() -> int:
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="codat-bench-")))
         server = _postgres(stack)
         results: dict[str, Any] = {
-            "command": "python -m bench " + shlex.join(sys.argv[1:]),
+            "command": " ".join(["python -m bench", *map(shlex.quote, sys.argv[1:])]),
             "machine": report.machine(server.url() if server else None),
             "sizes": sizes,
         }

@@ -37,7 +37,8 @@ def _git(*args: str) -> str:
 
 def _wrk_version() -> str:
     done = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False)
-    return (done.stdout or done.stderr).splitlines()[0] if (done.stdout or done.stderr) else ""
+    words = (done.stdout or done.stderr).split()
+    return " ".join(words[:2])
 
 
 def _n(value: float, digits: int = 0) -> str:
