@@ -13,8 +13,10 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 
 from processor.codat.client import CodatClient, new_client
+from processor.codat.metered import MeteredTransport
 from processor.config import Settings
 from processor.http import dashboard, errors
+from processor.http.metrics import metrics
 from processor.http.openapi import openapi
 from processor.http.queries import get_company, get_options, healthz, list_companies
 from processor.http.services import Services
@@ -22,6 +24,7 @@ from processor.http.webhooks import receive_webhook
 from processor.intake.health import WebhookHealth
 from processor.intake.signature import Verifier
 from processor.intake.writer import Writer
+from processor.metrics import Metrics
 from processor.work.readers import Readers
 from processor.work.reconcile import sweep_periodically
 from processor.work.worker import Worker
@@ -58,6 +61,7 @@ def create_app(
             Route("/companies/{company_id}/options", get_options, methods=["GET"]),
             Route("/companies/{company_id:path}", get_company, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),
             Route("/", dashboard.home, methods=["GET"]),
             Route("/sign-in", dashboard.sign_in, methods=["POST"]),
@@ -83,17 +87,23 @@ async def _open(
     stack.callback(readers.close)
     worker_reads = open_store(settings.database_url, readonly=True)
     stack.callback(worker_reads.close)
+    measured = Metrics()
     http = new_client(
-        settings.base_url, settings.api_key, timeout=settings.codat_timeout, transport=transport
+        settings.base_url,
+        settings.api_key,
+        timeout=settings.codat_timeout,
+        transport=MeteredTransport(transport or httpx.AsyncHTTPTransport(), measured),
     )
     stack.push_async_callback(http.aclose)
     work_writer = writer.lane()
     if work_writer is not writer:
         stack.push_async_callback(work_writer.stop)
-    worker = Worker(work_writer, worker_reads, CodatClient(http), settings)
+    worker = Worker(work_writer, worker_reads, CodatClient(http), settings, measured)
     stack.push_async_callback(worker.drain)
     health = WebhookHealth(settings.rejection_window, settings.rejection_threshold)
-    return Services(settings, Verifier(settings.webhook_secrets), writer, readers, worker, health)
+    return Services(
+        settings, Verifier(settings.webhook_secrets), writer, readers, worker, health, measured
+    )
 
 
 def _start(stack: AsyncExitStack, work: Coroutine[Any, Any, None]) -> None:

@@ -38,6 +38,8 @@ class Settings:
     webhook_secrets: tuple[str, ...] = ()
     database_url: str = DEFAULT_DATABASE_URL
     status_tokens: tuple[str, ...] = ()
+    # None: METRICS_TOKEN is unset, and /metrics takes the query API's tokens.
+    metrics_tokens: tuple[str, ...] | None = None
     port: int = 8000
     max_body_bytes: int = 256 * 1024
     codat_timeout: float = 10.0
@@ -115,6 +117,7 @@ def load(
             DEFAULT_DATABASE_URL,
         ),
         status_tokens=tuple(_split(env.get("STATUS_API_TOKEN", ""))),
+        metrics_tokens=tuple(_split(env["METRICS_TOKEN"])) if "METRICS_TOKEN" in env else None,
         port=number("PORT", 8000, int, 1, 65535),
         max_body_bytes=number("WEBHOOK_MAX_BODY_BYTES", 256 * 1024, int, 1024, 64 << 20),
         codat_timeout=number("CODAT_TIMEOUT_SECONDS", 10.0, float, 0.01, 600),

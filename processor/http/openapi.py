@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse, Response
 
 from handlers.state import STATES
 from processor.http.queries import MAX_LIMIT
+from processor.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 
 JSON = "application/json"
 HTML = "text/html; charset=utf-8"
@@ -376,6 +377,25 @@ PATHS: dict[str, Schema] = {
             "responses": {
                 "200": _json("ok, or degraded with the reason", _ref("Health")),
                 "503": _json("the store cannot commit", _ref("Unhealthy")),
+            },
+        }
+    },
+    "/metrics": {
+        "get": {
+            "operationId": "metrics",
+            "summary": "Prometheus metrics of this process; the store's figures read at the scrape",
+            "security": [{"bearer": []}],
+            "responses": {
+                "200": {
+                    "description": "the Prometheus text format",
+                    "content": {METRICS_CONTENT_TYPE: {"schema": {"type": "string"}}},
+                },
+                "401": {
+                    **BEARER_401,
+                    "description": "no bearer token, or not one of METRICS_TOKEN "
+                    "(STATUS_API_TOKEN when METRICS_TOKEN is unset)",
+                },
+                "403": _error("metrics are disabled: no token configured"),
             },
         }
     },

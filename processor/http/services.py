@@ -10,6 +10,7 @@ from processor.config import Settings
 from processor.intake.health import WebhookHealth
 from processor.intake.signature import Verifier
 from processor.intake.writer import Writer
+from processor.metrics import Metrics
 from processor.work.readers import Readers
 from processor.work.worker import Worker
 
@@ -24,6 +25,7 @@ class Services:
     readers: Readers
     worker: Worker
     health: WebhookHealth
+    metrics: Metrics
 
 
 def services(request: Request) -> Services:

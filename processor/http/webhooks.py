@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import NoReturn
 
 from starlette.requests import ClientDisconnect, Request
@@ -24,6 +25,7 @@ class BodyTooLarge(Exception):
 
 
 async def receive_webhook(request: Request) -> Response:
+    request.state.started = time.perf_counter()
     app = services(request)
     limit = app.settings.max_body_bytes
     declared = request.headers.get("content-length", "")
@@ -55,11 +57,33 @@ async def receive_webhook(request: Request) -> Response:
     try:
         result = await app.writer.append(event)
     except Exception as failure:
-        log.error("webhook %s not stored: %s", verified.message_id, failure)
-        app.health.rejected(STORE_UNAVAILABLE)
-        raise HttpError(503, f"the event could not be stored, retry later: {failure}") from None
+        _rejected(
+            request,
+            503,
+            STORE_UNAVAILABLE,
+            f"the event could not be stored, retry later: {failure}",
+            str(failure),
+            level=logging.ERROR,
+        )
     app.health.accepted(result.status)
     app.worker.wake()
+    seconds = time.perf_counter() - request.state.started
+    app.metrics.webhooks.labels(result.status, "").inc()
+    app.metrics.intake_seconds.labels(result.status).observe(seconds)
+    log.info(
+        "webhook %s %s: %s",
+        verified.message_id,
+        event.event_type,
+        result.status,
+        extra={
+            "outcome": result.status,
+            "message_id": verified.message_id,
+            "event_type": event.event_type,
+            "company_id": event.company_id,
+            "seq": result.seq,
+            "latency_ms": round(seconds * 1000, 2),
+        },
+    )
     return JSONResponse({"status": result.status, "messageId": verified.message_id})
 
 
@@ -85,15 +109,29 @@ def _rejected(
     message: str,
     loggable: str | None,
     headers: dict[str, str] | None = None,
+    *,
+    level: int = logging.WARNING,
 ) -> NoReturn:
     """Count and log a refused webhook (never its secret or signature), then refuse it."""
-    services(request).health.rejected(reason)
+    app = services(request)
+    app.health.rejected(reason)
+    seconds = time.perf_counter() - request.state.started
+    app.metrics.webhooks.labels("rejected", reason).inc()
+    app.metrics.intake_seconds.labels("rejected").observe(seconds)
     message_id = request.headers.get("webhook-id") or request.headers.get("svix-id") or ""
-    log.warning(
+    log.log(
+        level,
         "webhook rejected: %d %s, message %s%s",
         status,
         reason,
         repr(message_id[:80]) if message_id else "without an id",
         f": {loggable}" if loggable else "",
+        extra={
+            "outcome": "rejected",
+            "reason": reason,
+            "status": status,
+            "message_id": message_id[:80] or None,
+            "latency_ms": round(seconds * 1000, 2),
+        },
     )
     raise HttpError(status, message, headers)

@@ -15,7 +15,8 @@ from typing import Any
 from handlers.commands import Command, needed_commands, still_needed
 from handlers.events import Connection, Event
 from handlers.state import CompanyState, OnboardingState
-from handlers.transitions import fold, initial_state
+from handlers.transitions import APPLIED, fold, initial_state
+from processor.work.syncs import record_syncs, sync_report
 from store import EFFECT_CANCELLED, CompanyRow, Store, StoredEvent, is_unavailable
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,9 @@ class FoldReport:
     outcomes: dict[str, int] = field(default_factory=dict)
     commands: list[Command] = field(default_factory=list)
     opened_effects: list[int] = field(default_factory=list)
+    name: str | None = None
+    # The type of the last event that changed the state (what moved the company, for logs).
+    cause: str | None = None
 
 
 def to_event(stored: StoredEvent) -> Event:
@@ -52,6 +56,7 @@ def to_event(stored: StoredEvent) -> Event:
         source=stored.source,
         details=_details(fields.get("configuration")),
         connection_ids=tuple(str(i) for i in fields.get("connection_ids") or () if i),
+        sync=sync_report(stored),
     )
 
 
@@ -75,6 +80,8 @@ class _Fold:
     final: CompanyState
     outcomes: list[tuple[int, str]]
     causes: list[tuple[Command, int | None]]
+    # The events that report a sync, with their outcomes (for the table of syncs).
+    reported: list[tuple[StoredEvent, str]] = field(default_factory=list)
 
     @property
     def settles_effects(self) -> bool:
@@ -91,8 +98,11 @@ def _fold(company_id: str, row: CompanyRow | None, pending: list[StoredEvent]) -
     final, steps = fold(state, [to_event(stored) for stored in pending])
     report = FoldReport(company_id, current.state if current else None, final.state)
     report.events = len(pending)
-    for step in steps:
+    report.name = final.name
+    for stored, step in zip(pending, steps, strict=True):
         report.outcomes[step.outcome] = report.outcomes.get(step.outcome, 0) + 1
+        if step.outcome == APPLIED:
+            report.cause = stored.event_type
     causes: list[tuple[Command, int | None]] = [
         (command, stored.seq)
         for stored, step in zip(pending, steps, strict=True)
@@ -100,7 +110,8 @@ def _fold(company_id: str, row: CompanyRow | None, pending: list[StoredEvent]) -
         if still_needed(final, command)
     ]
     outcomes = [(e.seq, s.outcome) for e, s in zip(pending, steps, strict=True)]
-    return _Fold(report, final, outcomes, causes)
+    reported = [(e, s.outcome) for e, s in zip(pending, steps, strict=True) if "sync" in e.fields]
+    return _Fold(report, final, outcomes, causes, reported)
 
 
 def _write(store: Store, folds: Sequence[_Fold], now: str) -> None:
@@ -111,6 +122,7 @@ def _write(store: Store, folds: Sequence[_Fold], now: str) -> None:
         now,
     )
     for done in folds:
+        record_syncs(store, done.final.company_id, done.reported, now)
         if done.settles_effects:
             _settle_effects(store, done.final, done.causes, now, done.report)
 
@@ -179,6 +191,9 @@ def rebuild(store: Store, company_id: str, now: str) -> FoldReport:
         report.outcomes[step.outcome] = report.outcomes.get(step.outcome, 0) + 1
     if events:
         store.save_company(company_id, final.state, final.to_dict(), now)
+    record_syncs(
+        store, company_id, [(e, s.outcome) for e, s in zip(events, steps, strict=True)], now
+    )
     causes = [(command, events[-1].seq if events else None) for command in needed_commands(final)]
     _settle_effects(store, final, causes, now, report)
     return report

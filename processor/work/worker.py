@@ -15,13 +15,15 @@ import socket
 from collections.abc import Callable
 from typing import TypeVar
 
+from handlers.commands import CREATE_PARTNER_EXPENSE_CONNECTION
 from processor import clock
 from processor.codat.client import CodatClient
 from processor.config import Settings
 from processor.intake.writer import Writer
+from processor.metrics import Metrics
 from processor.work.effects import carry_out, claim_seconds, release_dead_claims
 from processor.work.folding import FoldReport, fold_companies
-from store import Effect, Store, WorkerReads, is_unavailable
+from store import EFFECT_DONE, EFFECT_PENDING, Effect, Store, WorkerReads, is_unavailable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -34,7 +36,12 @@ class Worker:
     """Moves every company's onboarding forward, from the log to Codat and back."""
 
     def __init__(
-        self, writer: Writer, reads: WorkerReads, codat: CodatClient, settings: Settings
+        self,
+        writer: Writer,
+        reads: WorkerReads,
+        codat: CodatClient,
+        settings: Settings,
+        metrics: Metrics | None = None,
     ) -> None:
         self.writer = writer
         # A read-only connection for the loop's quick indexed look-ups: reads need no place
@@ -42,6 +49,7 @@ class Worker:
         self.reads = reads
         self.codat = codat
         self.settings = settings
+        self.metrics = metrics or Metrics()
         self.owner = f"serve:{socket.gethostname()}:{os.getpid()}"
         self._wake = asyncio.Event()
         self._busy: set[str] = set()
@@ -114,14 +122,27 @@ class Worker:
             self.folds += len(reports)
             for report in reports:
                 if report.before != report.after:
-                    log.log(
-                        logging.DEBUG if report.before is None else logging.INFO,
-                        "company %s: %s -> %s (%d events)",
-                        report.company_id,
-                        report.before,
-                        report.after,
-                        report.events,
-                    )
+                    self._transition(report)
+
+    def _transition(self, report: FoldReport) -> None:
+        """One log line and one count per company that changed state."""
+        before = report.before or "none"
+        self.metrics.transitions.labels(before, report.after).inc()
+        log.info(
+            "company %s: %s -> %s (%s)",
+            report.company_id,
+            before,
+            report.after,
+            report.cause or f"{report.events} events",
+            extra={
+                "company_id": report.company_id,
+                "company_name": report.name,
+                "from_state": before,
+                "to_state": report.after,
+                "cause": report.cause,
+                "events": report.events,
+            },
+        )
 
     async def _start_due_effects(self) -> None:
         now = clock.now()
@@ -166,7 +187,14 @@ class Worker:
             self.wake()
 
     async def _attempt(self, effect: Effect) -> None:
-        await carry_out(self.writer, self.codat, effect, self.settings)
+        status = await carry_out(self.writer, self.codat, effect, self.settings)
+        result = "retry" if status == EFFECT_PENDING else status
+        self.metrics.command_attempts.labels(effect.kind, result).inc()
+        if effect.kind == CREATE_PARTNER_EXPENSE_CONNECTION and status == EFFECT_DONE:
+            done = await self.writer.call(lambda store: store.effect(effect.id))
+            note = (done.result or {}).get("note") if done is not None else None
+            if note in ("created", "adopted"):
+                self.metrics.partner_connections.labels(note).inc()
 
 
 def _folder(company_ids: list[str]) -> Callable[[Store], list[FoldReport]]:

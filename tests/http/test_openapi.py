@@ -177,6 +177,9 @@ def test_every_documented_status_code_is_seen_and_answers_as_documented(
         httpx.get(f"{url}/companies/{company}"),
         *_options_answers(server, company),
         httpx.get(f"{url}/healthz"),
+        httpx.get(f"{url}/metrics", headers=bearer),
+        httpx.get(f"{url}/metrics"),
+        httpx.get(f"{url}/openapi.json"),
         httpx.get(f"{url}/"),
         httpx.post(f"{url}/sign-in", data={"token": ""}),
         httpx.post(f"{url}/sign-in", data={"token": "not-the-token"}),
@@ -267,6 +270,7 @@ def _on_a_server_without_tokens(tmp_path: Path) -> list[httpx.Response]:
                 f"{off.url}/companies/x/options", headers={"Authorization": f"Bearer {TOKEN}"}
             ),
             httpx.post(f"{off.url}/sign-in", data={"token": TOKEN}),
+            httpx.get(f"{off.url}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}),
         ]
         for _ in range(2):
             answers.append(post_webhook(off.url, {}, generate_secret(), message_id="msg_x"))

@@ -418,7 +418,7 @@ def test_tokens_and_secrets_never_reach_the_log(
         assert "Uvicorn running" in logs  # the log file is the one the process writes
         assert "Codat answered 500" in logs and "(will retry)" in logs
         assert "Codat answered 400" in logs and "(gave up)" in logs
-        assert "not stored: database is locked" in logs
+        assert "503 store_unavailable" in logs and "database is locked" in logs
 
         cli = Cli(database, codat.url, STATUS_API_TOKEN=TOKEN)
         cli.env["CODAT_WEBHOOK_SECRET"] = " ".join(SECRETS)

@@ -8,6 +8,7 @@ real Svix signatures; Codat is the local stand-in.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from functools import partial
@@ -61,7 +62,9 @@ def health(server: ServeProcess) -> dict[str, Any]:
 
 
 def rejection_lines(server: ServeProcess) -> list[str]:
-    return [line for line in server.logs().splitlines() if "webhook rejected" in line]
+    """The messages of the rejection lines (off a terminal, each log line is a JSON object)."""
+    lines = [json.loads(line) for line in server.logs().splitlines() if line.startswith("{")]
+    return [str(line["message"]) for line in lines if "webhook rejected" in line["message"]]
 
 
 def logged(server: ServeProcess, message_id: str) -> list[str]:

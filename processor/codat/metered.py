@@ -1,0 +1,89 @@
+"""Every call to Codat counted, timed and logged, whatever the caller: an httpx transport.
+
+Wrapped around the transport the Codat client sends through, it sees each request once per
+attempt (retries included) with its outcome: the HTTP status, or `timeout` /
+`connection_error` when there was no answer. The operation is the method and the path with
+its ids replaced (`GET /companies/{id}/connections/{id}`), so that the metric's labels stay
+few. On an error answer, Codat's `correlationId` is logged (what Codat's support asks for).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+
+import httpx
+
+from processor.metrics import Metrics
+
+log = logging.getLogger(__name__)
+# A path segment that is an id: a UUID, or anything with a digit that is not a plain word.
+_ID = re.compile(
+    r"/(?:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+    r"|[^/]*\d[^/]*)(?=/|$)"
+)
+
+
+def operation(request: httpx.Request) -> str:
+    """`METHOD /path/{id}/...`: the request's method and path with its ids replaced."""
+    return f"{request.method} {_ID.sub('/{id}', request.url.path)}"
+
+
+class MeteredTransport(httpx.AsyncBaseTransport):
+    """Counts, times and logs each request sent through `inner`."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, metrics: Metrics) -> None:
+        self.inner = inner
+        self.metrics = metrics
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        name = operation(request)
+        started = time.perf_counter()
+        try:
+            response = await self.inner.handle_async_request(request)
+        except httpx.TimeoutException:
+            self._record(name, "timeout", started, logging.WARNING)
+            raise
+        except httpx.TransportError as error:
+            self._record(name, "connection_error", started, logging.WARNING, str(error))
+            raise
+        correlation = None
+        if response.status_code >= 400:
+            await response.aread()
+            correlation = _correlation_id(response.content)
+        level = logging.WARNING if response.status_code >= 400 else logging.INFO
+        self._record(name, str(response.status_code), started, level, None, correlation)
+        return response
+
+    def _record(
+        self,
+        name: str,
+        status: str,
+        started: float,
+        level: int,
+        error: str | None = None,
+        correlation: str | None = None,
+    ) -> None:
+        seconds = time.perf_counter() - started
+        self.metrics.codat_calls.labels(name, status).inc()
+        self.metrics.codat_seconds.labels(name).observe(seconds)
+        fields = {"operation": name, "status": status, "duration_ms": round(seconds * 1000, 1)}
+        if correlation:
+            fields["correlation_id"] = correlation
+        if error:
+            fields["error"] = error
+        log.log(level, "Codat %s: %s", name, status, extra=fields)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def _correlation_id(content: bytes) -> str | None:
+    try:
+        body = json.loads(content)
+    except ValueError:
+        return None
+    found = body.get("correlationId") if isinstance(body, dict) else None
+    return str(found)[:100] if found else None
