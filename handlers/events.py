@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from handlers.syncs import SyncReport
+
 
 class ConnectionStatus(StrEnum):
     """A connection's status in Codat, as its API spells it."""
@@ -56,3 +58,5 @@ class Event:
     details: dict[str, str] = field(default_factory=dict)
     # Every connection a data read covered (`read.completed`); `connection` holds the first.
     connection_ids: tuple[str, ...] = ()
+    # What the event says about one expense sync (sync webhooks, Codat's status answers).
+    sync: SyncReport | None = None

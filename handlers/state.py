@@ -7,6 +7,7 @@ from enum import StrEnum
 from typing import Any
 
 from handlers.events import Connection, ConnectionStatus
+from handlers.syncs import FAILED, SUCCESSFUL, SyncRecord
 
 
 class OnboardingState(StrEnum):
@@ -86,6 +87,11 @@ class CompanyState:
     # generatedDate of the first completed data read, per connection id (read.completed[.initial]).
     data_reads: dict[str, str] = field(default_factory=dict)
     configuration: ExpensesConfiguration | None = None
+    # The newest expense syncs (handlers.syncs.KEPT_SYNCS at most, newest first), and the
+    # newest success and failure among the older ones, no longer kept.
+    syncs: tuple[SyncRecord, ...] = ()
+    earlier_successful_at: str | None = None
+    earlier_failed_at: str | None = None
 
     @property
     def state(self) -> str:
@@ -115,6 +121,18 @@ class CompanyState:
         accounting = self.accounting_connection
         return self.data_reads.get(accounting.id) if accounting is not None else None
 
+    @property
+    def latest_sync(self) -> SyncRecord | None:
+        return self.syncs[0] if self.syncs else None
+
+    @property
+    def last_successful_at(self) -> str | None:
+        return _newest(self.syncs, SUCCESSFUL, self.earlier_successful_at)
+
+    @property
+    def last_failed_at(self) -> str | None:
+        return _newest(self.syncs, FAILED, self.earlier_failed_at)
+
     def with_watermark(self, key: str, generated_date: str) -> CompanyState:
         marks = dict(self.watermarks)
         if generated_date > marks.get(key, ""):
@@ -133,6 +151,9 @@ class CompanyState:
             "last_error_at": self.last_error_at,
             "data_reads": dict(sorted(self.data_reads.items())),
             "configuration": self.configuration.to_dict() if self.configuration else None,
+            "syncs": [record.to_dict() for record in self.syncs],
+            "earlier_successful_at": self.earlier_successful_at,
+            "earlier_failed_at": self.earlier_failed_at,
         }
 
     @classmethod
@@ -149,7 +170,16 @@ class CompanyState:
             # States stored before issue 13 have neither: nothing read, nothing observed yet.
             data_reads=dict(data.get("data_reads") or {}),
             configuration=ExpensesConfiguration.from_dict(data.get("configuration")),
+            # States stored before issue 14: no sync reported yet.
+            syncs=tuple(SyncRecord.from_dict(r) for r in data.get("syncs") or ()),
+            earlier_successful_at=data.get("earlier_successful_at"),
+            earlier_failed_at=data.get("earlier_failed_at"),
         )
+
+
+def _newest(records: tuple[SyncRecord, ...], outcome: str, earlier: str | None) -> str | None:
+    dates = [r.at for r in records if r.outcome == outcome] + ([earlier] if earlier else [])
+    return max(dates, default=None)
 
 
 def _connection_dict(connection: Connection | None) -> dict[str, Any] | None:

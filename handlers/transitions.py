@@ -16,6 +16,7 @@ from handlers.state import (
     ExpensesConfiguration,
     OnboardingState,
 )
+from handlers.syncs import KEPT_SYNCS, SUCCESSFUL, merge_sync, newest_first, report_key
 
 COMPANY_CREATED = "company.created"
 COMPANY_DELETED = "company.deleted"
@@ -40,6 +41,16 @@ READ_EVENTS = frozenset({READ_COMPLETED, READ_COMPLETED_INITIAL})
 # reconciliation): `details` holds the ids it returned.
 CONFIGURATION_OBSERVED = "expenses.configuration.observed"
 CONFIGURATION_FIELDS = ("bankAccount", "supplier", "customer")
+# Codat's reports of expense syncs (Sync for Expenses document, webhooks; the legacy
+# `Sync Completed`/`Sync Failed` bodies map to the first two), Codat's answer on its sync
+# status endpoints, and the transactions of a sync fetched from Codat (both source command).
+SYNC_SUCCESSFUL = "expenses.sync.successful"
+SYNC_UNSUCCESSFUL = "expenses.sync.unsuccessful"
+SYNC_OBSERVED = "expenses.sync.observed"
+SYNC_TRANSACTIONS_FETCHED = "expenses.sync.transactionsFetched"
+SYNC_EVENTS = frozenset(
+    {SYNC_SUCCESSFUL, SYNC_UNSUCCESSFUL, SYNC_OBSERVED, SYNC_TRANSACTIONS_FETCHED}
+)
 
 # Order of a connection's life, used to break ties between events generated in the same instant
 # (legacy bodies only carry the delivery timestamp, to the second).
@@ -111,6 +122,8 @@ def _transition(state: CompanyState, event: Event) -> Transition:
         return _data_read(state, event)
     if event.event_type == CONFIGURATION_OBSERVED:
         return _configuration_observed(state, event)
+    if event.event_type in SYNC_EVENTS and event.sync is not None:
+        return _sync_reported(state, event)
     return Transition(state, (), IGNORED)
 
 
@@ -252,6 +265,37 @@ def _configuration_observed(state: CompanyState, event: Event) -> Transition:
         return Transition(state, (), DUPLICATE)
     updated = replace(state, configuration=observed)
     return _applied(updated.with_watermark(CONFIGURATION_KEY, _mark(event)))
+
+
+def _sync_reported(state: CompanyState, event: Event) -> Transition:
+    """A report about one sync, merged into its record; the state keeps the newest syncs.
+
+    Whatever the company's onboarding state: a sync Codat reports happened. A report about a
+    sync older than every one kept only counts towards the newest success or failure (the
+    store's table of syncs records it in full).
+    """
+    report = event.sync
+    assert report is not None
+    kept = {record.sync_id: record for record in state.syncs}
+    before = kept.get(report.sync_id)
+    merged = merge_sync(before, report, report_key(event.source, event.generated_date))
+    if merged == before:
+        return Transition(state, (), DUPLICATE)
+    kept[report.sync_id] = merged
+    ordered = newest_first(list(kept.values()))
+    dropped = ordered[KEPT_SYNCS:]
+    updated = replace(state, syncs=tuple(ordered[:KEPT_SYNCS]))
+    for record in dropped:
+        if record.outcome == SUCCESSFUL:
+            newest = max(record.at, updated.earlier_successful_at or "")
+            updated = replace(updated, earlier_successful_at=newest)
+        elif record.outcome is not None:
+            newest = max(record.at, updated.earlier_failed_at or "")
+            updated = replace(updated, earlier_failed_at=newest)
+    if updated == state:
+        # Older than every sync kept, and no news about successes or failures.
+        return Transition(state, (), STALE)
+    return _applied(updated)
 
 
 def _expense_event(state: CompanyState, event: Event, connection: Connection) -> CompanyState:

@@ -49,6 +49,14 @@ WEBHOOK_EVENTS = (
     "read.completed",
 )
 
+# Sync for Expenses' own webhooks: sync outcomes (issue 14) and rate limits.
+EXPENSES_WEBHOOK_EVENTS = (
+    "expenses.sync.successful",
+    "expenses.sync.unsuccessful",
+    "client.rateLimit.reached",
+    "client.rateLimit.reset",
+)
+
 
 def webhook_schema(event_type: str) -> str:
     return f"/webhooks/{event_type}/post/requestBody/content/application~1json/schema"
@@ -72,6 +80,11 @@ ROOTS: dict[str, tuple[str, ...]] = {
         "/components/schemas/MappingOptions",
         "/components/schemas/Suppliers",
         "/components/schemas/Customers",
+        *(webhook_schema(event) for event in EXPENSES_WEBHOOK_EVENTS),
+        "/components/schemas/SyncCompleteWebhook",
+        "/components/schemas/SyncFailedWebhook",
+        "/components/schemas/CompanySyncStatus",
+        "/components/schemas/Transactions",
     ),
 }
 

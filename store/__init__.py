@@ -9,6 +9,7 @@ from store.contract import (
     EffectRecord,
     EventLog,
     ExpenseOptions,
+    ExpenseSyncs,
     Queries,
     ReaderPool,
     Store,
@@ -35,6 +36,8 @@ from store.records import (
     OptionsSnapshot,
     Page,
     StoredEvent,
+    SyncPage,
+    SyncRow,
 )
 
 __all__ = [
@@ -48,6 +51,7 @@ __all__ = [
     "EffectRecord",
     "EventLog",
     "ExpenseOptions",
+    "ExpenseSyncs",
     "InsertResult",
     "NewEvent",
     "OptionsSnapshot",
@@ -57,6 +61,8 @@ __all__ = [
     "Store",
     "StoreError",
     "StoredEvent",
+    "SyncPage",
+    "SyncRow",
     "WorkerReads",
     "check_url",
     "describe_url",

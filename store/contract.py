@@ -20,6 +20,8 @@ from store.records import (
     OptionsSnapshot,
     Page,
     StoredEvent,
+    SyncPage,
+    SyncRow,
 )
 
 
@@ -204,8 +206,29 @@ class ExpenseOptions(Protocol):
         ...
 
 
-class Store(EventLog, CompanyStates, EffectRecord, ExpenseOptions, Protocol):
-    """A whole store: the four concerns, in transactions."""
+class ExpenseSyncs(Protocol):
+    """Every expense sync Codat reported for each company, one row per sync."""
+
+    def sync_rows(self, company_id: str, sync_ids: Sequence[str]) -> dict[str, SyncRow]:
+        """The company's rows of these syncs, by sync id (unknown ones left out)."""
+        ...
+
+    def save_syncs(
+        self,
+        company_id: str,
+        syncs: Sequence[tuple[str, str, str | None, dict[str, Any]]],
+        now: str,
+    ) -> None:
+        """Insert or replace rows: (sync id, at, outcome, data) each."""
+        ...
+
+    def syncs(self, company_id: str, *, limit: int, after: str | None = None) -> SyncPage:
+        """A page of the company's syncs, newest `at` first; `after` is a page's cursor."""
+        ...
+
+
+class Store(EventLog, CompanyStates, EffectRecord, ExpenseOptions, ExpenseSyncs, Protocol):
+    """A whole store: the five concerns, in transactions."""
 
     readonly: bool
     # Statements wait on a server (PostgreSQL): run them off the event loop. SQLite's are CPU
@@ -296,6 +319,8 @@ class Queries(Protocol):
     def company_effects(self, company_id: str) -> list[Effect]: ...
 
     def options(self, company_id: str) -> OptionsSnapshot | None: ...
+
+    def syncs(self, company_id: str, *, limit: int, after: str | None = None) -> SyncPage: ...
 
     def ping(self) -> None: ...
 

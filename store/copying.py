@@ -25,12 +25,13 @@ from store.opening import describe_url, missing_store, open_store
 
 # The tables copied, in an order that keeps every reference to an earlier row (effects name
 # the event that caused them; a duplicate event names an earlier one).
-TABLES = ("events", "companies", "effects", "expense_options")
+TABLES = ("events", "companies", "effects", "expense_options", "expense_syncs")
 KEYS = {
     "events": "seq",
     "companies": "company_id",
     "effects": "id",
     "expense_options": "company_id",
+    "expense_syncs": "key",
 }
 COLUMNS: dict[str, tuple[str, ...]] = {
     "events": (
@@ -74,6 +75,8 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     ),
     # The snapshot of each company's configuration choices (`codat-expenses options`).
     "expense_options": ("company_id", "fetched_at", "data"),
+    # Every expense sync reported for each company (`codat-expenses syncs`).
+    "expense_syncs": ("key", "company_id", "sync_id", "at", "outcome", "data", "updated_at"),
 }
 CLEARED = {"effects": ("claimed_by", "claim_expires_at")}
 """Columns copied as NULL: claims held by processes of the deployment being moved."""

@@ -115,3 +115,27 @@ class OptionsSnapshot:
     company_id: str
     fetched_at: str
     data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SyncRow:
+    """One expense sync of a company, as merged from every report about it.
+
+    `data` is the merged record (handlers.syncs.SyncRecord as a dictionary); `at` and `outcome`
+    are copied out of it for ordering.
+    """
+
+    company_id: str
+    sync_id: str
+    at: str
+    outcome: str | None
+    data: dict[str, Any]
+    updated_at: str
+
+
+@dataclass(frozen=True)
+class SyncPage:
+    """One page of a company's syncs, newest first, and the cursor of the next page, if any."""
+
+    syncs: list[SyncRow] = field(default_factory=list)
+    next_after: str | None = None

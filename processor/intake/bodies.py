@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 from handlers.events import ConnectionStatus, SourceType
+from handlers.syncs import FAILED, SUCCESSFUL
 from handlers.transitions import (
     CONNECTION_CONNECTED,
     CONNECTION_CREATED,
@@ -17,6 +18,8 @@ from handlers.transitions import (
     CONNECTION_RECONNECTED,
     IGNORED,
     READ_EVENTS,
+    SYNC_SUCCESSFUL,
+    SYNC_UNSUCCESSFUL,
 )
 from processor import clock
 from processor.codat.connections import clean, connection_fields, text
@@ -29,6 +32,11 @@ MAX_JSON_DEPTH = 64
 # A read names a few connections and a few dozen data types; more is kept out of the log.
 MAX_READ_CONNECTIONS = 10
 MAX_READ_DATA_TYPES = 100
+# A sync lists its transactions; more than this many are left out of the log (the count stays).
+MAX_SYNC_TRANSACTIONS = 500
+# The legacy rules that report an expense sync, and the outcome each stands for.
+LEGACY_SYNC_RULES = {"Sync Completed": SYNC_SUCCESSFUL, "Sync Failed": SYNC_UNSUCCESSFUL}
+SYNC_OUTCOME_OF = {SYNC_SUCCESSFUL: SUCCESSFUL, SYNC_UNSUCCESSFUL: FAILED}
 
 
 class BodyError(ValueError):
@@ -70,6 +78,11 @@ def webhook_event(
         # Legacy bodies carry no generatedDate: the first delivery's timestamp stands in.
         generated = clock.from_timestamp(timestamp)
         event_type, fields = _legacy_fields(data)
+    elif data.get("RuleType") in LEGACY_SYNC_RULES and _is_expense_sync(data):
+        body_format = LEGACY
+        event_id = text(data.get("AlertId"))
+        generated = clock.from_timestamp(timestamp)
+        event_type, fields = _legacy_sync_fields(data)
     else:
         body_format = LEGACY if "RuleType" in data else UNKNOWN
         event_id = text(data.get("AlertId") or data.get("id"))
@@ -112,7 +125,52 @@ def _current_fields(event_type: str, payload: Any) -> dict[str, Any]:
         fields["error"] = _connection_error(connection)
     if event_type in READ_EVENTS:
         fields.update(_read_fields(payload.get("dataTypes")))
+    if event_type in SYNC_OUTCOME_OF:
+        fields["sync"] = _sync_fields(event_type, payload)
     return fields
+
+
+def _sync_fields(event_type: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """A sync webhook's sync: its id, outcome, and transactions if the body lists them."""
+    listed = payload.get("transactions")
+    transactions = None
+    if isinstance(listed, list):
+        transactions = [
+            {
+                "id": text(item.get("id")) or "",
+                "status": text(item.get("status")),
+                "errorMessage": text(item.get("errorMessage")),
+            }
+            for item in listed[:MAX_SYNC_TRANSACTIONS]
+            if isinstance(item, dict)
+        ]
+    return {
+        "syncId": text(payload.get("syncId")),
+        "outcome": SYNC_OUTCOME_OF[event_type],
+        "transactions": transactions,
+        "transactionCount": len(listed) if isinstance(listed, list) else None,
+    }
+
+
+def _is_expense_sync(data: dict[str, Any]) -> bool:
+    details = data.get("Data")
+    sync_type = details.get("syncType") if isinstance(details, dict) else None
+    # Codat's examples say "Expense"; a body that does not say is taken as one.
+    return sync_type in (None, "Expense", "Expenses")
+
+
+def _legacy_sync_fields(data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """`Sync Completed`/`Sync Failed`: no transactions, a failure stage instead."""
+    details = data.get("Data") if isinstance(data.get("Data"), dict) else {}
+    assert isinstance(details, dict)
+    event_type = LEGACY_SYNC_RULES[str(data.get("RuleType"))]
+    sync = {
+        "syncId": text(details.get("syncId")),
+        "outcome": SYNC_OUTCOME_OF[event_type],
+        "transactions": None,
+        "failureStage": text(details.get("FailureStage")),
+    }
+    return event_type, {"company_id": text(data.get("CompanyId")), "sync": sync}
 
 
 def _read_fields(summaries: Any) -> dict[str, Any]:

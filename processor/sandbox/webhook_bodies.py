@@ -17,6 +17,11 @@ CONNECTION_EVENTS = (
     "connection.deleted",
 )
 READ_EVENTS = ("read.completed.initial", "read.completed")
+SYNC_EVENTS = ("expenses.sync.successful", "expenses.sync.unsuccessful")
+# The statuses of a transaction in a sync webhook (ExpensesSyncWebhook's transaction).
+SYNC_TRANSACTION_STATUSES = ("Unknown", "PushError", "Completed", "Failed", "Pending")
+RATE_LIMIT_EVENTS = ("client.rateLimit.reached", "client.rateLimit.reset")
+LEGACY_SYNC_RULE_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "https://api.codat.io/rules/sync"))
 # The accounting data Sync for Expenses reads (CODAT.md): what its mapping options, suppliers and
 # customers come from. Whether Codat's read.completed.initial names exactly these is unknown.
 EXPENSES_DATA_TYPES = (
@@ -208,6 +213,71 @@ def read_completed_event(
         "dataTypes": summaries,
     }
     return _envelope(event_type, payload, generated_date, event_id)
+
+
+def sync_event(
+    event_type: str,
+    company: Body,
+    sync_id: str,
+    transactions: list[Body] | None,
+    *,
+    generated_date: str | None = None,
+    event_id: str | None = None,
+) -> Body:
+    """An `expenses.sync.successful`/`unsuccessful` body; `transactions` None leaves them out.
+
+    Each transaction is `{"id", "status", "errorMessage"}` (ExpensesSyncWebhook).
+    """
+    _expect("event_type", event_type, SYNC_EVENTS)
+    for transaction in transactions or []:
+        _expect("transaction status", transaction["status"], SYNC_TRANSACTION_STATUSES)
+    payload: Body = {"referenceCompany": company_reference(company), "syncId": sync_id}
+    if transactions is not None:
+        payload["transactions"] = transactions
+    return _envelope(event_type, payload, generated_date, event_id)
+
+
+def legacy_sync_event(
+    company: Body,
+    sync_id: str,
+    *,
+    failure_stage: str | None = None,
+    alert_id: str | None = None,
+) -> Body:
+    """The legacy `Sync Completed` body, or `Sync Failed` when a failure stage is given."""
+    failed = failure_stage is not None
+    data: Body = {"syncId": sync_id, "syncType": "Expense"}
+    if failed:
+        data["FailureStage"] = failure_stage
+    outcome = "failed" if failed else "completed successfully"
+    return {
+        "ClientId": SANDBOX_CLIENT_ID,
+        "ClientName": SANDBOX_CLIENT_NAME,
+        "CompanyId": company["id"],
+        "RuleId": LEGACY_SYNC_RULE_ID,
+        "RuleType": "Sync Failed" if failed else "Sync Completed",
+        "AlertId": alert_id or str(uuid.uuid4()),
+        "Message": f"Sync {sync_id} for company {company['id']} of type Expense {outcome}.",
+        "Data": data,
+    }
+
+
+def rate_limit_event(
+    event_type: str,
+    *,
+    daily_quota: int,
+    quota_remaining: int,
+    expiry_date: str,
+    generated_date: str | None = None,
+) -> Body:
+    """A `client.rateLimit.reached`/`reset` body (ClientRateLimitWebhook)."""
+    _expect("event_type", event_type, RATE_LIMIT_EVENTS)
+    payload = {
+        "dailyQuota": daily_quota,
+        "quotaRemaining": quota_remaining,
+        "expiryDate": expiry_date,
+    }
+    return _envelope(event_type, payload, generated_date, None)
 
 
 def legacy_status_changed(

@@ -12,6 +12,7 @@ from store.postgres.copying import PostgresCopying
 from store.postgres.effects import PostgresEffects
 from store.postgres.events import PostgresEventLog
 from store.postgres.options import PostgresExpenseOptions
+from store.postgres.syncs import PostgresExpenseSyncs
 
 
 class PostgresStore(
@@ -20,6 +21,7 @@ class PostgresStore(
     PostgresEventLog,
     PostgresCompanyStates,
     PostgresExpenseOptions,
+    PostgresExpenseSyncs,
     Connected,
 ):
     """The event log, company state and record of effects, in one PostgreSQL database."""

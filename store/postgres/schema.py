@@ -89,4 +89,19 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         );
         """,
     ),
+    (
+        3,
+        """
+        CREATE TABLE expense_syncs (
+            key TEXT COLLATE "C" PRIMARY KEY,
+            company_id TEXT COLLATE "C" NOT NULL,
+            sync_id TEXT COLLATE "C" NOT NULL,
+            at TEXT COLLATE "C" NOT NULL,
+            outcome TEXT COLLATE "C",
+            data TEXT NOT NULL,
+            updated_at TEXT COLLATE "C" NOT NULL
+        );
+        CREATE INDEX expense_syncs_company ON expense_syncs(company_id, at, sync_id);
+        """,
+    ),
 )

@@ -8,6 +8,7 @@ from store.sqlite.copying import SqliteCopying
 from store.sqlite.effects import SqliteEffects
 from store.sqlite.events import SqliteEventLog
 from store.sqlite.options import SqliteExpenseOptions
+from store.sqlite.syncs import SqliteExpenseSyncs
 
 
 class SqliteStore(
@@ -16,6 +17,7 @@ class SqliteStore(
     SqliteEventLog,
     SqliteCompanyStates,
     SqliteExpenseOptions,
+    SqliteExpenseSyncs,
     Connected,
 ):
     """The event log, company state and record of effects, in one SQLite file."""

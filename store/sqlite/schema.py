@@ -93,4 +93,19 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         ) STRICT;
         """,
     ),
+    (
+        5,
+        """
+        CREATE TABLE expense_syncs (
+            key TEXT PRIMARY KEY,
+            company_id TEXT NOT NULL,
+            sync_id TEXT NOT NULL,
+            at TEXT NOT NULL,
+            outcome TEXT,
+            data TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        ) STRICT;
+        CREATE INDEX expense_syncs_company ON expense_syncs(company_id, at, sync_id);
+        """,
+    ),
 )

@@ -184,6 +184,13 @@ def test_copy_to_postgresql_keeps_every_row_and_serve_carries_on(
             "SELECT MIN(company_id), '2026-12-01T10:00:00.000Z', ? FROM companies",
             ['{"accounts":[{"id":"1","name":"Bank"}],"suppliers":[],"customers":[]}'],
         )
+        # And one expense sync, as the fold records it.
+        conn.execute(
+            "INSERT INTO expense_syncs (key, company_id, sync_id, at, outcome, data, updated_at) "
+            "SELECT MIN(company_id) || '/s-1', MIN(company_id), 's-1', "
+            "'2026-12-01T10:00:00.000Z', 'failed', ?, '2026-12-01T10:00:00.000Z' FROM companies",
+            ['{"sync_id":"s-1","outcome":"failed"}'],
+        )
         conn.commit()
     before = sqlite_rows(old)
     assert any(row[COLUMNS["effects"].index("claimed_by")] for row in before["effects"])

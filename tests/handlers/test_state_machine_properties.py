@@ -6,9 +6,12 @@ really send next: company.created, accounting connections created/failed/connect
 reconnected/observed/deleted and replaced by new ones (some as legacy bodies, with no sourceType),
 partner expense connections (ours, and Codat's webhooks about them, sourceType Expense), Codat's
 reads of the accounting connection's data (read.completed.initial, then read.completed), the
-expense sync configuration as the worker reads it back from Codat (set, partly set, cleared), and
-company.deleted. It is then delivered in any order, or mostly in order with some late deliveries,
-with random duplicates (same message id, or same event id under a new message id).
+expense sync configuration as the worker reads it back from Codat (set, partly set, cleared),
+expense syncs (expenses.sync.successful/unsuccessful, current with or without transactions, or as
+legacy Sync Completed/Sync Failed bodies; their transactions fetched and their status observed
+from Codat by the worker), and company.deleted. It is then delivered in any order, or mostly in
+order with some late deliveries, with random duplicates (same message id, or same event id under
+a new message id).
 
 Properties: (a) the shuffled delivery folds to the state of the time-ordered fold; (b) folding in
 batches against a real store, then rebuilding from the log, gives the same CompanyState; (c) at
@@ -31,6 +34,7 @@ from hypothesis import strategies as st
 from handlers.commands import CREATE_PARTNER_EXPENSE_CONNECTION
 from handlers.events import ConnectionStatus, Event
 from handlers.state import CompanyState, OnboardingState
+from handlers.syncs import KEPT_SYNCS, SyncTransaction
 from handlers.transitions import (
     COMPANY_CREATED,
     COMPANY_DELETED,
@@ -45,6 +49,10 @@ from handlers.transitions import (
     PARTNER_CONNECTION_CREATED,
     READ_COMPLETED,
     READ_COMPLETED_INITIAL,
+    SYNC_OBSERVED,
+    SYNC_SUCCESSFUL,
+    SYNC_TRANSACTIONS_FETCHED,
+    SYNC_UNSUCCESSFUL,
     fold,
     initial_state,
 )
@@ -111,6 +119,9 @@ class World:
     read: dict[str, str] = field(default_factory=dict)
     # The newest configuration observed, and when: (bankAccount, supplier, customer, date).
     configuration: tuple[str | None, ...] | None = None
+    # Every sync Codat ran: its time, outcome, and transactions as the webhook listed them
+    # (None: not listed) and as fetched from Codat (None: not fetched).
+    syncs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def actions(self) -> list[str]:
         acc, exp = self.accounting, self.expense
@@ -134,6 +145,9 @@ class World:
         if acc is not None and acc["status"] == ConnectionStatus.LINKED:
             found.append("acc.read")
         found.append("config.observe")
+        found.append("sync.report")
+        if self.syncs:
+            found += ["sync.fetch", "sync.observe"]
         if exp is not None:
             found += ["exp.notify", "exp.delete"]
             found.append(
@@ -158,7 +172,8 @@ class World:
             # Legacy bodies only carry the webhook timestamp, in whole seconds: round up, so
             # dates stay strictly increasing.
             self.ticks = (self.ticks // TICKS + 1) * TICKS
-            connection = {**(connection or {}), "platform_name": None, "source_type": None}
+            if connection is not None:
+                connection = {**connection, "platform_name": None, "source_type": None}
         n = len(self.events)
         fields: dict[str, Any] = {"company_id": COMPANY, "company_name": name}
         if connection is not None:
@@ -233,7 +248,15 @@ WEIGHTS = {
     "exp.delete": 1,
     "acc.read": 2,
     "config.observe": 2,
+    "sync.report": 3,
+    "sync.fetch": 1,
+    "sync.observe": 1,
 }
+TRANSACTIONS = (
+    ("t-1", "Completed", None),
+    ("t-2", "Failed", "Supplier is archived in Xero"),
+    ("t-3", "PushError", "Bank account closed"),
+)
 CHOICES = [None, "BANK-1", "SUP-1", "CUS-1", "BANK-2"]
 
 
@@ -245,6 +268,8 @@ def describe(event: NewEvent) -> str:
         about = f" {connection['id']} {connection.get('status')} {connection.get('source_type')}"
     if "configuration" in event.fields:
         about = f" {event.fields['configuration']}"
+    if "sync" in event.fields:
+        about = f" {event.fields['sync']}"
     return f"{event.event_id} {event.generated_date[11:]} {event.event_type}{about}"
 
 
@@ -262,6 +287,7 @@ class History:
         deleted: bool,
         read: str | None = None,
         configuration: tuple[str | None, ...] | None = None,
+        syncs: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         self.events = events
         self.accounting = accounting
@@ -269,6 +295,7 @@ class History:
         self.deleted = deleted
         self.read = read  # when Codat first read the current accounting connection's data
         self.configuration = configuration
+        self.syncs = syncs or {}
 
     def __repr__(self) -> str:
         lines = "".join(f"\n    {describe(event)}" for event in self.events)
@@ -369,6 +396,47 @@ def histories(draw: st.DrawFn, *, outages: bool = True) -> History:
             ids = {name: value for name, value in zip(names, chosen, strict=True) if value}
             world.emit(CONFIGURATION_OBSERVED, gap, source="command", extra={"configuration": ids})
             world.configuration = (*chosen, world.events[-1].generated_date)
+        elif action == "sync.report":
+            sync_id = f"sync-{len(world.syncs) + 1}"
+            failed = draw(st.booleans())
+            listed = draw(st.sampled_from([None, (), TRANSACTIONS[:1], TRANSACTIONS]))
+            if not failed and listed is not None:
+                listed = listed[:1]
+            kind = SYNC_UNSUCCESSFUL if failed else SYNC_SUCCESSFUL
+            outcome = "failed" if failed else "successful"
+            sync: dict[str, Any] = {"syncId": sync_id, "outcome": outcome}
+            if legacy:
+                listed = None
+                sync["transactions"] = None
+                if failed:
+                    sync["failureStage"] = "Pushing"
+            else:
+                sync["transactions"] = None if listed is None else _listed(listed)
+            world.emit(kind, gap, legacy=legacy, extra={"sync": sync})
+            at = world.events[-1].generated_date
+            world.syncs[sync_id] = {
+                "at": at,
+                "outcome": outcome,
+                "listed": listed,
+                "fetched": None,
+                "observed": None,
+                "stage": sync.get("failureStage"),
+            }
+        elif action == "sync.fetch":
+            sync_id = draw(st.sampled_from(sorted(world.syncs)))
+            known = world.syncs[sync_id]
+            fetched = draw(st.sampled_from([(), TRANSACTIONS[1:], TRANSACTIONS]))
+            sync = {"syncId": sync_id, "at": known["at"], "transactions": _listed(fetched)}
+            world.emit(SYNC_TRANSACTIONS_FETCHED, gap, source="command", extra={"sync": sync})
+            known["fetched"] = fetched
+        elif action == "sync.observe":
+            sync_id = draw(st.sampled_from(sorted(world.syncs)))
+            known = world.syncs[sync_id]
+            # Codat's status endpoint is the truth, even where its webhook said otherwise.
+            observed = draw(st.sampled_from(["successful", "failed"]))
+            sync = {"syncId": sync_id, "at": known["at"], "outcome": observed, "error": "x"}
+            world.emit(SYNC_OBSERVED, gap, source="command", extra={"sync": sync})
+            known["observed"] = observed
     deleted = draw(st.integers(0, 7)) == 0
     if deleted:
         # Nothing happens to a company in Codat after it is deleted: it ends the timeline.
@@ -381,7 +449,12 @@ def histories(draw: st.DrawFn, *, outages: bool = True) -> History:
         deleted=deleted,
         read=world.read.get(acc["id"]) if acc else None,
         configuration=world.configuration,
+        syncs=world.syncs,
     )
+
+
+def _listed(transactions: tuple[tuple[str, str, str | None], ...]) -> list[dict[str, Any]]:
+    return [{"id": i, "status": status, "errorMessage": error} for i, status, error in transactions]
 
 
 class Delivery:
@@ -485,6 +558,37 @@ def facts(state: CompanyState) -> tuple[Any, ...]:
     )
 
 
+def sync_facts(state: CompanyState) -> tuple[Any, ...]:
+    """The syncs a company's state keeps, and its newest success and failure."""
+    if state.state == OnboardingState.DELETED:
+        return ()
+    kept = tuple((r.sync_id, r.at, r.outcome, r.failure_stage, r.transactions) for r in state.syncs)
+    return (kept, state.last_successful_at, state.last_failed_at)
+
+
+def world_sync_facts(history: History) -> tuple[Any, ...]:
+    if history.deleted:
+        return ()
+    newest = sorted(history.syncs.items(), key=lambda item: (item[1]["at"], item[0]), reverse=True)
+    kept = []
+    for sync_id, sync in newest[:KEPT_SYNCS]:
+        listed = sync["fetched"] if sync["fetched"] is not None else sync["listed"]
+        transactions = None
+        if listed is not None:
+            transactions = tuple(SyncTransaction(*transaction) for transaction in listed)
+        # An observation's outcome replaces the webhook's, and with it the failure stage.
+        stage = None if sync["observed"] else sync["stage"]
+        kept.append((sync_id, sync["at"], sync["observed"] or sync["outcome"], stage, transactions))
+    outcomes = [
+        (sync["at"], sync["observed"] or sync["outcome"]) for sync in history.syncs.values()
+    ]
+    return (
+        tuple(kept),
+        max((at for at, outcome in outcomes if outcome == "successful"), default=None),
+        max((at for at, outcome in outcomes if outcome == "failed"), default=None),
+    )
+
+
 def in_time_order(history: History) -> CompanyState:
     # The generator makes generatedDates strictly increasing. Equal dates are legitimately
     # ambiguous (two different events of one connection in the same 100 ns, or two legacy
@@ -520,6 +624,7 @@ def world_facts(history: History) -> tuple[Any, ...]:
 def test_folding_the_timeline_in_order_matches_what_codat_knows(history: History) -> None:
     """The oracle of the next property: processing in generatedDate order gets the world right."""
     assert facts(in_time_order(history)) == world_facts(history)
+    assert sync_facts(in_time_order(history)) == world_sync_facts(history)
 
 
 @PROPERTY_SETTINGS
@@ -528,6 +633,7 @@ def test_shuffled_duplicated_delivery_ends_in_the_state_of_time_order(delivery: 
     expected = in_time_order(delivery.history)
     final, _ = fold(initial_state(COMPANY), [as_event(e) for e in delivered(delivery)])
     assert facts(final) == facts(expected)
+    assert sync_facts(final) == sync_facts(expected)
 
 
 # -- (b) rebuild from the log equals live processing, (c) one intent at most ----------------------
@@ -540,6 +646,9 @@ class Run:
     live: dict[str, Any]
     rebuilt: dict[str, Any]
     violations: list[str]
+    # The table of syncs (every sync, merged): after live processing, after the rebuild.
+    live_syncs: list[dict[str, Any]] = field(default_factory=list)
+    rebuilt_syncs: list[dict[str, Any]] = field(default_factory=list)
 
 
 def open_intents(store: Store) -> list[Any]:
@@ -582,13 +691,15 @@ def play(events: list[NewEvent], cuts: list[int], *, aimed: bool = False) -> Run
             row = store.company(COMPANY)
             assert row is not None
             live = row.data
+            live_syncs = [sync.data for sync in store.syncs(COMPANY, limit=1000).syncs]
             with store.transaction():
                 rebuild(store, COMPANY, NOW)
             check_intents(store, "after rebuild", violations, aimed=aimed)
             rebuilt = store.company(COMPANY)
             assert rebuilt is not None
             assert rebuilt.state == CompanyState.from_dict(rebuilt.data).state
-            return Run(live, rebuilt.data, violations)
+            rebuilt_syncs = [sync.data for sync in store.syncs(COMPANY, limit=1000).syncs]
+            return Run(live, rebuilt.data, violations, live_syncs, rebuilt_syncs)
         finally:
             store.close()
 
@@ -607,9 +718,16 @@ def test_rebuild_from_the_log_equals_live_processing(case: tuple[Delivery, list[
     delivery, cuts = case
     run = play(delivered(delivery), cuts)
     assert run.rebuilt == run.live
+    assert run.rebuilt_syncs == run.live_syncs
     # And live processing in batches reflects the newest information, as the pure fold does.
     expected = in_time_order(delivery.history)
     assert facts(CompanyState.from_dict(run.live)) == facts(expected)
+    assert sync_facts(CompanyState.from_dict(run.live)) == sync_facts(expected)
+    # Every sync reported is in the table, merged from its reports whatever their order.
+    if not delivery.history.deleted:
+        in_table = [(s["sync_id"], s["at"], s["outcome"]) for s in run.live_syncs]
+        world = world_sync_facts(History([], None, None, False, syncs=delivery.history.syncs))
+        assert in_table[:KEPT_SYNCS] == [kept[:3] for kept in world[0]]
 
 
 @PROPERTY_SETTINGS

@@ -27,9 +27,11 @@ from processor.sandbox.webhook_bodies import (
     connection_event,
     encode,
     legacy_status_changed,
+    legacy_sync_event,
     new_company,
     new_connection,
     read_completed_event,
+    sync_event,
 )
 from processor.work.folding import FoldReport, fold_companies, fold_pending
 from store import NewEvent, Store, StoredEvent
@@ -691,5 +693,99 @@ def test_read_completed_initial_folds_a_ready_company_to_awaiting_configuration(
         row = store.company(company["id"])
         assert row is not None
         assert row.data["data_reads"] == {connection["id"]: f"{DAY}T10:03:00.0000000Z"}
+    finally:
+        store.close()
+
+
+# -- expense syncs ---------------------------------------------------------------------------------
+
+FAILING: list[dict[str, Any]] = [
+    {"id": "t-1", "status": "Completed", "errorMessage": None},
+    {"id": "t-2", "status": "Failed", "errorMessage": "Supplier is archived in Xero"},
+]
+
+
+@pytest.mark.parametrize(
+    ("event_type", "outcome"),
+    [("expenses.sync.successful", "successful"), ("expenses.sync.unsuccessful", "failed")],
+)
+def test_sync_webhook_carries_its_sync_and_transactions(
+    company: dict[str, Any], event_type: str, outcome: str
+) -> None:
+    body = sync_event(event_type, company, "sync-1", FAILING)
+    event = intake(body)
+    assert (event.event_type, event.company_id, event.event_id) == (
+        event_type,
+        company["id"],
+        body["id"],
+    )
+    assert event.fields["sync"] == {
+        "syncId": "sync-1",
+        "outcome": outcome,
+        "transactions": FAILING,
+        "transactionCount": 2,
+    }
+
+
+def test_sync_webhook_without_transactions_says_they_are_unknown(
+    company: dict[str, Any],
+) -> None:
+    event = intake(sync_event("expenses.sync.unsuccessful", company, "sync-1", None))
+    assert event.fields["sync"]["transactions"] is None
+
+
+@pytest.mark.parametrize(
+    ("stage", "event_type", "outcome"),
+    [
+        (None, "expenses.sync.successful", "successful"),
+        ("Pushing", "expenses.sync.unsuccessful", "failed"),
+    ],
+)
+def test_legacy_sync_bodies_map_to_the_current_types(
+    company: dict[str, Any], stage: str | None, event_type: str, outcome: str
+) -> None:
+    body = legacy_sync_event(company, "sync-1", failure_stage=stage)
+    event = intake(body)
+    assert (event.body_format, event.event_type, event.event_id) == (
+        LEGACY,
+        event_type,
+        body["AlertId"],
+    )
+    assert event.generated_date == TIMESTAMP_DATE
+    assert event.fields["sync"] == {
+        "syncId": "sync-1",
+        "outcome": outcome,
+        "transactions": None,
+        "failureStage": stage,
+    }
+
+
+def test_legacy_sync_of_another_type_is_stored_and_ignored(company: dict[str, Any]) -> None:
+    body = legacy_sync_event(company, "sync-1")
+    body["Data"]["syncType"] = "Commerce"
+    event = intake(body)
+    assert event.event_type == "legacy.Sync Completed"
+    assert "sync" not in event.fields
+
+
+def test_a_failed_sync_folds_into_the_state_and_the_table(
+    tmp_path: Path, company: dict[str, Any]
+) -> None:
+    store = open_db(tmp_path / "processor.db")
+    try:
+        event = intake(sync_event("expenses.sync.unsuccessful", company, "sync-1", FAILING))
+        with store.transaction():
+            store.append_events([event])
+        fold_like_the_worker(store)
+        row = store.company(company["id"])
+        assert row is not None
+        [kept] = row.data["syncs"]
+        assert (kept["sync_id"], kept["outcome"]) == ("sync-1", "failed")
+        [stored] = store.syncs(company["id"], limit=10).syncs
+        assert stored.data == kept
+        assert [t["error"] for t in stored.data["transactions"]] == [
+            None,
+            "Supplier is archived in Xero",
+        ]
     finally:
         store.close()

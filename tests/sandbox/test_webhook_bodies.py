@@ -17,11 +17,14 @@ from processor.sandbox.webhook_bodies import (
     connection_event,
     encode,
     legacy_status_changed,
+    legacy_sync_event,
     new_company,
     new_connection,
+    rate_limit_event,
     read_completed_event,
+    sync_event,
 )
-from tests.sandbox.codat_schemas import PLATFORM_DOC, conform_to
+from tests.sandbox.codat_schemas import EXPENSES_DOC, PLATFORM_DOC, conform_to
 
 
 def conform(instance: Any, pointer: str, document: str = PLATFORM_DOC) -> None:
@@ -213,3 +216,32 @@ def test_read_completed_with_a_data_type_codat_does_not_know_fails_its_schema(
     body["payload"]["dataTypes"][0]["dataType"] = "expenses"
     with pytest.raises(AssertionError, match="expenses"):
         conform(body, webhook_schema("read.completed"))
+
+
+@pytest.mark.parametrize("event_type", ["expenses.sync.successful", "expenses.sync.unsuccessful"])
+def test_sync_events_match_codat_schema(event_type: str, company: dict[str, Any]) -> None:
+    failing = [{"id": "t-1", "status": "Failed", "errorMessage": "Supplier is archived"}]
+    for transactions in (failing, None):
+        body = sync_event(event_type, company, str(uuid.uuid4()), transactions)
+        conform(body, webhook_schema(event_type), EXPENSES_DOC)
+
+
+def test_sync_event_with_a_status_codat_does_not_know_is_refused(company: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="transaction status 'Broken' is not one of"):
+        sync_event("expenses.sync.unsuccessful", company, "s", [{"id": "t", "status": "Broken"}])
+
+
+@pytest.mark.parametrize("stage", [None, "Pushing"])
+def test_legacy_sync_bodies_match_codat_schema(stage: str | None, company: dict[str, Any]) -> None:
+    body = legacy_sync_event(company, str(uuid.uuid4()), failure_stage=stage)
+    name = "SyncFailedWebhook" if stage else "SyncCompleteWebhook"
+    conform(body, f"/components/schemas/{name}", EXPENSES_DOC)
+    assert body["RuleType"] == ("Sync Failed" if stage else "Sync Completed")
+
+
+@pytest.mark.parametrize("event_type", ["client.rateLimit.reached", "client.rateLimit.reset"])
+def test_rate_limit_events_match_codat_schema(event_type: str) -> None:
+    body = rate_limit_event(
+        event_type, daily_quota=2000, quota_remaining=0, expiry_date="2024-09-02T00:00:00Z"
+    )
+    conform(body, webhook_schema(event_type), EXPENSES_DOC)

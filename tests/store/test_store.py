@@ -6,6 +6,7 @@ only SQLite has (files, WAL, migrations) is tested in tests/store/sqlite/.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -356,6 +357,7 @@ def test_readonly_store_reads_but_cannot_write(
             lambda: reader.delete_company_state(COMPANY),
             lambda: reader.heartbeat(T1),
             lambda: reader.save_options(COMPANY, {"suppliers": []}, T1),
+            lambda: reader.save_syncs(COMPANY, [("s-1", T1, None, {})], T1),
         ]
         for write in writes:
             with pytest.raises(refused_write):
@@ -531,3 +533,51 @@ def test_the_oldest_pending_event_says_how_far_behind_the_folds_are(store: Store
     with store.transaction():
         store.mark_folded([(first.seq, "applied")], T3)
     assert store.oldest_pending_received_at() == T2
+
+
+# -- every expense sync of a company --------------------------------------------------------------
+
+
+def _sync(sync_id: str, at: str, outcome: str | None = "successful") -> tuple[str, str, Any, Any]:
+    return (sync_id, at, outcome, {"sync_id": sync_id, "at": at, "outcome": outcome})
+
+
+def test_syncs_are_replaced_by_sync_id_and_read_back_by_id(store: Store) -> None:
+    assert store.sync_rows(COMPANY, ["s-1"]) == {}
+    with store.transaction():
+        store.save_syncs(COMPANY, [_sync("s-1", T0), _sync("s-2", T1, "failed")], T1)
+        store.save_syncs("other-company", [_sync("s-1", T2)], T2)
+    with store.transaction():
+        store.save_syncs(COMPANY, [_sync("s-1", T0, "failed")], T3)
+    rows = store.sync_rows(COMPANY, ["s-1", "s-2", "s-9"])
+    assert sorted(rows) == ["s-1", "s-2"]
+    assert (rows["s-1"].outcome, rows["s-1"].updated_at, rows["s-1"].data["outcome"]) == (
+        "failed",
+        T3,
+        "failed",
+    )
+    assert store.sync_rows("other-company", ["s-1"])["s-1"].at == T2
+
+
+def test_syncs_are_paged_newest_first_without_overlap_or_gaps(store: Store) -> None:
+    times = [T0, T1, T1, T2, T3, T4, T4]
+    with store.transaction():
+        store.save_syncs(COMPANY, [_sync(f"s-{n}", at) for n, at in enumerate(times)], T4)
+        store.save_syncs("other-company", [_sync("s-x", T4)], T4)
+    pages, after = [], None
+    while True:
+        page = store.syncs(COMPANY, limit=3, after=after)
+        pages.append([(row.at, row.sync_id) for row in page.syncs])
+        if page.next_after is None:
+            break
+        after = page.next_after
+    seen = [entry for page in pages for entry in page]
+    assert seen == sorted(((at, f"s-{n}") for n, at in enumerate(times)), reverse=True)
+    assert [len(page) for page in pages] == [3, 3, 1]
+
+
+def test_syncs_written_in_a_rolled_back_transaction_are_not_kept(store: Store) -> None:
+    with pytest.raises(RuntimeError), store.transaction():
+        store.save_syncs(COMPANY, [_sync("s-1", T0)], T0)
+        raise RuntimeError("undo")
+    assert store.syncs(COMPANY, limit=10).syncs == []

@@ -1,0 +1,74 @@
+"""Expense syncs during a fold: reading a stored event's sync, recording each sync's row.
+
+The fold (live, replay or rebuild) hands every sync report it applied to `record_syncs`, in the
+same transaction as the new state. Merging is commutative and idempotent (handlers.syncs), so
+rebuilding a company from its log leaves its rows as live processing left them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from handlers.syncs import SyncRecord, SyncReport, SyncTransaction, merge_sync, report_key
+from handlers.transitions import IGNORED
+from store import ExpenseSyncs, StoredEvent
+
+
+def sync_report(stored: StoredEvent) -> SyncReport | None:
+    """The sync an event reports, as intake or the worker recorded it; None if it names none."""
+    data = stored.fields.get("sync")
+    if not isinstance(data, dict) or not isinstance(data.get("syncId"), str):
+        return None
+    listed = data.get("transactions")
+    at = data.get("at")
+    return SyncReport(
+        sync_id=data["syncId"],
+        # Codat's status answers give the sync's own time; a webhook's is its generatedDate.
+        at=at if isinstance(at, str) and at else stored.generated_date,
+        outcome=data.get("outcome") if isinstance(data.get("outcome"), str) else None,
+        transactions=None if not isinstance(listed, list) else _transactions(listed),
+        failure_stage=_text(data.get("failureStage")),
+        error=_text(data.get("error")),
+    )
+
+
+def record_syncs(
+    store: ExpenseSyncs,
+    company_id: str,
+    reported: Sequence[tuple[StoredEvent, str]],
+    now: str,
+) -> None:
+    """Merge the sync reports among these (event, outcome) pairs into the company's rows."""
+    reports = [
+        (report, report_key(stored.source, stored.generated_date))
+        for stored, outcome in reported
+        if outcome != IGNORED and (report := sync_report(stored)) is not None
+    ]
+    if not reports:
+        return
+    rows = store.sync_rows(company_id, sorted({report.sync_id for report, _ in reports}))
+    merged = {sync_id: SyncRecord.from_dict(row.data) for sync_id, row in rows.items()}
+    for report, key in reports:
+        merged[report.sync_id] = merge_sync(merged.get(report.sync_id), report, key)
+    changed = [
+        (sync_id, record.at, record.outcome, record.to_dict())
+        for sync_id, record in sorted(merged.items())
+        if sync_id not in rows or rows[sync_id].data != record.to_dict()
+    ]
+    if changed:
+        store.save_syncs(company_id, changed, now)
+
+
+def _transactions(listed: list[Any]) -> tuple[SyncTransaction, ...]:
+    return tuple(
+        SyncTransaction(
+            str(item.get("id") or ""), _text(item.get("status")), _text(item.get("errorMessage"))
+        )
+        for item in listed
+        if isinstance(item, dict)
+    )
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
