@@ -53,6 +53,8 @@ class Settings:
     connect_timeout: float = 30.0
     rejection_window: float = 600.0
     rejection_threshold: int = 5
+    # A configured company whose expenses have not synced for this long is `silent`.
+    sync_silent_after: float = 7 * 86400.0
 
     @property
     def database_path(self) -> Path:
@@ -131,6 +133,7 @@ def load(
         connect_timeout=number("DATABASE_CONNECT_TIMEOUT_SECONDS", 30.0, float, 0, 3600),
         rejection_window=number("WEBHOOK_REJECTION_WINDOW_SECONDS", 600.0, float, 1, 86400),
         rejection_threshold=number("WEBHOOK_REJECTION_THRESHOLD", 5, int, 1, 100_000),
+        sync_silent_after=number("SYNC_SILENT_AFTER_SECONDS", 7 * 86400.0, float, 60, 365 * 86400),
     )
     if problems.messages:
         raise ConfigError(*problems.messages)

@@ -47,6 +47,7 @@ VARIABLES = (
     "DATABASE_CONNECT_TIMEOUT_SECONDS",
     "WEBHOOK_REJECTION_WINDOW_SECONDS",
     "WEBHOOK_REJECTION_THRESHOLD",
+    "SYNC_SILENT_AFTER_SECONDS",
 )
 # (variable, Settings field, kind, lowest accepted, highest accepted)
 NUMBERS = (
@@ -63,6 +64,7 @@ NUMBERS = (
     ("DATABASE_CONNECT_TIMEOUT_SECONDS", "connect_timeout", float, 0, 3600),
     ("WEBHOOK_REJECTION_WINDOW_SECONDS", "rejection_window", float, 1, 86400),
     ("WEBHOOK_REJECTION_THRESHOLD", "rejection_threshold", int, 1, 100_000),
+    ("SYNC_SILENT_AFTER_SECONDS", "sync_silent_after", float, 60, 365 * 86400),
 )
 SEVERAL_BAD = {
     "PORT": "x",
@@ -297,6 +299,7 @@ def test_defaults_when_unset_or_blank() -> None:
         busy_timeout=5.0,
         rejection_window=600.0,
         rejection_threshold=5,
+        sync_silent_after=604800.0,
     )
     assert config.load(minimal()) == expected
     blanks = {name: " " for name, *_ in NUMBERS}
