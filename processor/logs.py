@@ -30,7 +30,7 @@ _SECRETS = (
     re.compile(r"\bv1,[A-Za-z0-9+/]{20,}={0,2}"),  # webhook signatures
     re.compile(r"\b((?:Bearer|Basic) )[A-Za-z0-9._~+/=-]{8,}"),  # Authorization values
     re.compile(r"(?i)(password=)[^&\s]+"),
-    re.compile(r"(://[^/@:\s]*):[^/@\s]+@"),  # the password of a URL
+    re.compile(r"(://[^/@:\s]*:)[^/@\s]+(@)"),  # the password of a URL
 )
 
 
@@ -90,7 +90,8 @@ def mask(text: str) -> str:
 
 
 def _replacement(pattern: re.Pattern[str]) -> str:
-    return rf"\1{MASK}" if pattern.groups else MASK
+    """The mask, keeping what the pattern's groups hold around the secret."""
+    return "".join([r"\1", MASK, r"\2"][: 1 + pattern.groups] if pattern.groups else [MASK])
 
 
 def _masked(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,88 @@
+"""The log formatter: JSON lines or text, the facts of `extra` as fields, secrets masked."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from processor.logs import LogConfigError, configure_logs
+from processor.sandbox.sender import generate_secret
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def emit(fmt: str, message: str, *args: object, **extra: object) -> str:
+    out = io.StringIO()
+    configure_logs({"LOG_FORMAT": fmt}, stream=out)
+    logging.getLogger("processor.test").warning(message, *args, extra=extra)
+    return out.getvalue()
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_a_json_line_holds_the_message_and_the_facts() -> None:
+    line = json.loads(emit("json", "webhook %s: %s", "msg_1", "stored", outcome="stored"))
+    assert line["message"] == "webhook msg_1: stored"
+    assert (line["level"], line["logger"], line["outcome"]) == (
+        "warning",
+        "processor.test",
+        "stored",
+    )
+    assert line["timestamp"].endswith("Z")
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_a_text_line_reads_like_a_log_line() -> None:
+    text = emit("text", "company %s: %s -> %s", "c1", "linked", "ready", to_state="ready")
+    assert text.rstrip().endswith(
+        "WARNING processor.test: company c1: linked -> ready to_state=ready"
+    )
+
+
+@pytest.mark.usefixtures("restore_logging")
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_whatever_a_line_holds_secrets_are_masked(fmt: str) -> None:
+    secret = generate_secret()
+    signature = "v1,K5oZfzN95Z9UVu1EsfQmfVNQhnkZ2pj9o9NDN/H/pI4="
+    written = emit(
+        fmt,
+        "oops %s %s",
+        secret,
+        "Authorization: Bearer abcdefgh12345678",
+        url="postgresql://app:hunter2hunter2@db.internal:5432/x?password=other-secret",
+        header=f"webhook-signature: {signature}",
+        basic="Basic dGVzdC1hcGkta2V5LWFiY2RlZg==",
+    )
+    for leaked in (
+        secret,
+        secret.removeprefix("whsec_"),
+        "abcdefgh12345678",
+        "hunter2hunter2",
+        "other-secret",
+        signature,
+        "dGVzdC1hcGkta2V5LWFiY2RlZg==",
+    ):
+        assert leaked not in written, (leaked, written)
+    assert "postgresql://app:***@db.internal:5432/x" in written
+    assert "Bearer ***" in written
+
+
+@pytest.mark.usefixtures("restore_logging")
+@pytest.mark.parametrize(
+    ("name", "value"), [("LOG_FORMAT", "xml"), ("LOG_LEVEL", "LOUD"), ("LOG_FORMAT", "JSONL")]
+)
+def test_a_bad_setting_names_the_variable_and_what_it_accepts(name: str, value: str) -> None:
+    with pytest.raises(LogConfigError) as raised:
+        configure_logs({name: value}, stream=io.StringIO())
+    message = str(raised.value)
+    assert message.startswith(f"Config {name!r} must be one of ") and repr(value) in message
