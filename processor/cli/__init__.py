@@ -17,6 +17,7 @@ from processor.cli import (
     serve,
     status,
     store,
+    syncs,
 )
 from processor.cli.common import example
 from processor.logs import LogConfigError, configure_logs
@@ -34,6 +35,7 @@ COMMANDS = (
     serve.serve,
     status.status,
     store.store_group,
+    syncs.syncs,
 )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import click
@@ -12,7 +13,8 @@ from handlers.state import STATES
 from processor.cli import tables
 from processor.cli.common import CliError, Opened, Refused, example, json_option, opened
 from processor.cli.tables import Column, print_table
-from processor.http.documents import company_document, summary
+from processor.http.documents import Health, company_document, summary
+from processor.http.explain import why
 from store import Store
 
 COMPANY_COLUMNS = (
@@ -53,7 +55,8 @@ def status(
 
 
 def _show_company(session: Opened, company_id: str, as_json: bool) -> None:
-    document = company_document(session.store, company_id)
+    health = Health(silent_after=session.settings.sync_silent_after)
+    document = company_document(session.store, company_id, health=health)
     if document is None:
         raise Refused(f"no company {company_id!r} in {session.settings.database}")
     if as_json:
@@ -81,6 +84,10 @@ def _print_header(console: Console, document: dict[str, Any]) -> None:
     if document["lastError"]:
         error = document["lastError"]
         console.print(f"[red]last error[/] at {error['at']}: {error['message']}")
+    sync = document["sync"]
+    if sync["health"]:
+        console.print(f"expense syncs: [bold]{sync['health']}[/]")
+    console.print(why(document, datetime.now(UTC)), markup=False, highlight=False)
 
 
 def _print_effects(console: Console, effects: list[dict[str, Any]]) -> None:

@@ -24,7 +24,7 @@ from processor import clock
 from processor.http import listing, session
 from processor.http.documents import company_document
 from processor.http.explain import ago, why
-from processor.http.queries import COMPANY_ID
+from processor.http.queries import COMPANY_ID, health
 from processor.http.services import services
 from store import Store
 
@@ -215,7 +215,7 @@ async def company(request: Request) -> Response:
             request, 400, f"expected a Codat company id (a UUID), found {company_id[:100]!r}"
         )
     document = await services(request).readers.run(
-        lambda store: company_document(store, company_id)
+        lambda store: company_document(store, company_id, health=health(request))
     )
     if document is None:
         return _problem(request, 404, f"no company {company_id!r} in the store")

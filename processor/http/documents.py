@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
-from handlers.state import CompanyState, ExpensesConfiguration
+from handlers.state import CompanyState, ExpensesConfiguration, OnboardingState
+from handlers.syncs import FAILED, SyncRecord
 from handlers.transitions import initial_state
+from processor import clock
 from store import (
     EFFECT_FAILED,
     EFFECT_PENDING,
@@ -17,10 +20,23 @@ from store import (
 )
 
 CONFIGURATION_KEYS = ("bankAccount", "supplier", "customer", "checkedAt")
+# The default of SYNC_SILENT_AFTER_SECONDS (processor/config.py).
+SILENT_AFTER = 7 * 86400.0
+# Failing transactions shown in the status document (`syncs` lists every one).
+SHOWN_FAILING = 20
+HEALTHY, FAILING, SILENT = "healthy", "failing", "silent"
+
+
+class Health:
+    """What the sync health verdict is judged against: the time now, the silence allowed."""
+
+    def __init__(self, now: datetime | None = None, silent_after: float = SILENT_AFTER) -> None:
+        self.now = now
+        self.silent_after = silent_after
 
 
 def company_document(
-    store: Queries, company_id: str, *, event_limit: int = 500
+    store: Queries, company_id: str, *, event_limit: int = 500, health: Health | None = None
 ) -> dict[str, Any] | None:
     """The status document of one company, or None if the store has never heard of it.
 
@@ -32,7 +48,7 @@ def company_document(
         effects = store.company_effects(company_id)
     if row is None and not events:
         return None
-    document = summary(row, company_id)
+    document = summary(row, company_id, health)
     document["lastError"] = _last_error(document["lastError"], effects)
     document["pending"] = [_effect(e) for e in effects if e.status == EFFECT_PENDING]
     document["failed"] = [_effect(e) for e in effects if e.status == EFFECT_FAILED]
@@ -41,7 +57,9 @@ def company_document(
     return document
 
 
-def summary(row: CompanyRow | None, company_id: str) -> dict[str, Any]:
+def summary(
+    row: CompanyRow | None, company_id: str, health: Health | None = None
+) -> dict[str, Any]:
     """The part of the document that comes from the company's state alone."""
     state = CompanyState.from_dict(row.data) if row is not None else initial_state(company_id)
     accounting, expense = state.accounting_connection, state.expense_connection
@@ -67,7 +85,63 @@ def summary(row: CompanyRow | None, company_id: str) -> dict[str, Any]:
         "lastError": error,
         "dataReadAt": state.data_read_at,
         "configuration": configuration(state.configuration),
+        "sync": sync_summary(state, health or Health()),
     }
+
+
+def sync_summary(state: CompanyState, health: Health) -> dict[str, Any]:
+    """The company's expense syncs as its state keeps them, and the verdict on them.
+
+    `health` is `failing` when the newest sync failed, `silent` when the company is configured
+    and nothing synced (nor was configured) within the allowed silence, `healthy` otherwise;
+    null for a company that is neither configured nor has reported a sync.
+    """
+    latest = state.latest_sync
+    failing = latest.failing if latest is not None and latest.outcome == FAILED else ()
+    previous = state.syncs[1] if len(state.syncs) > 1 else None
+    return {
+        "health": _health(state, health),
+        "lastSuccessfulAt": state.last_successful_at,
+        "lastFailedAt": state.last_failed_at,
+        "latest": None if latest is None else sync_record(latest),
+        "previousOutcome": previous.outcome if previous is not None else None,
+        "failingTransactions": [
+            {"id": t.id, "status": t.status, "errorMessage": t.error}
+            for t in failing[:SHOWN_FAILING]
+        ],
+    }
+
+
+def sync_record(record: SyncRecord) -> dict[str, Any]:
+    """One sync as the documents show it (`failingCount` and `transactionCount` null when
+    Codat has not listed its transactions)."""
+    listed = record.transactions
+    return {
+        "syncId": record.sync_id,
+        "at": record.at,
+        "outcome": record.outcome,
+        "failureStage": record.failure_stage,
+        "error": record.error,
+        "transactionCount": None if listed is None else len(listed),
+        "failingCount": None if listed is None else len(record.failing),
+    }
+
+
+def _health(state: CompanyState, health: Health) -> str | None:
+    latest = state.latest_sync
+    configured = state.state == OnboardingState.CONFIGURED
+    if latest is None and not configured:
+        return None
+    if latest is not None and latest.outcome == FAILED:
+        return FAILING
+    if configured:
+        since = latest.at if latest is not None else None
+        if since is None and state.configuration is not None:
+            since = state.configuration.checked_at
+        now = health.now or clock.parse(clock.now())
+        if since and now - clock.parse(since) > timedelta(seconds=health.silent_after):
+            return SILENT
+    return HEALTHY
 
 
 def configuration(observed: ExpensesConfiguration | None) -> dict[str, Any]:

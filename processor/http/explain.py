@@ -65,7 +65,8 @@ def why(document: dict[str, Any], now: datetime) -> str:
         )
     if state == "configured":
         checked = (document.get("configuration") or {}).get("checkedAt")
-        return f"Configured on {checked[:16].replace('T', ' ') if checked else 'an unknown date'}."
+        configured = f"Configured on {_day(checked) if checked else 'an unknown date'}"
+        return _sync_sentence(document.get("sync") or {}, configured, now)
     if state == "disconnected":
         status = accounting.get("status") or "not linked"
         return (
@@ -75,6 +76,43 @@ def why(document: dict[str, Any], now: datetime) -> str:
     if state == "deleted":
         return f"Deleted in Codat{since}; nothing more will happen."
     return f"In {state}{since}."
+
+
+def _sync_sentence(sync: dict[str, Any], configured: str, now: datetime) -> str:
+    """A configured company's expense syncs: a failure with its reason, a silence, or fine."""
+    latest = sync.get("latest")
+    if sync.get("health") == "failing" and latest:
+        return _failed_sync(latest, sync)
+    if latest is None:
+        if sync.get("health") == "silent":
+            return f"{configured}; no expense sync has been reported since."
+        return f"{configured}; no expense sync reported yet."
+    when = f"{_day(latest['at'])} ({ago(clock.parse(latest['at']), now)})"
+    if sync.get("health") == "silent":
+        return f"{configured}; no expense sync reported since {when}."
+    return f"{configured}; the last expense sync ({when}) succeeded."
+
+
+def _failed_sync(latest: dict[str, Any], sync: dict[str, Any]) -> str:
+    failing = sync.get("failingTransactions") or []
+    if latest.get("failingCount") is not None:
+        how = f" for {latest['failingCount']} of {latest['transactionCount']} transactions"
+    elif latest.get("failureStage"):
+        how = f" at stage {latest['failureStage']!r} (Codat did not list its transactions)"
+    else:
+        how = " (Codat did not list its transactions)"
+    message = next((t["errorMessage"] for t in failing if t.get("errorMessage")), None)
+    message = message or latest.get("error")
+    reason = f": {message!r}" if message else ""
+    before = {
+        "successful": "; the one before succeeded",
+        "failed": "; the one before failed too",
+    }.get(sync.get("previousOutcome") or "", "")
+    return f"The last expense sync ({_day(latest['at'])}) failed{how}{reason}{before}."
+
+
+def _day(moment: str) -> str:
+    return moment[:16].replace("T", " ")
 
 
 def _doing(command: str) -> str:

@@ -70,6 +70,7 @@ SUMMARY: Schema = {
     "lastError": _nullable(_ref("LastError")),
     "dataReadAt": NULLABLE_STRING,
     "configuration": _ref("Configuration"),
+    "sync": _ref("SyncSummary"),
 }
 DOCUMENT: Schema = {
     "pending": {"type": "array", "items": _ref("Command")},
@@ -130,6 +131,83 @@ SCHEMAS: dict[str, Schema] = {
             "supplier": NULLABLE_STRING,
             "customer": NULLABLE_STRING,
             "checkedAt": NULLABLE_STRING,
+        },
+        "additionalProperties": False,
+    },
+    "Sync": {
+        "type": "object",
+        "description": "One expense sync as Codat reported it (webhooks, status endpoints); "
+        "the counts are null when Codat has not listed its transactions.",
+        "required": [
+            "syncId",
+            "at",
+            "outcome",
+            "failureStage",
+            "error",
+            "transactionCount",
+            "failingCount",
+        ],
+        "properties": {
+            "syncId": STRING,
+            "at": STRING,
+            "outcome": {"enum": ["successful", "failed", None]},
+            "failureStage": NULLABLE_STRING,
+            "error": NULLABLE_STRING,
+            "transactionCount": {"type": ["integer", "null"], "minimum": 0},
+            "failingCount": {"type": ["integer", "null"], "minimum": 0},
+        },
+        "additionalProperties": False,
+    },
+    "SyncTransaction": {
+        "type": "object",
+        "required": ["id", "status", "errorMessage"],
+        "properties": {"id": STRING, "status": NULLABLE_STRING, "errorMessage": NULLABLE_STRING},
+        "additionalProperties": False,
+    },
+    "SyncSummary": {
+        "type": "object",
+        "description": "The company's expense syncs: health is failing (the newest sync "
+        "failed), silent (configured, no sync for SYNC_SILENT_AFTER_SECONDS), healthy, or null "
+        "(not configured, no sync reported); failingTransactions are the newest sync's (20 at "
+        "most).",
+        "required": [
+            "health",
+            "lastSuccessfulAt",
+            "lastFailedAt",
+            "latest",
+            "previousOutcome",
+            "failingTransactions",
+        ],
+        "properties": {
+            "health": {"enum": ["healthy", "failing", "silent", None]},
+            "lastSuccessfulAt": NULLABLE_STRING,
+            "lastFailedAt": NULLABLE_STRING,
+            "latest": _nullable(_ref("Sync")),
+            "previousOutcome": {"enum": ["successful", "failed", None]},
+            "failingTransactions": {"type": "array", "items": _ref("SyncTransaction")},
+        },
+        "additionalProperties": False,
+    },
+    "SyncWithTransactions": {
+        "type": "object",
+        "description": "One sync and every transaction Codat listed for it (null: not listed).",
+        "required": ["sync", "transactions"],
+        "properties": {
+            "sync": _ref("Sync"),
+            "transactions": {
+                "type": ["array", "null"],
+                "items": _ref("SyncTransaction"),
+            },
+        },
+        "additionalProperties": False,
+    },
+    "Syncs": {
+        "type": "object",
+        "required": ["companyId", "syncs", "next"],
+        "properties": {
+            "companyId": STRING,
+            "syncs": {"type": "array", "items": _ref("SyncWithTransactions")},
+            "next": NULLABLE_STRING,
         },
         "additionalProperties": False,
     },

@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse, Response
 
 from handlers.state import STATES
 from processor import clock
-from processor.http.documents import company_document, options_document, summary
+from processor.http.documents import Health, company_document, options_document, summary
 from processor.http.errors import HttpError
 from processor.http.services import services
 from store import Queries
@@ -57,11 +57,16 @@ async def get_company(request: Request) -> Response:
     if not COMPANY_ID.fullmatch(company_id):
         raise HttpError(400, f"expected a Codat company id (a UUID), found {company_id[:100]!r}")
     document = await services(request).readers.run(
-        lambda store: company_document(store, company_id)
+        lambda store: company_document(store, company_id, health=health(request))
     )
     if document is None:
         raise HttpError(404, f"no company {company_id!r} in the store")
     return JSONResponse(document)
+
+
+def health(request: Request) -> Health:
+    """The sync health verdict as of now, with the configured silence."""
+    return Health(silent_after=services(request).settings.sync_silent_after)
 
 
 async def get_options(request: Request) -> Response:
@@ -106,11 +111,12 @@ async def list_companies(request: Request) -> Response:
         if after is None:
             raise HttpError(400, "expected a cursor from a previous answer's 'next', found another")
     limit = int(raw_limit)
+    verdict = health(request)
 
     def page(store: Queries) -> dict[str, Any]:
         found = store.companies(state=state, limit=limit, after=after)
         return {
-            "companies": [summary(row, row.company_id) for row in found.companies],
+            "companies": [summary(row, row.company_id, verdict) for row in found.companies],
             "next": encode_cursor(found.next_after) if found.next_after else None,
         }
 
