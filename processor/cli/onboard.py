@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -21,6 +22,8 @@ from processor.codat.platforms import UnknownPlatform, resolve_platform
 from processor.work.onboarding import Onboarded, OnboardingError
 from processor.work.onboarding import onboard as run_onboard
 from processor.work.onboarding import unlink as run_unlink
+
+log = logging.getLogger(__name__)
 
 
 @click.command(epilog=example('codat-expenses onboard --name "Sawayn Group" --platform xero'))
@@ -52,6 +55,20 @@ def onboard(name: str, platform: str, company_id: str | None, force: bool, as_js
                 force=force,
             )
         )
+    log.info(
+        "onboard: company %s (%s) is %s",
+        result.company_id,
+        result.company_name,
+        result.state,
+        extra={
+            "action": "onboard",
+            "company_id": result.company_id,
+            "company_name": result.company_name,
+            "connection_id": result.connection_id,
+            "platform_key": result.platform_key,
+            "state": result.state,
+        },
+    )
     _print_onboarded(result, as_json)
 
 
@@ -61,6 +78,18 @@ def unlink(company_id: str) -> None:
     """Unlink the company's accounting connection (Codat: PATCH status Unlinked)."""
     with opened(API_KEY, readonly=False) as session, _refused():
         connection = session.run(lambda codat: run_unlink(session.store, codat, company_id))
+    log.info(
+        "unlink: connection %s of company %s is %s",
+        connection["id"],
+        company_id,
+        connection["status"],
+        extra={
+            "action": "unlink",
+            "company_id": company_id,
+            "connection_id": connection["id"],
+            "status": connection["status"],
+        },
+    )
     click.echo(f"connection {connection['id']} of company {company_id} is {connection['status']}")
 
 

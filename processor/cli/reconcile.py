@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import click
@@ -11,6 +12,8 @@ from processor.cli.common import API_KEY, CliError, company_option, example, loa
 from processor.intake.writer import DirectWriter
 from processor.work.reconcile import Sweep, due_companies
 from processor.work.reconcile import reconcile as run_reconcile
+
+log = logging.getLogger(__name__)
 
 
 @click.command(epilog=example("codat-expenses reconcile"))
@@ -25,6 +28,19 @@ def reconcile(company_id: str | None) -> None:
         sweep = session.run(
             lambda codat: run_reconcile(DirectWriter(session.store), codat, companies)
         )
+    log.info(
+        "reconcile: %d checked, %d corrected, %d errors",
+        sweep.checked,
+        len(sweep.corrected),
+        len(sweep.errors),
+        extra={
+            "action": "reconcile",
+            "company_id": company_id,
+            "checked": sweep.checked,
+            "corrected": list(sweep.corrected),
+            "errors": len(sweep.errors),
+        },
+    )
     _print_sweep(sweep)
     if sweep.errors:
         sys.exit(1)

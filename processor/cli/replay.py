@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -15,6 +16,8 @@ from processor import clock
 from processor.cli.common import API_KEY, CliError, company_option, example, opened
 from processor.work.replay import Plan, Selection, Summary, plan, select_companies, unknown_selector
 from processor.work.replay import replay as run_replay
+
+log = logging.getLogger(__name__)
 
 Advance = Callable[[str], None]
 
@@ -60,6 +63,23 @@ def replay(
                 session.store, codat, session.settings, companies, failed=failed, progress=advance
             )
         )
+    log.info(
+        "replay: %d events of %d companies, %d changed state, %d commands, %d failures",
+        summary.events,
+        summary.companies,
+        summary.changed,
+        summary.commands,
+        len(summary.failures),
+        extra={
+            "action": "replay",
+            "company_id": company_id,
+            "events": summary.events,
+            "companies": summary.companies,
+            "changed": summary.changed,
+            "commands": summary.commands,
+            "failures": len(summary.failures),
+        },
+    )
     _print_summary(summary)
     if summary.failures:
         sys.exit(1)
