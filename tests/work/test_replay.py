@@ -308,6 +308,10 @@ def test_replay_in_a_loop_while_serve_follows_the_customer(codat: Codat, serve: 
         # Codat never read the data (the stand-in sends no read here): nothing configured.
         "data_reads": {},
         "configuration": None,
+        # No expense sync was reported.
+        "syncs": [],
+        "earlier_successful_at": None,
+        "earlier_failed_at": None,
     }
     assert {connection_id, partner["id"]} <= set(data["watermarks"])
     # One last replay, with serve idle, changes nothing.
