@@ -20,6 +20,7 @@ from processor.http.metrics import metrics
 from processor.http.openapi import openapi
 from processor.http.queries import get_company, get_options, healthz, list_companies
 from processor.http.services import Services
+from processor.http.syncs import get_syncs
 from processor.http.webhooks import receive_webhook
 from processor.intake.health import WebhookHealth
 from processor.intake.signature import Verifier
@@ -59,6 +60,7 @@ def create_app(
             Route("/webhooks/codat", receive_webhook, methods=["POST"]),
             Route("/companies", list_companies, methods=["GET"]),
             Route("/companies/{company_id}/options", get_options, methods=["GET"]),
+            Route("/companies/{company_id}/syncs", get_syncs, methods=["GET"]),
             Route("/companies/{company_id:path}", get_company, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),

@@ -434,6 +434,34 @@ PATHS: dict[str, Schema] = {
             },
         }
     },
+    "/companies/{companyId}/syncs": {
+        "get": {
+            "operationId": "getCompanySyncs",
+            "summary": "The company's expense syncs as recorded, newest first, with every "
+            "transaction Codat listed (read from the store: no Codat call)",
+            "security": [{"bearer": []}],
+            "parameters": [
+                {"name": "companyId", "in": "path", "required": True, "schema": STRING},
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
+                },
+                {
+                    "name": "cursor",
+                    "in": "query",
+                    "description": "the `next` of a previous answer",
+                    "schema": STRING,
+                },
+            ],
+            "responses": {
+                "200": _json("one page of syncs", _ref("Syncs")),
+                "400": _error("not a company id, or a limit or cursor not as expected"),
+                "404": _error("no such company in the store"),
+                **QUERY_ERRORS,
+            },
+        }
+    },
     "/companies/{companyId}": {
         "get": {
             "operationId": "getCompany",

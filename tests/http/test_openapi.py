@@ -176,6 +176,12 @@ def test_every_documented_status_code_is_seen_and_answers_as_documented(
         httpx.get(f"{url}/companies/{uuid.uuid4()}", headers=bearer),
         httpx.get(f"{url}/companies/{company}"),
         *_options_answers(server, company),
+        httpx.get(f"{url}/companies/{company}/syncs", headers=bearer),
+        httpx.get(f"{url}/companies/{company}/syncs?limit=1001", headers=bearer),
+        httpx.get(f"{url}/companies/{company}/syncs?cursor=not-a-cursor", headers=bearer),
+        httpx.get(f"{url}/companies/not%20an%20id/syncs", headers=bearer),
+        httpx.get(f"{url}/companies/{uuid.uuid4()}/syncs", headers=bearer),
+        httpx.get(f"{url}/companies/{company}/syncs"),
         httpx.get(f"{url}/healthz"),
         httpx.get(f"{url}/metrics", headers=bearer),
         httpx.get(f"{url}/metrics"),
@@ -269,6 +275,7 @@ def _on_a_server_without_tokens(tmp_path: Path) -> list[httpx.Response]:
             httpx.get(
                 f"{off.url}/companies/x/options", headers={"Authorization": f"Bearer {TOKEN}"}
             ),
+            httpx.get(f"{off.url}/companies/x/syncs", headers={"Authorization": f"Bearer {TOKEN}"}),
             httpx.post(f"{off.url}/sign-in", data={"token": TOKEN}),
             httpx.get(f"{off.url}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}),
         ]
