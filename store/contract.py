@@ -19,6 +19,7 @@ from store.records import (
     NewEvent,
     OptionsSnapshot,
     Page,
+    RateLimitPause,
     StoredEvent,
     SyncPage,
     SyncRow,
@@ -227,8 +228,44 @@ class ExpenseSyncs(Protocol):
         ...
 
 
-class Store(EventLog, CompanyStates, EffectRecord, ExpenseOptions, ExpenseSyncs, Protocol):
-    """A whole store: the five concerns, in transactions."""
+class RateLimits(Protocol):
+    """The pause of non-urgent calls to Codat while its rate limit lasts, shared by instances."""
+
+    def rate_limit_pause(self, now: str | None = None) -> RateLimitPause | None:
+        """The pause in force at `now` (None when there is none); without `now`, the stored
+        pause even if it is over."""
+        ...
+
+    def save_rate_limit_pause(self, pause: RateLimitPause, now: str) -> None:
+        """Replace the stored pause."""
+        ...
+
+    def newest_rate_limit_notice(self) -> StoredEvent | None:
+        """The newest `client.rateLimit.reached`/`reset` webhook by generatedDate, if any."""
+        ...
+
+
+class SyncChecks(Protocol):
+    """When reconciliation last read each company's latest sync status from Codat."""
+
+    def sync_checks(self, company_ids: Sequence[str]) -> dict[str, str]:
+        """When each of these companies' syncs were last checked (never-checked ones left out)."""
+        ...
+
+    def mark_sync_checked(self, company_id: str, now: str) -> None: ...
+
+
+class Store(
+    EventLog,
+    CompanyStates,
+    EffectRecord,
+    ExpenseOptions,
+    ExpenseSyncs,
+    RateLimits,
+    SyncChecks,
+    Protocol,
+):
+    """A whole store: its concerns, in transactions."""
 
     readonly: bool
     # Statements wait on a server (PostgreSQL): run them off the event loop. SQLite's are CPU
@@ -321,6 +358,8 @@ class Queries(Protocol):
     def options(self, company_id: str) -> OptionsSnapshot | None: ...
 
     def syncs(self, company_id: str, *, limit: int, after: str | None = None) -> SyncPage: ...
+
+    def rate_limit_pause(self, now: str | None = None) -> RateLimitPause | None: ...
 
     def ping(self) -> None: ...
 

@@ -139,3 +139,18 @@ class SyncPage:
 
     syncs: list[SyncRow] = field(default_factory=list)
     next_after: str | None = None
+
+
+@dataclass(frozen=True)
+class RateLimitPause:
+    """Non-urgent calls to Codat held back, by every instance, until `until` (Codat's rate limit).
+
+    `since` is when the pause began and `reason` says what began it (a `client.rateLimit.reached`
+    webhook, a 429 answer); `notice_at` is the generatedDate of the newest rate-limit webhook
+    taken into account (None: none yet).
+    """
+
+    until: str
+    since: str
+    reason: str
+    notice_at: str | None = None

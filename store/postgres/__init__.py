@@ -12,6 +12,7 @@ from store.postgres.copying import PostgresCopying
 from store.postgres.effects import PostgresEffects
 from store.postgres.events import PostgresEventLog
 from store.postgres.options import PostgresExpenseOptions
+from store.postgres.ratelimits import PostgresRateLimits
 from store.postgres.syncs import PostgresExpenseSyncs
 
 
@@ -22,6 +23,7 @@ class PostgresStore(
     PostgresCompanyStates,
     PostgresExpenseOptions,
     PostgresExpenseSyncs,
+    PostgresRateLimits,
     Connected,
 ):
     """The event log, company state and record of effects, in one PostgreSQL database."""

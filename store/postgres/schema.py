@@ -104,4 +104,23 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         CREATE INDEX expense_syncs_company ON expense_syncs(company_id, at, sync_id);
         """,
     ),
+    (
+        7,
+        """
+        CREATE TABLE rate_limit_pause (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            paused_until TEXT COLLATE "C" NOT NULL,
+            since TEXT COLLATE "C" NOT NULL,
+            reason TEXT NOT NULL,
+            notice_at TEXT COLLATE "C",
+            updated_at TEXT COLLATE "C" NOT NULL
+        );
+        CREATE TABLE sync_checks (
+            company_id TEXT COLLATE "C" PRIMARY KEY,
+            checked_at TEXT COLLATE "C" NOT NULL
+        );
+        CREATE INDEX events_rate_limit ON events(generated_date, seq)
+            WHERE event_type IN ('client.rateLimit.reached', 'client.rateLimit.reset');
+        """,
+    ),
 )

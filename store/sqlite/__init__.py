@@ -8,6 +8,7 @@ from store.sqlite.copying import SqliteCopying
 from store.sqlite.effects import SqliteEffects
 from store.sqlite.events import SqliteEventLog
 from store.sqlite.options import SqliteExpenseOptions
+from store.sqlite.ratelimits import SqliteRateLimits
 from store.sqlite.syncs import SqliteExpenseSyncs
 
 
@@ -18,6 +19,7 @@ class SqliteStore(
     SqliteCompanyStates,
     SqliteExpenseOptions,
     SqliteExpenseSyncs,
+    SqliteRateLimits,
     Connected,
 ):
     """The event log, company state and record of effects, in one SQLite file."""
