@@ -43,10 +43,20 @@ from processor.sandbox.api import (
 from processor.sandbox.errors import DROPPED, ErrorAnswer, Json
 from processor.sandbox.sender import DEFAULT_RETRY_DELAYS
 from processor.sandbox.state import RequestContext, Sandbox, WebhookConfig
+from processor.sandbox.syncs import (
+    admin_rate_limit,
+    admin_sync,
+    get_sync,
+    last_successful_sync,
+    latest_sync,
+    list_sync_transactions,
+    list_syncs,
+)
 
 COMPANY = "/companies/{company_id}"
 CONNECTION = COMPANY + "/connections/{connection_id}"
 ADMIN_CONNECTION = "/_sandbox" + CONNECTION
+SYNCS = COMPANY + "/sync/expenses/syncs"
 
 ROUTES = [
     Route("/companies", codat_api(create_company), methods=["POST"]),
@@ -67,7 +77,15 @@ ROUTES = [
     ),
     Route(COMPANY + "/data/suppliers", codat_api(list_suppliers), methods=["GET"]),
     Route(COMPANY + "/data/customers", codat_api(list_customers), methods=["GET"]),
+    # The fixed paths first: `latest` is not a sync id.
+    Route(SYNCS + "/latest/status", codat_api(latest_sync), methods=["GET"]),
+    Route(SYNCS + "/lastSuccessful/status", codat_api(last_successful_sync), methods=["GET"]),
+    Route(SYNCS + "/list/status", codat_api(list_syncs), methods=["GET"]),
+    Route(SYNCS + "/{sync_id}/status", codat_api(get_sync), methods=["GET"]),
+    Route(SYNCS + "/{sync_id}/transactions", codat_api(list_sync_transactions), methods=["GET"]),
     Route("/_sandbox/config", admin_config, methods=["POST"]),
+    Route("/_sandbox" + COMPANY + "/syncs", admin_sync, methods=["POST"]),
+    Route("/_sandbox/rateLimit", admin_rate_limit, methods=["POST"]),
     Route("/_sandbox/state", admin_state, methods=["GET"]),
     Route("/_sandbox/faults", admin_set_faults, methods=["POST"]),
     Route("/_sandbox/faults", admin_clear_faults, methods=["DELETE"]),

@@ -57,6 +57,8 @@ class CompanyRecord:
     read_connections: set[str] = field(default_factory=set)
     # POST /sync/expenses/config as last set: {"bankAccount": {"id"}, "supplier", "customer"}.
     expenses_config: Json | None = None
+    # The expense syncs the admin API scripted (processor/sandbox/syncs.py), with transactions.
+    syncs: list[Json] = field(default_factory=list)
 
     def live_connections(self) -> list[Json]:
         return [c for i, c in self.connections.items() if i not in self.deleted_connections]
@@ -75,6 +77,7 @@ class CompanyRecord:
             "connections": connections,
             "readConnections": sorted(self.read_connections),
             "expensesConfig": self.expenses_config,
+            "syncs": self.syncs,
         }
 
 
@@ -129,10 +132,14 @@ class Sandbox:
     def authorized(self, header: str | None) -> bool:
         return hmac.compare_digest((header or "").encode(), self.authorization.encode())
 
+    def daily_limit(self) -> int:
+        """Codat's daily quota: 1,000 x (1 + active connected companies)."""
+        active = sum(1 for r in self.companies.values() if not r.deleted and _is_active(r))
+        return DAILY_QUOTA * (1 + active)
+
     def rate_limit_headers(self) -> dict[str, str]:
         tomorrow = datetime.now(UTC).date() + timedelta(days=1)
-        active = sum(1 for r in self.companies.values() if not r.deleted and _is_active(r))
-        limit = DAILY_QUOTA * (1 + active)
+        limit = self.daily_limit()
         return {
             "X-Rate-Limit-Limit": str(limit),
             "X-Rate-Limit-Remaining": str(max(0, limit - len(self.requests))),
@@ -300,6 +307,10 @@ class Sandbox:
             # The old rules service only ever told of status changes.
             status = connection["status"]
             self._emit(legacy_status_changed(record.company, connection, previous, status))
+
+    def emit(self, body: Json) -> None:
+        """Record a webhook body and send it (when webhooks are configured and automatic)."""
+        self._emit(body)
 
     def _emit(self, body: Json) -> None:
         self.events.append(copy.deepcopy(body))
