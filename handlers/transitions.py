@@ -8,7 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from handlers.commands import Command, CreatePartnerExpenseConnection, needed_commands
+from handlers.commands import (
+    Command,
+    CreatePartnerExpenseConnection,
+    needed_commands,
+    sync_commands,
+)
 from handlers.events import Connection, ConnectionStatus, Event, SourceType
 from handlers.state import (
     CONNECTED_STATES,
@@ -295,7 +300,8 @@ def _sync_reported(state: CompanyState, event: Event) -> Transition:
     if updated == state:
         # Older than every sync kept, and no news about successes or failures.
         return Transition(state, (), STALE)
-    return _applied(updated)
+    # A failed sync whose transactions nobody listed: ask Codat for them.
+    return Transition(updated, tuple(sync_commands(updated)), APPLIED)
 
 
 def _expense_event(state: CompanyState, event: Event, connection: Connection) -> CompanyState:

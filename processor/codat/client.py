@@ -128,6 +128,18 @@ class CodatClient:
             key=idempotency_key,
         )
 
+    async def get_latest_sync_status(self, company_id: str) -> dict[str, Any]:
+        """The company's latest expense sync (CompanySyncStatus); 404 when it has none."""
+        return await self._request("GET", f"{_syncs(company_id)}/latest/status")
+
+    async def get_sync_status(self, company_id: str, sync_id: str) -> dict[str, Any]:
+        """One expense sync's status (CompanySyncStatus)."""
+        return await self._request("GET", f"{_syncs(company_id)}/{sync_id}/status")
+
+    async def list_sync_transactions(self, company_id: str, sync_id: str) -> list[dict[str, Any]]:
+        """Every transaction of one expense sync with its status and message, across pages."""
+        return await self._every_page(f"{_syncs(company_id)}/{sync_id}/transactions")
+
     async def _every_page(self, path: str) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []
         page = 1
@@ -208,6 +220,10 @@ class CodatClient:
             _int(response.headers.get("X-Rate-Limit-Remaining")),
             response.headers.get("X-Rate-Limit-Reset"),
         )
+
+
+def _syncs(company_id: str) -> str:
+    return f"/companies/{company_id}/sync/expenses/syncs"
 
 
 def _error(method: str, path: str, response: httpx.Response) -> CodatError:

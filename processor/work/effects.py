@@ -20,21 +20,25 @@ from typing import Any, Protocol, TypeVar
 from handlers.commands import (
     CREATE_PARTNER_EXPENSE_CONNECTION,
     FETCH_EXPENSE_OPTIONS,
+    FETCH_SYNC_TRANSACTIONS,
     READ_EXPENSE_CONFIGURATION,
 )
 from handlers.events import ConnectionStatus, SourceType
+from handlers.syncs import FAILING_STATUSES
 from handlers.transitions import (
     CONFIGURATION_OBSERVED,
     CONNECTION_DELETED,
     CONNECTION_OBSERVED,
     PARTNER_CONNECTION_CREATED,
     PARTNER_CONNECTION_FAILED,
+    SYNC_TRANSACTIONS_FETCHED,
 )
 from processor import clock
 from processor.codat.client import CodatClient, CodatError
 from processor.codat.connections import connection_fields
 from processor.config import Settings
 from processor.work.configuration import fetch_options, observe_configuration
+from processor.work.syncs import fetched_sync
 from processor.work.synthetic import synthetic_event
 from store import EFFECT_CANCELLED, EFFECT_DONE, EFFECT_FAILED, Effect, NewEvent, Store
 
@@ -105,10 +109,22 @@ async def read_expense_configuration(codat: CodatClient, effect: Effect) -> Atte
     return Attempt(CONFIGURATION_OBSERVED, None, EFFECT_DONE, note, fields=fields)
 
 
+async def fetch_sync_transactions(codat: CodatClient, effect: Effect) -> Attempt:
+    """One attempt: a failed sync's transactions (the intent keeps the sync id), recorded as
+    an event so that the fold merges them like any report about the sync."""
+    sync_id = effect.connection_id or ""
+    listed = await codat.list_sync_transactions(effect.company_id, sync_id)
+    sync = fetched_sync(sync_id, listed)
+    failing = sum(1 for t in sync["transactions"] if t["status"] in FAILING_STATUSES)
+    note = f"sync {sync_id}: {len(listed)} transactions fetched, {failing} failing"
+    return Attempt(SYNC_TRANSACTIONS_FETCHED, None, EFFECT_DONE, note, fields={"sync": sync})
+
+
 ATTEMPTS: dict[str, Callable[[CodatClient, Effect], Awaitable[Attempt]]] = {
     CREATE_PARTNER_EXPENSE_CONNECTION: create_partner_expense_connection,
     FETCH_EXPENSE_OPTIONS: fetch_expense_options,
     READ_EXPENSE_CONFIGURATION: read_expense_configuration,
+    FETCH_SYNC_TRANSACTIONS: fetch_sync_transactions,
 }
 
 

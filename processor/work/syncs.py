@@ -7,11 +7,13 @@ rebuilding a company from its log leaves its rows as live processing left them.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
 from handlers.syncs import SyncRecord, SyncReport, SyncTransaction, merge_sync, report_key
 from handlers.transitions import IGNORED
+from processor import clock
 from store import ExpenseSyncs, StoredEvent
 
 
@@ -72,3 +74,51 @@ def _transactions(listed: list[Any]) -> tuple[SyncTransaction, ...]:
 
 def _text(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
+
+
+# --- What Codat answers about syncs ------------------------------------------------------------
+
+# Codat publishes the codes of successful syncs only (2000 data pushed, 2040 nothing to push);
+# anything from 4000 up is taken for a failure, anything else (in progress, unknown) says
+# nothing about the outcome.
+SUCCESS_CODES = range(2000, 3000)
+FAILURE_FROM = 4000
+MAX_FETCHED_TRANSACTIONS = 500
+
+
+def fetched_sync(sync_id: str, transactions: list[dict[str, Any]]) -> dict[str, Any]:
+    """The `sync` field of an event recording a sync's transactions as Codat listed them
+    (`transactionId`, `status`, `message`), in the webhook's terms."""
+    return {
+        "syncId": sync_id,
+        "transactions": [
+            {
+                "id": str(t.get("transactionId") or ""),
+                "status": _text(t.get("status")),
+                "errorMessage": _text(t.get("message")),
+            }
+            for t in transactions[:MAX_FETCHED_TRANSACTIONS]
+            if isinstance(t, dict)
+        ],
+    }
+
+
+def observed_sync(status: dict[str, Any]) -> dict[str, Any] | None:
+    """The `sync` field of an event recording Codat's CompanySyncStatus answer (None: it names
+    no sync)."""
+    sync_id = _text(status.get("syncId"))
+    if sync_id is None:
+        return None
+    code = status.get("syncStatusCode")
+    outcome = None
+    if isinstance(code, int) and code in SUCCESS_CODES:
+        outcome = "successful"
+    elif isinstance(code, int) and code >= FAILURE_FROM:
+        outcome = "failed"
+    error = _text(status.get("errorMessage")) or _text(status.get("syncExceptionMessage"))
+    found: dict[str, Any] = {"syncId": sync_id, "outcome": outcome, "error": error}
+    at = _text(status.get("syncUtc"))
+    if at is not None:
+        with contextlib.suppress(clock.InvalidDate):
+            found["at"] = clock.normalize(at)
+    return found
