@@ -10,6 +10,7 @@ over webhooks, which CODAT.md calls a hint; among reports of one kind the newest
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
 SUCCESSFUL = "successful"
@@ -105,9 +106,41 @@ class SyncRecord:
         )
 
 
+# Reports that are Codat's answers to our own calls (the worker's, reconciliation's).
+ANSWER_SOURCES = frozenset({"command", "reconcile"})
+HEALTHY, FAILING, SILENT = "healthy", "failing", "silent"
+SYNC_HEALTHS = (HEALTHY, FAILING, SILENT)
+
+
 def report_key(source: str, generated_date: str) -> str:
     """Orders reports about one sync: Codat's answers over webhooks, then the newest."""
-    return f"{1 if source == 'command' else 0}#{generated_date}"
+    return f"{1 if source in ANSWER_SOURCES else 0}#{generated_date}"
+
+
+def sync_health(
+    latest: SyncRecord | None, configured_since: str | None, now: str, silent_after: float
+) -> str | None:
+    """The verdict on a company's syncs: `failing` when the newest failed, `silent` when it is
+    configured (`configured_since` set) and nothing synced within `silent_after` seconds of
+    `now`, `healthy` otherwise; None for a company neither configured nor ever synced.
+
+    Dates are our UTC form, so that seconds are told apart by text (see processor.clock)."""
+    if latest is None and configured_since is None:
+        return None
+    if latest is not None and latest.outcome == FAILED:
+        return FAILING
+    since = latest.at if latest is not None else configured_since
+    silent = since is not None and _seconds_between(since, now) > silent_after
+    return SILENT if configured_since is not None and silent else HEALTHY
+
+
+def _seconds_between(earlier: str, later: str) -> float:
+    return (_utc(later) - _utc(earlier)).total_seconds()
+
+
+def _utc(text: str) -> datetime:
+    """Our UTC form (`2024-03-01T10:00:00.0000000Z`) as an aware datetime."""
+    return datetime.fromisoformat(text[:26].removesuffix("Z") + "+00:00")
 
 
 def merge_sync(record: SyncRecord | None, report: SyncReport, key: str) -> SyncRecord:

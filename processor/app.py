@@ -50,7 +50,11 @@ def create_app(
                 if settings.reconcile_interval > 0:
                     codat = services.worker.codat
                     sweep = sweep_periodically(
-                        services.worker.writer, codat, settings.reconcile_interval
+                        services.worker.writer,
+                        codat,
+                        settings.reconcile_interval,
+                        metrics=services.metrics,
+                        silent_after=settings.sync_silent_after,
                     )
                     _start(stack, sweep)
             yield {"services": services}

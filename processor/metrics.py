@@ -95,6 +95,44 @@ class Metrics:
             "Companies a reconciliation sweep of this process corrected from what Codat says.",
             registry=r,
         )
+        self.syncs = Counter(
+            f"{PREFIX}_expense_syncs",
+            "Expense syncs whose outcome this process's folds recorded (or changed), by outcome "
+            "(successful, failed).",
+            ["outcome"],
+            registry=r,
+        )
+        self.failing_transactions = Counter(
+            f"{PREFIX}_sync_failing_transactions",
+            "Failing transactions of failed expense syncs, as this process's folds recorded "
+            "them (listed by a webhook or fetched from Codat).",
+            registry=r,
+        )
+        self.sync_health = Gauge(
+            f"{PREFIX}_companies_by_sync_health",
+            "Companies by the verdict on their expense syncs (healthy, failing, silent), as of "
+            "the last reconciliation sweep this process ran (only the instance that sweeps "
+            "sets it).",
+            ["health"],
+            registry=r,
+        )
+        self.rate_limit_paused = Gauge(
+            f"{PREFIX}_rate_limit_paused",
+            "1 while Codat's rate limit pauses the non-urgent calls (reconciliation, option "
+            "refreshes, sync look-ups), else 0; as this process's worker last read the store.",
+            registry=r,
+        )
+        self.rate_limit_paused_until = Gauge(
+            f"{PREFIX}_rate_limit_paused_until_timestamp_seconds",
+            "When the current rate-limit pause ends (Unix seconds; 0 when there is none).",
+            registry=r,
+        )
+        self.rate_limit_paused_seconds = Counter(
+            f"{PREFIX}_rate_limit_paused_seconds",
+            "Seconds this process's worker spent with the non-urgent Codat calls paused by "
+            "Codat's rate limit.",
+            registry=r,
+        )
         self.companies = Gauge(
             f"{PREFIX}_companies", f"Companies by onboarding state. {SHARED}", ["state"], registry=r
         )

@@ -341,6 +341,10 @@ class WorkerReads(Protocol):
 
     def next_effect_due(self) -> str | None: ...
 
+    def rate_limit_pause(self, now: str | None = None) -> RateLimitPause | None: ...
+
+    def newest_rate_limit_notice(self) -> StoredEvent | None: ...
+
 
 class Queries(Protocol):
     """What the read-only query API and the status documents read."""

@@ -10,8 +10,10 @@ import click
 from processor import clock, config
 from processor.cli.common import API_KEY, CliError, company_option, example, load_settings, opened
 from processor.intake.writer import DirectWriter
-from processor.work.reconcile import Sweep, due_companies
+from processor.work import ratelimits
+from processor.work.reconcile import Sweep, due_companies, sync_due_companies
 from processor.work.reconcile import reconcile as run_reconcile
+from store import Store
 
 log = logging.getLogger(__name__)
 
@@ -24,9 +26,15 @@ def reconcile(company_id: str | None) -> None:
     if company_id is not None:
         _check_stored(settings, company_id)
     with opened(readonly=False, settings=settings) as session:
-        companies = [company_id] if company_id else due_companies(session.store, clock.now())
+        now = clock.now()
+        if company_id is not None:
+            companies = [company_id]
+            syncs = [company_id] if _follows_syncs(session.store, company_id) else []
+        else:
+            companies = due_companies(session.store, now)
+            syncs = sync_due_companies(session.store, now)
         sweep = session.run(
-            lambda codat: run_reconcile(DirectWriter(session.store), codat, companies)
+            lambda codat: run_reconcile(DirectWriter(session.store), codat, companies, syncs=syncs)
         )
     log.info(
         "reconcile: %d checked, %d corrected, %d errors",
@@ -39,11 +47,19 @@ def reconcile(company_id: str | None) -> None:
             "checked": sweep.checked,
             "corrected": list(sweep.corrected),
             "errors": len(sweep.errors),
+            "syncs_checked": sweep.syncs_checked,
+            "paused_until": sweep.paused.until if sweep.paused else None,
         },
     )
     _print_sweep(sweep)
-    if sweep.errors:
+    if sweep.errors or sweep.paused is not None:
         sys.exit(1)
+
+
+def _follows_syncs(store: Store, company_id: str) -> bool:
+    """On demand, a company's latest sync is read once it is configured or reported a sync."""
+    row = store.company(company_id)
+    return row is not None and (row.state == "configured" or bool(row.data.get("syncs")))
 
 
 def _check_stored(settings: config.Settings, company_id: str) -> None:
@@ -60,6 +76,14 @@ def _print_sweep(sweep: Sweep) -> None:
         f"checked {sweep.checked} companies against Codat: {len(sweep.corrected)} corrected, "
         f"{len(sweep.errors)} errors"
     )
+    if sweep.syncs_checked:
+        click.echo(f"read the latest expense sync of {sweep.syncs_checked} companies")
+    if sweep.paused is not None:
+        click.echo(
+            f"stopped: non-urgent Codat calls are {ratelimits.describe(sweep.paused)}; "
+            "run it again after that",
+            err=True,
+        )
     for company in sweep.corrected:
         click.echo(f"  corrected {company}")
     for error in sweep.errors:

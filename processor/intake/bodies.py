@@ -37,6 +37,9 @@ MAX_SYNC_TRANSACTIONS = 500
 # The legacy rules that report an expense sync, and the outcome each stands for.
 LEGACY_SYNC_RULES = {"Sync Completed": SYNC_SUCCESSFUL, "Sync Failed": SYNC_UNSUCCESSFUL}
 SYNC_OUTCOME_OF = {SYNC_SUCCESSFUL: SUCCESSFUL, SYNC_UNSUCCESSFUL: FAILED}
+# Codat's notices about the client's rate limit (no company: stored as ignored, read by the
+# worker, processor/work/ratelimits.py).
+RATE_LIMIT_EVENTS = frozenset({"client.rateLimit.reached", "client.rateLimit.reset"})
 
 
 class BodyError(ValueError):
@@ -127,7 +130,22 @@ def _current_fields(event_type: str, payload: Any) -> dict[str, Any]:
         fields.update(_read_fields(payload.get("dataTypes")))
     if event_type in SYNC_OUTCOME_OF:
         fields["sync"] = _sync_fields(event_type, payload)
+    if event_type in RATE_LIMIT_EVENTS:
+        fields["rateLimit"] = _rate_limit_fields(payload)
     return fields
+
+
+def _rate_limit_fields(payload: dict[str, Any]) -> dict[str, Any]:
+    """What a rate-limit notice says: the daily quota, what is left, when it resets."""
+
+    def count(value: Any) -> int | None:
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    return {
+        "dailyQuota": count(payload.get("dailyQuota")),
+        "quotaRemaining": count(payload.get("quotaRemaining")),
+        "expiryDate": _date(payload.get("expiryDate")),
+    }
 
 
 def _sync_fields(event_type: str, payload: dict[str, Any]) -> dict[str, Any]:

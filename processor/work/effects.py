@@ -38,6 +38,7 @@ from processor.codat.client import CodatClient, CodatError
 from processor.codat.connections import connection_fields
 from processor.config import Settings
 from processor.work.configuration import fetch_options, observe_configuration
+from processor.work.ratelimits import pause_for_429
 from processor.work.syncs import fetched_sync
 from processor.work.synthetic import synthetic_event
 from store import EFFECT_CANCELLED, EFFECT_DONE, EFFECT_FAILED, Effect, NewEvent, Store
@@ -113,10 +114,19 @@ async def fetch_sync_transactions(codat: CodatClient, effect: Effect) -> Attempt
     """One attempt: a failed sync's transactions (the intent keeps the sync id), recorded as
     an event so that the fold merges them like any report about the sync."""
     sync_id = effect.connection_id or ""
-    listed = await codat.list_sync_transactions(effect.company_id, sync_id)
+    try:
+        listed = await codat.list_sync_transactions(effect.company_id, sync_id)
+    except CodatError as error:
+        if error.status != 404:
+            raise
+        # Codat knows no transactions of this sync: recorded as such, so that it is not asked
+        # again (and newer failed syncs get their turn).
+        listed = []
     sync = fetched_sync(sync_id, listed)
     failing = sum(1 for t in sync["transactions"] if t["status"] in FAILING_STATUSES)
     note = f"sync {sync_id}: {len(listed)} transactions fetched, {failing} failing"
+    if not listed:
+        note = f"sync {sync_id}: Codat lists no transactions"
     return Attempt(SYNC_TRANSACTIONS_FETCHED, None, EFFECT_DONE, note, fields={"sync": sync})
 
 
@@ -195,17 +205,23 @@ async def carry_out(writer: Writes, codat: CodatClient, effect: Effect, settings
         attempt = await attempt_at(codat, effect)
     except CodatError as error:
         failure = error
-        retried = await writer.call(
-            lambda store: record_failure(
+
+        def record(store: Store) -> bool:
+            now = clock.now()
+            if failure.status == 429:
+                # Every non-urgent call waits with this one; this intent retries on its own.
+                pause_for_429(store, failure.retry_after, f"a {effect.kind} call", now)
+            return record_failure(
                 store,
                 effect,
                 failure,
-                now=clock.now(),
+                now=now,
                 initial=settings.retry_initial,
                 maximum=settings.retry_max,
                 horizon=settings.retry_horizon,
             )
-        )
+
+        retried = await writer.call(record)
         level = logging.INFO if retried else logging.ERROR
         outcome = "will retry" if retried else "gave up"
         log.log(level, "company %s: %s (%s)", effect.company_id, error, outcome)

@@ -10,20 +10,30 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from handlers.events import SourceType
 from handlers.state import STATES, CompanyState, OnboardingState
-from handlers.transitions import COMPANY_DELETED, CONNECTION_DELETED, CONNECTION_OBSERVED
+from handlers.syncs import SYNC_HEALTHS, SyncRecord, sync_health
+from handlers.transitions import (
+    COMPANY_DELETED,
+    CONNECTION_DELETED,
+    CONNECTION_OBSERVED,
+    SYNC_OBSERVED,
+)
 from processor import clock
 from processor.codat.client import CodatClient, CodatError
+from processor.metrics import Metrics
+from processor.work import ratelimits
 from processor.work.configuration import observe_configuration, observed_event
 from processor.work.effects import Writes
 from processor.work.folding import fold_pending, load_state
+from processor.work.syncs import observed_sync
 from processor.work.synthetic import about_connection, synthetic_event
-from store import NewEvent, Store
+from store import NewEvent, RateLimitPause, Store
 
 log = logging.getLogger(__name__)
 READY_RECHECK = timedelta(days=1)
@@ -33,17 +43,32 @@ SETTLED_STATES = frozenset({OnboardingState.READY, OnboardingState.CONFIGURED})
 CONFIGURATION_STATES = frozenset(
     {OnboardingState.AWAITING_CONFIGURATION, OnboardingState.CONFIGURED}
 )
-MAX_RATE_LIMIT_WAITS = 5
+# A configured company's latest sync is read from Codat at most once a day (and on demand).
+SYNC_RECHECK = timedelta(days=1)
 FIRST_SWEEP_AFTER = 1.0
+# A pause this short (a 429's Retry-After) is waited out, a few times per sweep at most.
+MAX_WAIT_SECONDS = 60.0
+MAX_WAITS = 5
+T = TypeVar("T")
 
 
 @dataclass
 class Sweep:
-    """What one reconciliation did."""
+    """What one reconciliation did; `paused` when Codat's rate limit stopped it."""
 
     checked: int = 0
     corrected: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    syncs_checked: int = 0
+    paused: RateLimitPause | None = None
+
+
+class RateLimited(Exception):
+    """Codat's rate limit stopped a reconciliation: the pause is in the store for everyone."""
+
+    def __init__(self, pause: RateLimitPause) -> None:
+        super().__init__(ratelimits.describe(pause))
+        self.pause = pause
 
 
 def due_companies(store: Store, now: str) -> list[str]:
@@ -66,29 +91,157 @@ def due_companies(store: Store, now: str) -> list[str]:
     return due
 
 
+def sync_due_companies(store: Store, now: str) -> list[str]:
+    """Configured companies whose latest sync was not read from Codat for a day (or ever)."""
+    stale_before = clock.format_datetime(clock.parse(now) - SYNC_RECHECK)
+    due: list[str] = []
+    after = None
+    while True:
+        page = store.companies(state=OnboardingState.CONFIGURED, limit=500, after=after)
+        ids = [row.company_id for row in page.companies]
+        checks = store.sync_checks(ids)
+        due += [i for i in ids if checks.get(i, "") < stale_before]
+        if page.next_after is None:
+            return due
+        after = page.next_after
+
+
+def sync_health_counts(store: Store, now: str, silent_after: float) -> dict[str, int]:
+    """Companies by the verdict on their syncs (healthy, failing, silent): those configured or
+    that reported a sync, deleted ones left out."""
+    counts = dict.fromkeys(SYNC_HEALTHS, 0)
+    for state_name in STATES:
+        if state_name == OnboardingState.DELETED:
+            continue
+        after = None
+        while True:
+            page = store.companies(state=state_name, limit=500, after=after)
+            for row in page.companies:
+                verdict = _health(CompanyState.from_dict(row.data), now, silent_after)
+                if verdict is not None:
+                    counts[verdict] += 1
+            if page.next_after is None:
+                break
+            after = page.next_after
+    return counts
+
+
+def _health(state: CompanyState, now: str, silent_after: float) -> str | None:
+    configured = state.state == OnboardingState.CONFIGURED and state.configuration is not None
+    since = state.configuration.checked_at if configured and state.configuration else None
+    return sync_health(state.latest_sync, since, now, silent_after)
+
+
 async def reconcile(
-    writer: Writes, codat: CodatClient, company_ids: list[str], *, pause: float = 0.0
+    writer: Writes,
+    codat: CodatClient,
+    company_ids: list[str],
+    *,
+    syncs: Collection[str] = (),
+    pause: float = 0.0,
+    metrics: Metrics | None = None,
 ) -> Sweep:
-    """Check each company against Codat; record a synthetic event where they differ."""
+    """Check each company against Codat, then read the latest sync of each of `syncs`; record
+    a synthetic event where they differ. Stops, as every non-urgent call does, while Codat's
+    rate limit pauses them (`Sweep.paused`)."""
     sweep = Sweep()
-    for company_id in company_ids:
+    work = [(company_id, False) for company_id in company_ids]
+    work += [(company_id, True) for company_id in syncs]
+    waits = 0
+    while work:
+        company_id, sync = work[0]
+        paused = await writer.call(lambda store: ratelimits.refresh(store, clock.now()))
         try:
-            differences = await _check(writer, codat, company_id)
+            if paused is not None:
+                raise RateLimited(paused)
+            if sync:
+                differences = await _check_sync(writer, codat, company_id)
+                sweep.syncs_checked += 1
+            else:
+                differences = await _check(writer, codat, company_id)
+                sweep.checked += 1
+        except RateLimited as limited:
+            # A short pause (a 429's Retry-After) is waited out; a long one stops the sweep.
+            left = _seconds_left(limited.pause)
+            if left > MAX_WAIT_SECONDS or waits >= MAX_WAITS:
+                sweep.paused = limited.pause
+                break
+            waits += 1
+            log.info("reconciliation waits %.1f s: %s", left, limited)
+            await asyncio.sleep(left)
+            continue
         except CodatError as error:
             sweep.errors.append(f"{company_id}: {error}")
+            work.pop(0)
             continue
-        sweep.checked += 1
-        if differences:
+        work.pop(0)
+        if differences and company_id not in sweep.corrected:
             sweep.corrected.append(company_id)
         if pause:
             await asyncio.sleep(pause)
+    if metrics is not None:
+        metrics.reconciliations.inc()
+        metrics.corrections.inc(len(sweep.corrected))
     return sweep
+
+
+def _seconds_left(pause: RateLimitPause) -> float:
+    return max(0.0, (clock.parse(pause.until) - clock.parse(clock.now())).total_seconds())
+
+
+async def _check_sync(writer: Writes, codat: CodatClient, company_id: str) -> int:
+    """Codat's latest sync of the company: recorded when it is unknown here or its outcome
+    differs (a missed or lost webhook)."""
+    try:
+        status: dict[str, Any] | None = await _with_rate_limit(
+            writer, lambda: codat.get_latest_sync_status(company_id), "the latest sync status"
+        )
+    except CodatError as error:
+        if error.status != 404:
+            raise
+        status = None  # no sync yet (or the company is gone: the connection check says so)
+    observed = observed_sync(status) if status is not None else None
+
+    def write(store: Store) -> int:
+        now = clock.now()
+        events = []
+        if observed is not None and _sync_differs(store, company_id, observed):
+            events.append(_sync_observed(company_id, observed, status))
+            store.append_events(events)
+            fold_pending(store, company_id, now)
+        store.mark_sync_checked(company_id, now)
+        return len(events)
+
+    return await writer.call(write)
+
+
+def _sync_differs(store: Store, company_id: str, observed: dict[str, Any]) -> bool:
+    row = store.sync_rows(company_id, [observed["syncId"]]).get(observed["syncId"])
+    if row is None:
+        return True
+    known = SyncRecord.from_dict(row.data)
+    return observed["outcome"] is not None and known.outcome != observed["outcome"]
+
+
+def _sync_observed(
+    company_id: str, observed: dict[str, Any], status: dict[str, Any] | None
+) -> NewEvent:
+    return synthetic_event(
+        message_id=f"reconcile:{company_id}:{uuid.uuid4().hex}",
+        event_type=SYNC_OBSERVED,
+        source="reconcile",
+        company_id=company_id,
+        fields={"sync": observed, "note": "found by reconciliation"},
+        body={"eventType": SYNC_OBSERVED, "codat": status},
+    )
 
 
 async def _check(writer: Writes, codat: CodatClient, company_id: str) -> int:
     state = await writer.call(lambda store: load_state(store, company_id))
     try:
-        connections = await _with_rate_limit(codat, lambda: codat.list_connections(company_id))
+        connections = await _with_rate_limit(
+            writer, lambda: codat.list_connections(company_id), "the connections listing"
+        )
     except CodatError as error:
         if error.status != 404:
             raise
@@ -97,7 +250,9 @@ async def _check(writer: Writes, codat: CodatClient, company_id: str) -> int:
     known = state or CompanyState(company_id=company_id)
     events = _differences(known, connections)
     if known.state in CONFIGURATION_STATES:
-        ids = await _with_rate_limit(codat, lambda: observe_configuration(codat, company_id))
+        ids = await _with_rate_limit(
+            writer, lambda: observe_configuration(codat, company_id), "the configuration"
+        )
         if _configuration_differs(known, ids):
             events.append(observed_event(company_id, ids, "reconcile", "found by reconciliation"))
     return await _record(writer, company_id, events)
@@ -159,39 +314,52 @@ async def _record(writer: Writes, company_id: str, events: list[NewEvent]) -> in
     return await writer.call(write)
 
 
-async def _with_rate_limit(codat: CodatClient, call: Any) -> Any:
-    """Wait out Codat's rate limit (429 with Retry-After) a few times before giving up."""
-    for _ in range(MAX_RATE_LIMIT_WAITS):
-        remaining = codat.rate_limit.remaining
-        if remaining is not None and remaining <= 1:
-            await asyncio.sleep(1.0)
-        try:
-            return await call()
-        except CodatError as error:
-            if error.status != 429:
-                raise
-            wait = min(error.retry_after or 1.0, 60.0)
-            log.info("Codat rate limit reached; waiting %.1f s", wait)
-            await asyncio.sleep(wait)
-    return await call()
+async def _with_rate_limit(writer: Writes, call: Callable[[], Awaitable[T]], what: str) -> T:
+    """A call that a 429 turns into a pause of every non-urgent call (shared in the store)."""
+    try:
+        return await call()
+    except CodatError as error:
+        if error.status != 429:
+            raise
+        seconds = error.retry_after
+        pause = await writer.call(
+            lambda store: ratelimits.pause_for_429(store, seconds, what, clock.now())
+        )
+        raise RateLimited(pause) from error
 
 
 SWEEP_TASK = "reconcile"
 
 
-async def _sweep_if_leader(writer: Writes, codat: CodatClient) -> Sweep | None:
+async def _sweep_if_leader(
+    writer: Writes, codat: CodatClient, metrics: Metrics | None, silent_after: float | None
+) -> Sweep | None:
     """One sweep, unless another instance on the same store is running one (then None)."""
     if not await writer.call(lambda store: store.lock_task(SWEEP_TASK)):
         return None
     try:
         due = await writer.call(lambda store: due_companies(store, clock.now()))
-        return await reconcile(writer, codat, due)
+        syncs = await writer.call(lambda store: sync_due_companies(store, clock.now()))
+        sweep = await reconcile(writer, codat, due, syncs=syncs, metrics=metrics)
+        if metrics is not None and silent_after is not None:
+            counts = await writer.call(
+                lambda store: sync_health_counts(store, clock.now(), silent_after)
+            )
+            for verdict, count in counts.items():
+                metrics.sync_health.labels(verdict).set(count)
+        return sweep
     finally:
         await writer.call(lambda store: store.unlock_task(SWEEP_TASK))
 
 
 async def sweep_periodically(
-    writer: Writes, codat: CodatClient, interval: float, *, first_after: float = FIRST_SWEEP_AFTER
+    writer: Writes,
+    codat: CodatClient,
+    interval: float,
+    *,
+    first_after: float = FIRST_SWEEP_AFTER,
+    metrics: Metrics | None = None,
+    silent_after: float | None = None,
 ) -> None:
     """The sweep inside `serve`: shortly after start-up, then every `interval` seconds.
 
@@ -203,7 +371,7 @@ async def sweep_periodically(
         await asyncio.sleep(delay)
         delay = interval
         try:
-            sweep = await _sweep_if_leader(writer, codat)
+            sweep = await _sweep_if_leader(writer, codat, metrics, silent_after)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -212,10 +380,13 @@ async def sweep_periodically(
         if sweep is None:
             log.debug("reconciliation: another instance is sweeping; next try in %.0f s", interval)
             continue
+        if sweep.paused is not None:
+            log.info("reconciliation %s", ratelimits.describe(sweep.paused))
         if sweep.corrected or sweep.errors:
             log.info(
-                "reconciliation: %d checked, %d corrected, %d errors",
+                "reconciliation: %d checked, %d syncs read, %d corrected, %d errors",
                 sweep.checked,
+                sweep.syncs_checked,
                 len(sweep.corrected),
                 len(sweep.errors),
             )

@@ -8,13 +8,45 @@ rebuilding a company from its log leaves its rows as live processing left them.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+import logging
+from collections.abc import Iterator, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
 from handlers.syncs import SyncRecord, SyncReport, SyncTransaction, merge_sync, report_key
 from handlers.transitions import IGNORED
 from processor import clock
 from store import ExpenseSyncs, StoredEvent
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SyncOutcome:
+    """A sync whose outcome or failing transactions a fold recorded, against what was known."""
+
+    company_id: str
+    sync_id: str
+    outcome: str | None
+    before: str | None
+    failing: int
+    failing_before: int
+
+
+# The outcomes recorded while a caller collects them (the worker, for its metrics).
+_COLLECTED: ContextVar[list[SyncOutcome] | None] = ContextVar("sync_outcomes", default=None)
+
+
+@contextlib.contextmanager
+def collecting_outcomes() -> Iterator[list[SyncOutcome]]:
+    """Collect the sync outcomes `record_syncs` records in this block (in this thread)."""
+    collected: list[SyncOutcome] = []
+    token = _COLLECTED.set(collected)
+    try:
+        yield collected
+    finally:
+        _COLLECTED.reset(token)
 
 
 def sync_report(stored: StoredEvent) -> SyncReport | None:
@@ -60,6 +92,55 @@ def record_syncs(
     ]
     if changed:
         store.save_syncs(company_id, changed, now)
+    for sync_id, _, _, _ in changed:
+        before = SyncRecord.from_dict(rows[sync_id].data) if sync_id in rows else None
+        _outcome(company_id, before, merged[sync_id])
+
+
+def _outcome(company_id: str, before: SyncRecord | None, after: SyncRecord) -> None:
+    """One log line per sync outcome recorded (or changed, or given its failing transactions)."""
+    failing_before = len(before.failing) if before is not None else 0
+    outcome_before = before.outcome if before is not None else None
+    if after.outcome == outcome_before and len(after.failing) == failing_before:
+        return
+    change = SyncOutcome(
+        company_id,
+        after.sync_id,
+        after.outcome,
+        outcome_before,
+        len(after.failing),
+        failing_before,
+    )
+    collected = _COLLECTED.get()
+    if collected is not None:
+        collected.append(change)
+    listed = after.transactions
+    detail = (
+        f"{len(after.failing)} of {len(listed)} transactions failing"
+        if listed is not None
+        else "transactions not listed"
+    )
+    first_error = next((t.error for t in after.failing if t.error), None) or after.error
+    level = logging.WARNING if after.outcome == "failed" else logging.INFO
+    log.log(
+        level,
+        "company %s: expense sync %s %s (%s)%s",
+        company_id,
+        after.sync_id,
+        after.outcome or "reported",
+        detail,
+        f": {first_error}" if first_error else "",
+        extra={
+            "company_id": company_id,
+            "sync_id": after.sync_id,
+            "outcome": after.outcome,
+            "at": after.at,
+            "failing_transactions": len(after.failing),
+            "transactions": None if listed is None else len(listed),
+            "failure_stage": after.failure_stage,
+            "error": first_error,
+        },
+    )
 
 
 def _transactions(listed: list[Any]) -> tuple[SyncTransaction, ...]:

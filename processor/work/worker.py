@@ -21,15 +21,27 @@ from processor.codat.client import CodatClient
 from processor.config import Settings
 from processor.intake.writer import Writer
 from processor.metrics import Metrics
+from processor.work import ratelimits
 from processor.work.effects import carry_out, claim_seconds, release_dead_claims
 from processor.work.folding import FoldReport, fold_companies
-from store import EFFECT_DONE, EFFECT_PENDING, Effect, Store, WorkerReads, is_unavailable
+from processor.work.syncs import SyncOutcome, collecting_outcomes
+from store import (
+    EFFECT_DONE,
+    EFFECT_PENDING,
+    Effect,
+    RateLimitPause,
+    Store,
+    WorkerReads,
+    is_unavailable,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 IDLE_SECONDS = 1.0
 MAX_BACKOFF_SECONDS = 10.0
 FOLD_BATCH = 25  # folds run on the event loop: keep each transaction to a few ms
+# How often the worker reads Codat's rate-limit pause from the store (it is shared).
+PAUSE_READ_SECONDS = 0.25
 
 
 class Worker:
@@ -57,6 +69,9 @@ class Worker:
         self._slots = asyncio.Semaphore(settings.worker_concurrency)
         self.folds = 0
         self.effects_run = 0
+        # Codat's rate-limit pause as last read from the store, and when it was read.
+        self.pause: RateLimitPause | None = None
+        self._pause_read_at: float | None = None
 
     def wake(self) -> None:
         self._wake.set()
@@ -91,6 +106,7 @@ class Worker:
         """Fold what is pending, then start the effects that are due."""
         self._wake.clear()
         await self._fold_pending()
+        await self._read_pause()
         await self._start_due_effects()
 
     async def drain(self) -> None:
@@ -118,11 +134,39 @@ class Worker:
         company_ids = await self._read(lambda reads: reads.pending_company_ids())
         for start in range(0, len(company_ids), FOLD_BATCH):
             chunk = company_ids[start : start + FOLD_BATCH]
-            reports = await self.writer.call(_folder(chunk))
+            reports, outcomes = await self.writer.call(_folder(chunk))
             self.folds += len(reports)
             for report in reports:
                 if report.before != report.after:
                     self._transition(report)
+            for outcome in outcomes:
+                self._sync_outcome(outcome)
+
+    def _sync_outcome(self, outcome: SyncOutcome) -> None:
+        """Counts of a sync whose outcome (or failing transactions) a fold recorded."""
+        if outcome.outcome is not None and outcome.outcome != outcome.before:
+            self.metrics.syncs.labels(outcome.outcome).inc()
+        if outcome.failing > outcome.failing_before:
+            self.metrics.failing_transactions.inc(outcome.failing - outcome.failing_before)
+
+    async def _read_pause(self) -> None:
+        """Codat's rate-limit pause, shared in the store: a newer notice is applied first."""
+        now_seconds = asyncio.get_running_loop().time()
+        last = self._pause_read_at
+        if last is not None and now_seconds - last < PAUSE_READ_SECONDS:
+            return
+        if self.pause is not None and last is not None:
+            self.metrics.rate_limit_paused_seconds.inc(now_seconds - last)
+        self._pause_read_at = now_seconds
+        now = clock.now()
+        if await self._read(lambda reads: _notice_is_news(reads)):
+            self.pause = await self.writer.call(lambda store: ratelimits.refresh(store, now))
+        else:
+            self.pause = await self._read(lambda reads: _pause_of(reads, now))
+        paused = self.pause is not None
+        self.metrics.rate_limit_paused.set(1 if paused else 0)
+        until = clock.parse(self.pause.until).timestamp() if self.pause else 0
+        self.metrics.rate_limit_paused_until.set(until)
 
     def _transition(self, report: FoldReport) -> None:
         """One log line and one count per company that changed state."""
@@ -150,6 +194,9 @@ class Worker:
         for effect in due:
             if effect.company_id in self._busy:
                 continue
+            if self.pause is not None and effect.kind in ratelimits.NON_URGENT:
+                await self.writer.call(self._postpone(effect, self.pause))
+                continue
             claimed = await self.writer.call(self._claim(effect))
             if not claimed:
                 continue
@@ -157,6 +204,14 @@ class Worker:
             task = asyncio.create_task(self._carry_out(effect))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    def _postpone(self, effect: Effect, pause: RateLimitPause) -> Callable[[Store], None]:
+        """A non-urgent intent waits for the end of Codat's rate-limit pause."""
+        error = f"postponed: non-urgent Codat calls are {ratelimits.describe(pause)}"
+        log.info("company %s: %s %s", effect.company_id, effect.kind, error)
+        return lambda store: store.retry_effect(
+            effect.id, error=error, next_attempt_at=pause.until, now=clock.now()
+        )
 
     def _claim(self, effect: Effect) -> Callable[[Store], bool]:
         now = clock.now()
@@ -197,5 +252,25 @@ class Worker:
                 self.metrics.partner_connections.labels(note).inc()
 
 
-def _folder(company_ids: list[str]) -> Callable[[Store], list[FoldReport]]:
-    return lambda store: fold_companies(store, company_ids, clock.now())
+def _folder(
+    company_ids: list[str],
+) -> Callable[[Store], tuple[list[FoldReport], list[SyncOutcome]]]:
+    def fold(store: Store) -> tuple[list[FoldReport], list[SyncOutcome]]:
+        with collecting_outcomes() as outcomes:
+            reports = fold_companies(store, company_ids, clock.now())
+        return reports, outcomes
+
+    return fold
+
+
+def _notice_is_news(reads: WorkerReads) -> bool:
+    """Whether the newest rate-limit notice is newer than the pause applied last."""
+    notice = reads.newest_rate_limit_notice()
+    if notice is None:
+        return False
+    stored = reads.rate_limit_pause()
+    return stored is None or (stored.notice_at or "") < notice.generated_date
+
+
+def _pause_of(reads: WorkerReads, now: str) -> RateLimitPause | None:
+    return reads.rate_limit_pause(now)

@@ -24,6 +24,18 @@ FAILING: list[dict[str, Any]] = [
 ]
 
 
+FETCHED = [{"id": "t-9", "status": "ValidationError", "message": "Tax code missing"}]
+
+
+def fetched(cli: Cli, company_id: str) -> list[dict[str, Any]] | None:
+    """sync-0's transactions as `syncs --json` lists them (None: not listed yet)."""
+    listed = cli.ok("syncs", company_id, "--json").json()
+    found: list[dict[str, Any]] | None = next(
+        entry["transactions"] for entry in listed["syncs"] if entry["sync"]["syncId"] == "sync-0"
+    )
+    return found
+
+
 @pytest.fixture
 def cli(serve: Serve, codat: Codat) -> Cli:
     return Cli.beside(serve, codat.url)
@@ -58,7 +70,14 @@ def test_syncs_out_of_order_twice_and_legacy_before_configuration(
     send(serve, secret, failed)
     send(serve, secret, ok)
     send(serve, secret, failed)
-    # And a legacy Sync Failed (no transactions, a failure stage).
+    # And a legacy Sync Failed (no transactions, a failure stage), of a sync Codat knows: its
+    # transactions are fetched from Codat.
+    scripted = codat.admin(
+        "POST",
+        f"/companies/{company_id}/syncs",
+        json={"syncId": "sync-0", "transactions": FETCHED, "webhook": "none"},
+    )
+    assert scripted["webhook"] is None
     send(serve, secret, legacy_sync_event(company, "sync-0", failure_stage="Pushing"))
 
     def folded() -> dict[str, Any]:
@@ -72,7 +91,11 @@ def test_syncs_out_of_order_twice_and_legacy_before_configuration(
     assert document["state"] == "pending_auth"
     assert sync["latest"]["syncId"] in ("sync-0", "sync-2")
     assert sync["lastSuccessfulAt"] == "2026-12-01T09:00:00.0000000Z"
-    outcomes = [e["outcome"] for e in document["events"] if e["eventType"].startswith("expenses.")]
+    outcomes = [
+        e["outcome"]
+        for e in document["events"]
+        if e["eventType"].startswith("expenses.") and e["source"] == "webhook"
+    ]
     assert sorted(outcomes) == ["applied", "applied", "applied", "duplicate"]
 
     listed = cli.ok("syncs", company_id, "--json").json()
@@ -87,9 +110,20 @@ def test_syncs_out_of_order_twice_and_legacy_before_configuration(
         "Bank account closed",
     ]
     legacy = by_id["sync-0"]
-    assert legacy["transactions"] is None and legacy["sync"]["failureStage"] == "Pushing"
+    assert legacy["sync"]["failureStage"] == "Pushing"
+    wait_for(lambda: fetched(cli, company_id) is not None, what="sync-0's transactions fetched")
+    assert fetched(cli, company_id) == [
+        {"id": "t-9", "status": "ValidationError", "errorMessage": "Tax code missing"}
+    ]
+    [asked] = [
+        r for r in codat.state()["requests"] if r["path"].endswith("/syncs/sync-0/transactions")
+    ]
+    assert asked["status"] == 200
+    wait_for(lambda: folded().get("pending") == [], what="nothing left to do")
+    sync = folded()["sync"]
+    listed = cli.ok("syncs", company_id, "--json").json()
     table = cli.ok("syncs", company_id).stdout
-    assert "Supplier is archived in Xero" in table and "not listed" in table
+    assert "Supplier is archived in Xero" in table and "Tax code missing" in table
 
     # Replay rebuilds the same syncs.
     cli.ok("replay", "--company", company_id)
