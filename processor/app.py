@@ -107,6 +107,7 @@ async def _open(
     worker = Worker(work_writer, worker_reads, CodatClient(http), settings, measured)
     stack.push_async_callback(worker.drain)
     health = WebhookHealth(settings.rejection_window, settings.rejection_threshold)
+    health.paused = lambda: worker.pause
     return Services(
         settings, Verifier(settings.webhook_secrets), writer, readers, worker, health, measured
     )

@@ -3,7 +3,8 @@
 A wrong but well-formed `CODAT_WEBHOOK_SECRET` makes every delivery a 401 while the store is
 fine; Codat retries for a day and disables the endpoint after five. When, over the last
 `window` seconds, no webhook was accepted and at least `threshold` were refused for their
-signature or timestamp, `/healthz` says `degraded` with the reason.
+signature or timestamp, `/healthz` says `degraded` with the reason. It says so too while
+Codat's rate limit pauses the non-urgent calls (`paused`: the pause the worker last read).
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from processor import clock
 from processor.intake.signature import SIGNATURE, TIMESTAMP
+from store import RateLimitPause
 
 DEFAULT_WINDOW_SECONDS = 600.0
 DEFAULT_THRESHOLD = 5
@@ -27,6 +30,7 @@ class WebhookHealth:
     threshold: int = DEFAULT_THRESHOLD
     clock: Callable[[], float] = time.monotonic
     outcomes: Counter[str] = field(default_factory=Counter)
+    paused: Callable[[], RateLimitPause | None] = lambda: None
     _last_accepted: float | None = None
     _refusals: deque[tuple[float, str]] = field(default_factory=deque)
 
@@ -42,7 +46,21 @@ class WebhookHealth:
                 self._refusals.popleft()
 
     def degraded(self) -> str | None:
-        """Why the endpoint looks misconfigured, or None."""
+        """Why the endpoint looks misconfigured or Codat's calls are paused, or None."""
+        reasons = [reason for reason in (self._refused(), self._rate_limited()) if reason]
+        return "; ".join(reasons) or None
+
+    def _rate_limited(self) -> str | None:
+        pause = self.paused()
+        if pause is None or pause.until <= clock.now():
+            return None
+        return (
+            f"Codat's rate limit pauses reconciliation, option refreshes and sync look-ups "
+            f"until {pause.until} (since {pause.since}: {pause.reason}); partner expense "
+            "connections are still created"
+        )
+
+    def _refused(self) -> str | None:
         now = self.clock()
         if self._last_accepted is not None and now - self._last_accepted <= self.window:
             return None
