@@ -4,8 +4,10 @@ It starts the stand-in and the real `serve` process on free loopback ports with 
 database, onboards four companies through Codat's API as the seed page describes, sends real
 signed webhooks (including a duplicate and an out-of-order delivery), lets the stand-in read
 their data (`read.completed.initial` a moment after Link), configures one company with
-`codat-expenses configure`, waits for the processor, prints every company's state and
-timeline, and checks the outcome.
+`codat-expenses configure`, lets Codat report two expense syncs of it (one successful, one
+failing), waits for the processor, prints every company's state and timeline, the failed sync
+and its reason (`codat-expenses syncs`, and the status document's one sentence), and checks the
+outcome.
 """
 
 from __future__ import annotations
@@ -28,8 +30,10 @@ from rich.console import Console
 from rich.table import Column, Table
 from rich.text import Text
 
+from processor import clock
 from processor.codat.client import CodatClient, new_client
 from processor.codat.platforms import resolve_platform
+from processor.http.explain import why
 from processor.sandbox import SandboxServer
 from processor.sandbox.sender import generate_secret
 
@@ -43,6 +47,19 @@ console = Console(
 
 # Seconds from an accounting connection's first Link to Codat's `read.completed.initial`.
 DATA_READ_DELAY = 0.2
+# The expense syncs Codat reports for the configured company: one successful, then one failing.
+SYNCS: tuple[list[dict[str, str]], ...] = (
+    [{"id": "expense-1001", "status": "Completed"}, {"id": "expense-1002", "status": "Completed"}],
+    [
+        {"id": "expense-1003", "status": "Completed"},
+        {
+            "id": "expense-1004",
+            "status": "ValidationError",
+            "message": "Supplier 'Northern Rail' is archived in Xero",
+        },
+        {"id": "expense-1005", "status": "Completed"},
+    ],
+)
 
 
 @dataclass
@@ -53,6 +70,8 @@ class Expected:
     state: str
     partner_connections: int
     company_id: str = ""
+    # The verdict on its expense syncs (None: it reports none).
+    sync_health: str | None = None
 
 
 def run_demo(timeout: float = 60.0) -> int:
@@ -78,7 +97,10 @@ async def _demo(folder: Path, timeout: float) -> int:
         try:
             expected = await _onboard(sandbox.url, api_key)
             await _configure(serve_url, env, expected[0], timeout)
+            await _report_syncs(sandbox.url, serve_url, token, expected[0], timeout)
             code = await _check(sandbox.url, serve_url, token, expected, timeout)
+            if code == 0:
+                _show_failed_sync(env, expected[0])
         finally:
             serve.terminate()
             serve.wait(15)
@@ -172,7 +194,7 @@ class _Stories:
         await self.post(f"/companies/{company_id}/connections/{connection_id}/authorize")
 
     async def links(self) -> Expected:
-        ready = Expected("Sawayn Group", "configured", 1)
+        ready = Expected("Sawayn Group", "configured", 1, sync_health="failing")
         ready.company_id, connection = await self.onboard(ready.name, "qhyg")
         await _settle()
         await self.authorize(ready.company_id, connection)
@@ -282,6 +304,52 @@ async def _configure(serve_url: str, env: dict[str, str], want: Expected, timeou
         click.echo(done.stderr.rstrip(), err=True)
 
 
+async def _report_syncs(
+    codat_url: str, serve_url: str, token: str, want: Expected, timeout: float
+) -> None:
+    """Codat syncs the configured company's expenses twice and says so by webhook: the first
+    sync succeeds, the second fails for one transaction (the stand-in's admin API)."""
+    headers = {"Authorization": f"Bearer {token}"}
+    admin = httpx.AsyncClient(base_url=f"{codat_url}/_sandbox", timeout=10)
+    server = httpx.AsyncClient(base_url=serve_url, headers=headers, timeout=10)
+    async with admin, server:
+        for transactions in SYNCS:
+            answer = await admin.post(
+                f"/companies/{want.company_id}/syncs", json={"transactions": transactions}
+            )
+            answer.raise_for_status()
+            sync = answer.json()["sync"]
+            console.print(
+                f"Codat synced {len(transactions)} expenses of {want.name!r}: sync "
+                f"{sync['syncId']} {sync['syncStatus']}"
+            )
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                document = (await server.get(f"/companies/{want.company_id}")).json()
+                if ((document.get("sync") or {}).get("latest") or {}).get("syncId") == sync[
+                    "syncId"
+                ]:
+                    break
+                await asyncio.sleep(0.1)
+
+
+def _show_failed_sync(env: dict[str, str], want: Expected) -> None:
+    """The failed sync as an operator finds it: `codat-expenses syncs`."""
+    console.rule(Text(f"{want.name}: expense syncs"))
+    click.echo(f"$ codat-expenses syncs {want.company_id}")
+    done = subprocess.run(
+        [sys.executable, "-m", "processor", "syncs", want.company_id],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    click.echo(done.stdout.rstrip())
+    if done.returncode != 0:
+        click.echo(done.stderr.rstrip(), err=True)
+
+
 async def _check(
     codat_url: str, serve_url: str, token: str, expected: list[Expected], timeout: float
 ) -> int:
@@ -296,6 +364,9 @@ async def _check(
         _print_company(document, len(partners))
         if document["state"] != want.state:
             failures.append(f"{want.name}: state {document['state']}, expected {want.state}")
+        health = (document.get("sync") or {}).get("health")
+        if health != want.sync_health:
+            failures.append(f"{want.name}: sync health {health}, expected {want.sync_health}")
         if len(partners) != want.partner_connections:
             failures.append(
                 f"{want.name}: {len(partners)} partner expense connections in Codat, "
@@ -327,11 +398,19 @@ async def _wait(
             and documents[want.company_id]["state"] == want.state
             and not documents[want.company_id]["pending"]
             and not documents[want.company_id]["pendingEvents"]
+            and (documents[want.company_id].get("sync") or {}).get("health") == want.sync_health
+            and not _unlisted(documents[want.company_id])
             for want in expected
         )
         if settled or time.monotonic() > deadline:
             return documents
         await asyncio.sleep(0.1)
+
+
+def _unlisted(document: dict[str, Any]) -> bool:
+    """A failed latest sync whose failing transactions are not known yet."""
+    latest = (document.get("sync") or {}).get("latest") or {}
+    return latest.get("outcome") == "failed" and latest.get("failingCount") is None
 
 
 def _print_company(document: dict[str, Any], partners: int) -> None:
@@ -352,6 +431,10 @@ def _print_company(document: dict[str, Any], partners: int) -> None:
         console.print(f"expense configuration {configuration['status']}: {chosen}")
     if document["lastError"]:
         console.print(f"last error: {document['lastError']['message']}")
+    sync = document.get("sync") or {}
+    if sync.get("health"):
+        console.print(f"expense syncs [bold]{sync['health']}[/]")
+    click.echo(why(document, clock.parse(clock.now())))
     # On a narrow terminal, cells fold onto more lines rather than lose their ends.
     headers = ("generated", "event", "source", "deliveries", "outcome")
     table = Table(*(Column(header, overflow="fold") for header in headers))

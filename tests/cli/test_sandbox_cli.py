@@ -256,3 +256,7 @@ def test_demo_prints_whole_link_urls_on_a_narrow_terminal_and_no_log_size(cli: C
     assert re.search(r"^company \S+: configured$", result.stdout, re.M), result.describe()
     assert "state configured;" in result.stdout, result.describe()
     assert "state awaiting_configuration;" in result.stdout, result.describe()
+    # Its failed expense sync and the reason, in its sentence and in `codat-expenses syncs`.
+    assert "expense syncs failing" in result.stdout, result.describe()
+    assert "failed for 1 of 3 transactions" in result.stdout, result.describe()
+    assert result.stdout.count("is archived in Xero") >= 2, result.describe()
