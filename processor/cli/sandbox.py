@@ -52,8 +52,9 @@ def sandbox(
 ) -> None:
     """Run the local stand-in for Codat (for trials and fault drills; loopback only).
 
-    Codat's onboarding API (companies, connections, partner expense connection) with Basic auth
-    and Idempotency-Key, and Svix-signed webhooks to --webhook-url with retries. Every delivery
+    Codat's onboarding API (companies, connections, partner expense connection, the expense
+    configuration and its choices, the expense sync status endpoints) with Basic auth and
+    Idempotency-Key, and Svix-signed webhooks to --webhook-url with retries. Every delivery
     attempt is logged on stderr with its answer.
 
     \b
@@ -72,6 +73,12 @@ def sandbox(
              delete the company
       POST   /_sandbox/companies/{companyId}/legacy
              send this company's webhooks in the old rules format: {"legacy": true}
+      POST   /_sandbox/companies/{companyId}/syncs
+             Codat syncs expenses: {"transactions": [{"id", "status", "message"}],
+             "outcome", "webhook": current|legacy|none, "listTransactions", "syncUtc"}
+      POST   /_sandbox/rateLimit
+             send client.rateLimit.reached or reset: {"event": "reached"|"reset",
+             "quotaRemaining", "expiryDate"}
       GET    /_sandbox/state
              companies, connections, webhook bodies, deliveries, API requests, faults
       POST   /_sandbox/config
