@@ -44,12 +44,14 @@ def http(server: Serve) -> Iterator[httpx.Client]:
 # -- helpers ---------------------------------------------------------------------------------------
 
 
-def rate_limit_reached(**extra: Any) -> dict[str, Any]:
+def rate_limit_reset(**extra: Any) -> dict[str, Any]:
+    # A notice with no company and no lasting effect (a `reached` one would pause the
+    # non-urgent Codat calls, and /healthz would say so).
     return {
         "id": str(uuid.uuid4()),
-        "eventType": "client.rateLimit.reached",
+        "eventType": "client.rateLimit.reset",
         "generatedDate": utc_now(),
-        "payload": {"dailyQuota": 1000, "quotaRemaining": 0},
+        "payload": {"dailyQuota": 1000, "quotaRemaining": 1000},
         **extra,
     }
 
@@ -70,7 +72,7 @@ def assert_not_stored(server: Serve, before: int, *ids: str) -> None:
 
 def assert_still_serving(http: httpx.Client, server: Serve) -> None:
     """A fresh, valid webhook is stored and /healthz is ok."""
-    body = rate_limit_reached()
+    body = rate_limit_reset()
     raw, message_id = encode(body), new_message_id()
     response = send(http, raw, signed(raw, message_id))
     assert response.status_code == 200, response.text
@@ -108,11 +110,11 @@ def read_response(sock: socket.socket) -> tuple[int, Any]:
 def test_replayed_signature_with_a_new_body_is_401_and_not_stored(
     http: httpx.Client, server: Serve
 ) -> None:
-    genuine = rate_limit_reached()
+    genuine = rate_limit_reset()
     raw, message_id = encode(genuine), new_message_id()
     headers = signed(raw, message_id)
     assert send(http, raw, headers).status_code == 200
-    forged = rate_limit_reached()
+    forged = rate_limit_reset()
     before = event_count(server)
     response = send(http, encode(forged), headers)
     assert_error(response, 401, "no signature in webhook-signature matches")
@@ -121,7 +123,7 @@ def test_replayed_signature_with_a_new_body_is_401_and_not_stored(
 
 
 def test_v1a_only_signature_is_401_and_not_stored(http: httpx.Client, server: Serve) -> None:
-    body, before = rate_limit_reached(), event_count(server)
+    body, before = rate_limit_reset(), event_count(server)
     raw, message_id = encode(body), new_message_id()
     headers = signed(raw, message_id)
     headers["webhook-signature"] = headers["webhook-signature"].replace("v1,", "v1a,")
@@ -130,7 +132,7 @@ def test_v1a_only_signature_is_401_and_not_stored(http: httpx.Client, server: Se
 
 
 def test_empty_signature_header_is_400_and_not_stored(http: httpx.Client, server: Serve) -> None:
-    body, before = rate_limit_reached(), event_count(server)
+    body, before = rate_limit_reset(), event_count(server)
     raw, message_id = encode(body), new_message_id()
     headers = signed(raw, message_id)
     headers["webhook-signature"] = ""
@@ -150,7 +152,7 @@ def test_many_signatures_in_one_header_are_refused_before_any_is_checked(
     and the webhook would be stored. The 400 naming the header's length or count shows it was
     refused on its shape alone. No wall-clock bound (machine load would decide it): the client's
     10 s timeout is the only one, and only a hang crosses it."""
-    body, before = rate_limit_reached(), event_count(server)
+    body, before = rate_limit_reset(), event_count(server)
     raw, message_id = encode(body), new_message_id()
     headers = signed(raw, message_id)
     decoy = "v1," + base64.b64encode(b"\0" * 32).decode() if count > 100 else "v1,AA=="
@@ -163,7 +165,7 @@ def test_many_signatures_in_one_header_are_refused_before_any_is_checked(
 def test_100_kb_header_value_is_400_and_the_server_keeps_serving(
     http: httpx.Client, server: Serve, name: str
 ) -> None:
-    body, before = rate_limit_reached(), event_count(server)
+    body, before = rate_limit_reset(), event_count(server)
     raw = encode(body)
     headers = signed(raw)
     headers[name] = headers[name][:3] + "1" * 100_000
@@ -178,8 +180,8 @@ def test_100_kb_header_value_is_400_and_the_server_keeps_serving(
 @pytest.mark.parametrize(
     "raw",
     [
-        b'{"id": "a\x00b", "eventType": "client.rateLimit.reached"}',
-        b'{"id": "nul-after", "eventType": "client.rateLimit.reached"}\x00',
+        b'{"id": "a\x00b", "eventType": "client.rateLimit.reset"}',
+        b'{"id": "nul-after", "eventType": "client.rateLimit.reset"}\x00',
         b"\x00",
     ],
     ids=["inside-a-string", "after-the-object", "only-nul"],
@@ -213,14 +215,14 @@ def test_duplicate_json_keys_store_the_last_value(http: httpx.Client, server: Se
     first, last = f"first-{uuid.uuid4()}", f"last-{uuid.uuid4()}"
     raw = (
         f'{{"id": "{first}", "eventType": "company.created", '
-        f'"eventType": "client.rateLimit.reached", "payload": {{}}, "id": "{last}"}}'
+        f'"eventType": "client.rateLimit.reset", "payload": {{}}, "id": "{last}"}}'
     ).encode()
     message_id = new_message_id()
     response = send(http, raw, signed(raw, message_id))
     assert response.status_code == 200, response.text
     assert response.json() == {"status": "stored", "messageId": message_id}
     (stored,) = events(server, message_id)
-    assert (stored.event_id, stored.event_type) == (last, "client.rateLimit.reached")
+    assert (stored.event_id, stored.event_type) == (last, "client.rateLimit.reset")
     assert events(server, first) == []
 
 
@@ -230,7 +232,7 @@ def test_lone_surrogate_in_a_signed_body_is_stored(http: httpx.Client, server: S
     A signed JSON object is stored (README: signed but unexpected bodies are stored as ignored),
     its id made storable; never a 5xx, never refused.
     """
-    raw = b'{"id": "\\ud800", "eventType": "client.rateLimit.reached", "payload": {}}'
+    raw = b'{"id": "\\ud800", "eventType": "client.rateLimit.reset", "payload": {}}'
     message_id = new_message_id()
     response = send(http, raw, signed(raw, message_id))
     assert response.status_code == 200, response.text
@@ -247,7 +249,7 @@ def test_generated_date_out_of_range_is_stored_like_any_unreadable_date(
 ) -> None:
     """processor/intake/bodies.py: an unreadable generatedDate falls back to the webhook
     timestamp (of the first delivery: a redelivery, signed later, changes nothing); never a 5xx."""
-    body = rate_limit_reached(generatedDate=date)
+    body = rate_limit_reset(generatedDate=date)
     raw, message_id = encode(body), new_message_id()
     first = int(time.time()) - 60
     response = send(http, raw, signed(raw, message_id, timestamp=first))
@@ -294,7 +296,7 @@ def test_slow_body_does_not_hold_up_other_webhooks(http: httpx.Client, server: S
     No clock: had the others waited for the slow body they could not be answered at all before
     its next piece (the client gives up after 10 s), so their answers show they were not held up.
     """
-    slow_body = rate_limit_reached()
+    slow_body = rate_limit_reset()
     slow_raw, slow_id = encode(slow_body), new_message_id()
     head = raw_head(server, {**signed(slow_raw, slow_id), "Content-Length": str(len(slow_raw))})
     size = -(-len(slow_raw) // 4)
@@ -306,7 +308,7 @@ def test_slow_body_does_not_hold_up_other_webhooks(http: httpx.Client, server: S
             sock.sendall(piece)
             if piece is pieces[-1]:
                 break
-            other = rate_limit_reached()
+            other = rate_limit_reset()
             other_raw, other_id = encode(other), new_message_id()
             response = send(http, other_raw, signed(other_raw, other_id))
             assert response.json() == {"status": "stored", "messageId": other_id}
@@ -321,7 +323,7 @@ def test_slow_body_does_not_hold_up_other_webhooks(http: httpx.Client, server: S
 
 @pytest.mark.parametrize("method", ["GET", "PUT", "PATCH", "DELETE"])
 def test_wrong_method_is_405_json(http: httpx.Client, server: Serve, method: str) -> None:
-    body, before = rate_limit_reached(), event_count(server)
+    body, before = rate_limit_reset(), event_count(server)
     raw = encode(body)
     response = http.request(method, "/webhooks/codat", content=raw, headers=signed(raw))
     assert_error(response, 405, f"{method} is not allowed on /webhooks/codat")
@@ -333,7 +335,7 @@ def test_content_type_is_not_checked_because_the_signature_covers_the_raw_bytes(
     http: httpx.Client, server: Serve
 ) -> None:
     """A signed JSON object sent as text/plain is accepted; unsigned as text/plain is not."""
-    body = rate_limit_reached()
+    body = rate_limit_reset()
     raw, message_id = encode(body), new_message_id()
     headers = {**signed(raw, message_id), "content-type": "text/plain; charset=latin-1"}
     response = send(http, raw, headers)
@@ -341,7 +343,7 @@ def test_content_type_is_not_checked_because_the_signature_covers_the_raw_bytes(
     assert response.json() == {"status": "stored", "messageId": message_id}
     assert len(events(server, body["id"])) == 1
 
-    forged, before = rate_limit_reached(), event_count(server)
+    forged, before = rate_limit_reset(), event_count(server)
     forged_raw = encode(forged)
     headers = {**sign_headers(generate_secret(), new_message_id(), forged_raw)}
     headers["content-type"] = "text/plain"
