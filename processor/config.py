@@ -55,6 +55,9 @@ class Settings:
     rejection_threshold: int = 5
     # A configured company whose expenses have not synced for this long is `silent`.
     sync_silent_after: float = 7 * 86400.0
+    # The dashboard lists a company as stuck after this long in pending_auth, or in linked.
+    stuck_pending_auth: float = 24 * 3600.0
+    stuck_linked: float = 600.0
 
     @property
     def database_path(self) -> Path:
@@ -134,6 +137,10 @@ def load(
         rejection_window=number("WEBHOOK_REJECTION_WINDOW_SECONDS", 600.0, float, 1, 86400),
         rejection_threshold=number("WEBHOOK_REJECTION_THRESHOLD", 5, int, 1, 100_000),
         sync_silent_after=number("SYNC_SILENT_AFTER_SECONDS", 7 * 86400.0, float, 60, 365 * 86400),
+        stuck_pending_auth=number(
+            "STUCK_PENDING_AUTH_SECONDS", 24 * 3600.0, float, 60, 365 * 86400
+        ),
+        stuck_linked=number("STUCK_LINKED_SECONDS", 600.0, float, 10, 30 * 86400),
     )
     if problems.messages:
         raise ConfigError(*problems.messages)

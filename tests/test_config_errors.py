@@ -48,6 +48,8 @@ VARIABLES = (
     "WEBHOOK_REJECTION_WINDOW_SECONDS",
     "WEBHOOK_REJECTION_THRESHOLD",
     "SYNC_SILENT_AFTER_SECONDS",
+    "STUCK_PENDING_AUTH_SECONDS",
+    "STUCK_LINKED_SECONDS",
 )
 # (variable, Settings field, kind, lowest accepted, highest accepted)
 NUMBERS = (
@@ -65,6 +67,8 @@ NUMBERS = (
     ("WEBHOOK_REJECTION_WINDOW_SECONDS", "rejection_window", float, 1, 86400),
     ("WEBHOOK_REJECTION_THRESHOLD", "rejection_threshold", int, 1, 100_000),
     ("SYNC_SILENT_AFTER_SECONDS", "sync_silent_after", float, 60, 365 * 86400),
+    ("STUCK_PENDING_AUTH_SECONDS", "stuck_pending_auth", float, 60, 365 * 86400),
+    ("STUCK_LINKED_SECONDS", "stuck_linked", float, 10, 30 * 86400),
 )
 SEVERAL_BAD = {
     "PORT": "x",
@@ -300,6 +304,8 @@ def test_defaults_when_unset_or_blank() -> None:
         rejection_window=600.0,
         rejection_threshold=5,
         sync_silent_after=604800.0,
+        stuck_pending_auth=86400.0,
+        stuck_linked=600.0,
     )
     assert config.load(minimal()) == expected
     blanks = {name: " " for name, *_ in NUMBERS}
