@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -227,3 +228,88 @@ def test_ready_and_configured_companies_are_swept_once_a_day_the_others_every_ti
         "awaiting_configuration-fresh", "awaiting_configuration-old",
         "ready-old", "configured-old",
     }  # fmt: skip
+
+
+# --- Syncs read once a day; Codat's rate limit (issue 14) -------------------------------------
+
+
+def test_configured_companies_have_their_syncs_read_once_a_day(tmp_path: Path) -> None:
+    from processor import clock
+    from processor.work.reconcile import sync_due_companies
+    from store import open_store
+
+    store = open_store(f"sqlite:///{tmp_path / 'due.db'}")
+    now = clock.now()
+    yesterday = clock.format_datetime(clock.parse(now) - timedelta(days=1, seconds=1))
+    try:
+        with store.transaction():
+            for state in ("ready", "awaiting_configuration", "configured"):
+                for when in ("fresh", "old", "never"):
+                    company_id = f"{state}-{when}"
+                    store.save_company(company_id, state, {"company_id": company_id}, now)
+                    if when != "never":
+                        store.mark_sync_checked(company_id, now if when == "fresh" else yesterday)
+        due = set(sync_due_companies(store, now))
+    finally:
+        store.close()
+    assert due == {"configured-old", "configured-never"}
+
+
+def _notice(event_type: str, generated: str, **rate_limit: Any) -> Any:
+    from processor.work.synthetic import synthetic_event
+
+    event = synthetic_event(
+        message_id=f"{event_type}:{generated}",
+        event_type=event_type,
+        source="webhook",
+        company_id="",
+        fields={"rateLimit": rate_limit},
+        body={},
+        generated_date=generated,
+    )
+    return replace(event, company_id=None, outcome="ignored")
+
+
+def test_rate_limit_notices_pause_in_their_order_whatever_order_they_arrive_in(
+    tmp_path: Path,
+) -> None:
+    from processor import clock
+    from processor.work import ratelimits
+    from store import open_store
+
+    store = open_store(f"sqlite:///{tmp_path / 'pause.db'}")
+    start = clock.parse(clock.now())
+
+    def at(minutes: float) -> str:
+        return clock.format_datetime(start + timedelta(minutes=minutes))
+
+    def refresh(now: float) -> Any:
+        with store.transaction():
+            return ratelimits.refresh(store, at(now))
+
+    try:
+        assert refresh(0) is None
+        with store.transaction():
+            store.append_events([_notice(ratelimits.REACHED, at(0), expiryDate=at(60))])
+        pause = refresh(1)
+        assert pause is not None and (pause.until, pause.since) == (at(60), at(0))
+        # A reset generated before the notice it would end, delivered late: changes nothing.
+        with store.transaction():
+            store.append_events([_notice(ratelimits.RESET, at(-5))])
+        assert refresh(2) == pause
+        # A 429 while paused, with a shorter Retry-After: the longer pause stands.
+        with store.transaction():
+            assert ratelimits.pause_for_429(store, 30, "a test call", at(3)).until == at(60)
+        with store.transaction():
+            store.append_events([_notice(ratelimits.RESET, at(10))])
+        assert refresh(11) is None
+        # A 429 after the reset: paused until Retry-After.
+        with store.transaction():
+            ratelimits.pause_for_429(store, 120, "a test call", at(12))
+        assert refresh(13) is not None and refresh(15) is None
+        # A notice without its expiry: a day, Codat's quota being daily.
+        with store.transaction():
+            store.append_events([_notice(ratelimits.REACHED, at(20))])
+        assert refresh(21).until == at(20 + 24 * 60)
+    finally:
+        store.close()
