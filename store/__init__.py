@@ -6,6 +6,7 @@ narrower views each consumer needs) and `open_store(url)`, which picks the backe
 
 from store.contract import (
     CompanyStates,
+    DashboardReads,
     EffectRecord,
     EventLog,
     ExpenseOptions,
@@ -50,6 +51,7 @@ __all__ = [
     "EFFECT_PENDING",
     "CompanyRow",
     "CompanyStates",
+    "DashboardReads",
     "Effect",
     "EffectRecord",
     "EventLog",

@@ -255,6 +255,50 @@ class SyncChecks(Protocol):
     def mark_sync_checked(self, company_id: str, now: str) -> None: ...
 
 
+class DashboardReads(Protocol):
+    """What the dashboard reads beyond the query API: each one indexed query, bounded by a
+    page (`limit`, walked by keyset) or a count that stops at `cap`."""
+
+    def state_counts(self) -> dict[str, int]: ...
+
+    def companies_newest(
+        self, *, state: str | None, limit: int, before: tuple[str, str] | None = None
+    ) -> list[CompanyRow]:
+        """Companies, latest change first, optionally in one state; `before` is the
+        (updated_at, company_id) of the previous page's last row."""
+        ...
+
+    def search_companies(self, text: str, *, state: str | None, limit: int) -> list[CompanyRow]:
+        """Companies whose id starts with `text`, then those whose name does (ASCII letters
+        in any case): at most `limit` of each."""
+        ...
+
+    def companies_unchanged_since(self, state: str, before: str, *, limit: int) -> list[CompanyRow]:
+        """Companies in `state` whose row last changed before `before`, oldest first."""
+        ...
+
+    def count_unchanged_since(self, state: str, before: str, *, cap: int) -> int: ...
+
+    def recent_failed_effects(self, *, limit: int) -> list[Effect]:
+        """Commands that failed for good, latest failure first."""
+        ...
+
+    def count_failed_effects(self, *, cap: int) -> int: ...
+
+    def failing_syncs(self, *, limit: int) -> list[CompanyRow]:
+        """Companies whose newest expense sync failed, latest first."""
+        ...
+
+    def count_failing_syncs(self, *, cap: int) -> int: ...
+
+    def silent_syncs(self, before: str, *, limit: int) -> list[CompanyRow]:
+        """Configured companies with no expense sync (nor configuration read) since `before`
+        and whose newest sync did not fail, longest silent first."""
+        ...
+
+    def count_silent_syncs(self, before: str, *, cap: int) -> int: ...
+
+
 class Store(
     EventLog,
     CompanyStates,
@@ -263,6 +307,7 @@ class Store(
     ExpenseSyncs,
     RateLimits,
     SyncChecks,
+    DashboardReads,
     Protocol,
 ):
     """A whole store: its concerns, in transactions."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 from store.postgres.companies import PostgresCompanyStates
 from store.postgres.connected import Connected
 from store.postgres.copying import PostgresCopying
+from store.postgres.dashboard import PostgresDashboard
 from store.postgres.effects import PostgresEffects
 from store.postgres.events import PostgresEventLog
 from store.postgres.options import PostgresExpenseOptions
@@ -18,6 +19,7 @@ from store.postgres.syncs import PostgresExpenseSyncs
 
 class PostgresStore(
     PostgresCopying,
+    PostgresDashboard,
     PostgresEffects,
     PostgresEventLog,
     PostgresCompanyStates,

@@ -268,7 +268,8 @@ class Connected:
             for version, script in MIGRATIONS:
                 if version in done:
                     continue
-                for statement in script.split(";"):
+                # A function body ($$ ... $$) holds semicolons: such a script is sent whole.
+                for statement in [script] if "$$" in script else script.split(";"):
                     if statement.strip():
                         self.conn.execute(statement)
                 self.conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", [version])

@@ -105,6 +105,63 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         """,
     ),
     (
+        6,
+        """
+        CREATE TABLE company_state_counts (
+            state TEXT COLLATE "C" NOT NULL,
+            shard INTEGER NOT NULL,
+            companies BIGINT NOT NULL,
+            PRIMARY KEY (state, shard)
+        );
+        INSERT INTO company_state_counts (state, shard, companies)
+            SELECT state, 0, COUNT(*) FROM companies GROUP BY state;
+        CREATE FUNCTION count_company_states() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF TG_OP IN ('UPDATE', 'DELETE') THEN
+                INSERT INTO company_state_counts AS counted (state, shard, companies)
+                    VALUES (OLD.state, pg_backend_pid(), -1)
+                    ON CONFLICT (state, shard)
+                    DO UPDATE SET companies = counted.companies - 1;
+            END IF;
+            IF TG_OP IN ('INSERT', 'UPDATE') THEN
+                INSERT INTO company_state_counts AS counted (state, shard, companies)
+                    VALUES (NEW.state, pg_backend_pid(), 1)
+                    ON CONFLICT (state, shard)
+                    DO UPDATE SET companies = counted.companies + 1;
+            END IF;
+            RETURN NULL;
+        END
+        $$;
+        CREATE TRIGGER companies_counted AFTER INSERT OR DELETE ON companies
+            FOR EACH ROW EXECUTE FUNCTION count_company_states();
+        CREATE TRIGGER companies_counted_update AFTER UPDATE OF state ON companies
+            FOR EACH ROW WHEN (OLD.state IS DISTINCT FROM NEW.state)
+            EXECUTE FUNCTION count_company_states();
+        CREATE INDEX companies_changed ON companies(updated_at, company_id);
+        CREATE INDEX companies_state_changed ON companies(state, updated_at, company_id);
+        CREATE INDEX companies_name ON companies(
+            (lower((CASE WHEN strpos(data, '\\u0000') = 0 THEN data::json END)
+                   ->> 'name') COLLATE "C"),
+            company_id
+        );
+        CREATE INDEX companies_sync_failing ON companies(
+            (((CASE WHEN strpos(data, '\\u0000') = 0 THEN data::json END)
+              -> 'syncs' -> 0 ->> 'at') COLLATE "C"),
+            company_id
+        ) WHERE ((CASE WHEN strpos(data, '\\u0000') = 0 THEN data::json END)
+                 -> 'syncs' -> 0 ->> 'outcome') = 'failed';
+        CREATE INDEX companies_sync_quiet ON companies(
+            state,
+            (coalesce((CASE WHEN strpos(data, '\\u0000') = 0 THEN data::json END)
+                      -> 'syncs' -> 0 ->> 'at',
+                      (CASE WHEN strpos(data, '\\u0000') = 0 THEN data::json END)
+                      -> 'configuration' ->> 'checked_at') COLLATE "C"),
+            company_id
+        ) WHERE state = 'configured';
+        CREATE INDEX effects_failed ON effects(status, updated_at, id) WHERE status = 'failed';
+        """,
+    ),
+    (
         7,
         """
         CREATE TABLE rate_limit_pause (

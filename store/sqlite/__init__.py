@@ -5,6 +5,7 @@ from __future__ import annotations
 from store.sqlite.companies import SqliteCompanyStates
 from store.sqlite.connected import Connected
 from store.sqlite.copying import SqliteCopying
+from store.sqlite.dashboard import SqliteDashboard
 from store.sqlite.effects import SqliteEffects
 from store.sqlite.events import SqliteEventLog
 from store.sqlite.options import SqliteExpenseOptions
@@ -14,6 +15,7 @@ from store.sqlite.syncs import SqliteExpenseSyncs
 
 class SqliteStore(
     SqliteCopying,
+    SqliteDashboard,
     SqliteEffects,
     SqliteEventLog,
     SqliteCompanyStates,

@@ -163,9 +163,8 @@ class Connected:
             for version, script in MIGRATIONS:
                 if version in done:
                     continue
-                for statement in script.split(";"):
-                    if statement.strip():
-                        self.conn.execute(statement)
+                for statement in _statements(script):
+                    self.conn.execute(statement)
                 self.conn.execute("INSERT INTO schema_migrations (version) VALUES (?)", [version])
         return max(version for version, _ in MIGRATIONS)
 
@@ -186,6 +185,17 @@ class Connected:
             self.conn.execute("SELECT COUNT(*) FROM schema_migrations").fetchone()
         except sqlite3.Error as error:
             raise StoreError(str(error)) from error
+
+
+def _statements(script: str) -> Iterator[str]:
+    """The statements of a migration: split at each `;` that ends one (not inside a trigger)."""
+    statement = ""
+    for piece in script.split(";"):
+        statement += piece + ";"
+        if sqlite3.complete_statement(statement):
+            if statement.strip(" \n;"):
+                yield statement
+            statement = ""
 
 
 def _open_reader(path: Path, timeout: float) -> sqlite3.Connection:

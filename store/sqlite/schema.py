@@ -109,6 +109,47 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         """,
     ),
     (
+        6,
+        """
+        CREATE TABLE company_state_counts (
+            state TEXT NOT NULL,
+            shard INTEGER NOT NULL,
+            companies INTEGER NOT NULL,
+            PRIMARY KEY (state, shard)
+        ) STRICT;
+        INSERT INTO company_state_counts (state, shard, companies)
+            SELECT state, 0, COUNT(*) FROM companies GROUP BY state;
+        CREATE TRIGGER companies_counted_insert AFTER INSERT ON companies BEGIN
+            INSERT INTO company_state_counts (state, shard, companies) VALUES (new.state, 0, 1)
+                ON CONFLICT (state, shard) DO UPDATE SET companies = companies + 1;
+        END;
+        CREATE TRIGGER companies_counted_update AFTER UPDATE OF state ON companies
+            WHEN old.state IS NOT new.state BEGIN
+            INSERT INTO company_state_counts (state, shard, companies) VALUES (old.state, 0, -1)
+                ON CONFLICT (state, shard) DO UPDATE SET companies = companies - 1;
+            INSERT INTO company_state_counts (state, shard, companies) VALUES (new.state, 0, 1)
+                ON CONFLICT (state, shard) DO UPDATE SET companies = companies + 1;
+        END;
+        CREATE TRIGGER companies_counted_delete AFTER DELETE ON companies BEGIN
+            INSERT INTO company_state_counts (state, shard, companies) VALUES (old.state, 0, -1)
+                ON CONFLICT (state, shard) DO UPDATE SET companies = companies - 1;
+        END;
+        CREATE INDEX companies_changed ON companies(updated_at, company_id);
+        CREATE INDEX companies_state_changed ON companies(state, updated_at, company_id);
+        CREATE INDEX companies_name ON companies(lower(json_extract(data, '$.name')), company_id);
+        CREATE INDEX companies_sync_failing
+            ON companies(json_extract(data, '$.syncs[0].at'), company_id)
+            WHERE json_extract(data, '$.syncs[0].outcome') = 'failed';
+        CREATE INDEX companies_sync_quiet ON companies(
+            state,
+            coalesce(json_extract(data, '$.syncs[0].at'),
+                     json_extract(data, '$.configuration.checked_at')),
+            company_id
+        ) WHERE state = 'configured';
+        CREATE INDEX effects_failed ON effects(status, updated_at, id) WHERE status = 'failed';
+        """,
+    ),
+    (
         7,
         """
         CREATE TABLE rate_limit_pause (
