@@ -105,15 +105,17 @@ def _transaction(item: dict[str, Any]) -> Json:
     return found
 
 
-def sync_webhook(record: CompanyRecord, sync: Json, kind: str, listed: bool) -> Json | None:
-    """The body Codat sends about `sync`: current, legacy (the company's switch decides when
-    `kind` is None) or none."""
+def sync_webhook(
+    record: CompanyRecord, sync: Json, kind: str, listed: bool, stage: str = "Pushing"
+) -> Json | None:
+    """The body Codat sends about `sync`: current, legacy (with `stage` as the failure stage of
+    a failed sync) or none."""
     failed = sync["syncStatusCode"] == FAILED_CODE
     if kind == "none":
         return None
     if kind == "legacy":
-        stage = "Pushing" if failed else None
-        return legacy_sync_event(record.company, sync["syncId"], failure_stage=stage)
+        failure_stage = stage if failed else None
+        return legacy_sync_event(record.company, sync["syncId"], failure_stage=failure_stage)
     transactions = [
         {
             "id": t["transactionId"],
@@ -175,7 +177,8 @@ async def list_sync_transactions(request: Request) -> Response:
 
 async def admin_sync(request: Request) -> Response:
     """Record a sync and send its webhook: `{"transactions": [...], "outcome"?, "webhook"?:
-    current|legacy|none, "listTransactions"?: bool, "syncId"?, "syncUtc"?, "errorMessage"?}`."""
+    current|legacy|none, "listTransactions"?: bool, "syncId"?, "syncUtc"?, "errorMessage"?,
+    "failureStage"? (legacy bodies)}`."""
     sandbox = sandbox_of(request)
     record = _company(request)
     data = await json_object(request, required=False)
@@ -184,7 +187,8 @@ async def admin_sync(request: Request) -> Response:
         raise ErrorAnswer(400, f"webhook must be one of {', '.join(WEBHOOK_KINDS)}, got {kind!r}.")
     sync = new_sync(record, data)
     record.syncs.append(sync)
-    body = sync_webhook(record, sync, kind, bool(data.get("listTransactions", True)))
+    stage = str(data.get("failureStage") or "Pushing")
+    body = sync_webhook(record, sync, kind, bool(data.get("listTransactions", True)), stage)
     if body is not None:
         sandbox.emit(body)
     return JSONResponse(

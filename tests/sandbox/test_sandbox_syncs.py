@@ -137,7 +137,7 @@ def test_syncs_send_current_legacy_or_no_webhooks(api: httpx.Client, hooked: Rec
     sync(api, company_id, transactions=[{"id": "t-0", "status": "Completed"}])
     failed = sync(api, company_id, transactions=FAILING)["sync"]["syncId"]
     bare = sync(api, company_id, transactions=FAILING, listTransactions=False)["sync"]["syncId"]
-    sync(api, company_id, transactions=FAILING, webhook="legacy")
+    sync(api, company_id, transactions=FAILING, webhook="legacy", failureStage="Mapping")
     sync(api, company_id, transactions=[], webhook="legacy")
     sync(api, company_id, transactions=FAILING, webhook="none")
     settled(api, 6)  # company.created and five sync webhooks: the sixth sync sent none
@@ -153,8 +153,10 @@ def test_syncs_send_current_legacy_or_no_webhooks(api: httpx.Client, hooked: Rec
         ("t-3", "PushError"),
     ]
     assert "transactions" not in current[bare]["payload"]
-    legacy = sorted((b["RuleType"], "FailureStage" in b["Data"]) for b in bodies if "RuleType" in b)
-    assert legacy == [("Sync Completed", False), ("Sync Failed", True)]
+    legacy = sorted(
+        (b["RuleType"], b["Data"].get("FailureStage")) for b in bodies if "RuleType" in b
+    )
+    assert legacy == [("Sync Completed", None), ("Sync Failed", "Mapping")]
     for body in bodies:
         if "RuleType" in body:
             name = (
