@@ -7,6 +7,7 @@ the query API's do, and a company page explains the same status document the API
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from datetime import UTC, datetime, timedelta
@@ -22,17 +23,19 @@ from starlette.templating import Jinja2Templates
 from handlers.state import STATES, OnboardingState
 from processor import clock
 from processor.http import listing, session
-from processor.http.documents import company_document
+from processor.http.documents import Health, company_document, summary
 from processor.http.explain import ago, why
-from processor.http.queries import COMPANY_ID, health
+from processor.http.queries import COMPANY_ID, health, healthz
 from processor.http.services import services
-from store import Store
+from store import CompanyRow, Store
 
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 PAGE_SIZE = 50
+# Rows of each list on the funnel page; a list's length is counted up to `listing.CAP`.
+SHOWN = 50
 MAX_FORM_BYTES = 4096
 MAX_STUCK_DAYS = 3650
-STUCK_AFTER = {OnboardingState.PENDING_AUTH: "24h", OnboardingState.LINKED: "10m"}
+STUCK_STATES = (OnboardingState.PENDING_AUTH, OnboardingState.LINKED)
 _DURATION = re.compile(r"(\d{1,9})([smhd]?)", re.ASCII)
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 # Pages hold customer data: never cached, never framed, no script or remote resource.
@@ -85,12 +88,18 @@ def _to_sign_in() -> Response:
 
 
 async def home(request: Request) -> Response:
-    """The funnel, stuck companies and failed commands; the sign-in form when signed out."""
+    """The funnel, stuck companies, failed commands, failing syncs and health; the sign-in
+    form when signed out."""
     if not _signed_in(request):
         return _sign_in_form(request)
+    app = services(request)
+    defaults = {
+        OnboardingState.PENDING_AUTH: app.settings.stuck_pending_auth,
+        OnboardingState.LINKED: app.settings.stuck_linked,
+    }
     after: dict[str, str] = {}
-    for state, default in STUCK_AFTER.items():
-        given = request.query_params.get(f"{state}_after") or default
+    for state in STUCK_STATES:
+        given = request.query_params.get(f"{state}_after") or duration(defaults[state])
         if _seconds(given) is None:
             return _problem(
                 request,
@@ -104,19 +113,36 @@ async def home(request: Request) -> Response:
         state: clock.format_datetime(now - timedelta(seconds=_seconds(given) or 0))
         for state, given in after.items()
     }
+    verdict = Health(now=now, silent_after=app.settings.sync_silent_after)
+    quiet_since = clock.format_datetime(now - timedelta(seconds=verdict.silent_after))
+    cap = listing.CAP
 
     def read(store: Store) -> dict[str, Any]:
-        counts = store.state_counts()
-        return {
-            "funnel": [(state, counts.get(state, 0)) for state in STATES],
-            "total": sum(counts.values()),
-            "stuck": {state: listing.stuck(store, state, since[state]) for state in after},
-            "failed": store.failed_effects(),
-            "pending_events": store.count_events(pending=True),
-        }
+        with store.read_snapshot():
+            counts = store.state_counts()
+            return {
+                "funnel": [(state, counts.get(state, 0)) for state in STATES],
+                "total": sum(counts.values()),
+                "stuck": {
+                    state: (
+                        store.companies_unchanged_since(state, since[state], limit=SHOWN),
+                        store.count_unchanged_since(state, since[state], cap=cap),
+                    )
+                    for state in after
+                },
+                "failed": store.recent_failed_effects(limit=SHOWN),
+                "failed_count": store.count_failed_effects(cap=cap),
+                "failing": _explained(store.failing_syncs(limit=SHOWN), verdict),
+                "failing_count": store.count_failing_syncs(cap=cap),
+                "silent": _explained(store.silent_syncs(quiet_since, limit=SHOWN), verdict),
+                "silent_count": store.count_silent_syncs(quiet_since, cap=cap),
+                "pending_events": store.count_events(pending=True),
+                "oldest_pending": store.oldest_pending_received_at(),
+                "pause": store.rate_limit_pause(clock.format_datetime(now)),
+            }
 
-    app = services(request)
     facts = await app.readers.run(read)
+    checked = await healthz(request)
     return _page(
         request,
         "funnel.html",
@@ -125,9 +151,40 @@ async def home(request: Request) -> Response:
         now=now,
         ago=_ago(now),
         name_of=listing.name_of,
-        health=app.health.degraded(),
-        webhooks=sorted(app.health.outcomes.items()),
+        cap=cap,
+        shown=SHOWN,
+        silent_after=duration(verdict.silent_after),
+        healthz=json.loads(bytes(checked.body)),
+        healthz_code=checked.status_code,
+        last_hour=sorted(app.health.last_hour().items()),
+        lag=_lag(facts["oldest_pending"], now),
     )
+
+
+def duration(seconds: float) -> str:
+    """A number of seconds as the stuck form writes it: 24h, 10m, 3d, 90s."""
+    whole = int(seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if whole % size == 0 and whole >= size and not (unit == "d" and whole < 3 * size):
+            return f"{whole // size}{unit}"
+    return f"{whole}s"
+
+
+def _explained(rows: list[CompanyRow], verdict: Health) -> list[tuple[CompanyRow, str]]:
+    """Each company with the sentence of its status document's summary (no commands read)."""
+    explained = []
+    for row in rows:
+        document = summary(row, row.company_id, verdict)
+        document.update(failed=[], pending=[], pendingEvents=0)
+        explained.append((row, why(document, verdict.now or datetime.now(UTC))))
+    return explained
+
+
+def _lag(oldest: str | None, now: datetime) -> str:
+    if oldest is None:
+        return "none: every event received is folded"
+    seconds = max(0.0, (now - clock.parse(oldest)).total_seconds())
+    return f"{seconds:.1f} s (the oldest event waiting was received at {oldest})"
 
 
 def _sign_in_form(request: Request, status: int = 200, message: str | None = None) -> Response:
@@ -174,7 +231,8 @@ async def sign_out(request: Request) -> Response:
 
 
 async def companies(request: Request) -> Response:
-    """Companies newest first, optionally in one state, searched by id or name."""
+    """Companies newest first, optionally in one state; or those whose id or name starts with
+    the search."""
     if not _signed_in(request):
         return _to_sign_in()
     params = request.query_params
@@ -183,13 +241,19 @@ async def companies(request: Request) -> Response:
         return _problem(
             request, 400, f"expected state to be one of {', '.join(STATES)}, found {state[:40]!r}"
         )
-    raw_page = params.get("page", "1")
-    if not (raw_page.isascii() and raw_page.isdigit() and 1 <= int(raw_page) <= 10**6):
-        return _problem(request, 400, f"expected page to be a number from 1, found {raw_page!r}")
+    before = None
+    if params.get("before"):
+        before = listing.decode_cursor(params["before"])
+        if before is None:
+            return _problem(
+                request, 400, "expected before to be a cursor from an Older link, found another"
+            )
     search = (params.get("q") or "").strip()[:200]
     found = await services(request).readers.run(
-        lambda store: listing.newest_first(
-            store, state=state, search=search, page=int(raw_page), size=PAGE_SIZE
+        lambda store: (
+            listing.search(store, search, state=state, size=PAGE_SIZE)
+            if search
+            else listing.newest_first(store, state=state, before=before, size=PAGE_SIZE)
         )
     )
     now = datetime.now(UTC)
@@ -199,6 +263,8 @@ async def companies(request: Request) -> Response:
         listing=found,
         state=state,
         search=search,
+        first_page=before is None,
+        size=PAGE_SIZE,
         states=STATES,
         name_of=listing.name_of,
         ago=_ago(now),

@@ -1,52 +1,32 @@
-"""What the dashboard reads that the store cannot yet ask for directly.
+"""The dashboard's lists of companies: pages walked by a cursor, searches, and their cursors.
 
-The store orders companies by id only. Until it offers companies newest first, searched by id
-or name, and in a state since before a time (each one indexed query), these functions build
-them from `companies()` pages: correct, but a scan of every company in the state, so slow at
-a million companies. Each one names the store operation that would replace it.
+Each list is one indexed store read of at most a page (`store.DashboardReads`), so a page
+costs the same at a million companies as at a thousand; a list's length comes from the state
+counts the store keeps, or from a count that stops at `CAP`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import base64
+import binascii
+import re
 from dataclasses import dataclass
-from typing import Protocol
 
-from store import CompanyRow, Effect, Page
+from processor.http.queries import COMPANY_ID
+from store import CompanyRow, DashboardReads
 
-PAGE = 1000
-
-
-class DashboardReads(Protocol):
-    """What the dashboard reads: the query API's reads, counts and dead letters."""
-
-    def companies(self, *, state: str | None, limit: int, after: str | None) -> Page: ...
-
-    def state_counts(self) -> dict[str, int]: ...
-
-    def failed_effects(self) -> list[Effect]: ...
-
-    def count_events(self, *, pending: bool = False) -> int: ...
+CAP = 1000
+_MOMENT = re.compile(r"\d{4}-\d\d-\d\dT[0-9:.]{2,20}(Z|[+-]\d\d:\d\d)?", re.ASCII)
 
 
 @dataclass(frozen=True)
 class Listing:
-    """One page of a list of companies, and whether there is a next one."""
+    """One page of a list of companies, how many there are (None: not counted), and the
+    cursor of the next page (None: this is the last)."""
 
     companies: list[CompanyRow]
-    page: int
-    total: int
-    more: bool
-
-
-def _every(store: DashboardReads, state: str | None) -> Iterator[CompanyRow]:
-    after = None
-    while True:
-        found = store.companies(state=state, limit=PAGE, after=after)
-        yield from found.companies
-        if found.next_after is None:
-            return
-        after = found.next_after
+    total: int | None
+    next: str | None
 
 
 def name_of(row: CompanyRow) -> str:
@@ -54,29 +34,35 @@ def name_of(row: CompanyRow) -> str:
 
 
 def newest_first(
-    store: DashboardReads, *, state: str | None, search: str, page: int, size: int
+    store: DashboardReads, *, state: str | None, before: tuple[str, str] | None, size: int
 ) -> Listing:
-    """Companies newest change first, whose id or name contains `search` (any case).
-
-    Wanted from the store: companies(state, search, limit, before=(updated_at, id)) over an
-    index on (state, updated_at DESC, company_id), with a name index for the search.
-    """
-    needle = search.casefold()
-    rows = [
-        row
-        for row in _every(store, state)
-        if needle in row.company_id.casefold() or needle in name_of(row).casefold()
-    ]
-    rows.sort(key=lambda row: (row.updated_at, row.company_id), reverse=True)
-    start = (page - 1) * size
-    return Listing(rows[start : start + size], page, len(rows), len(rows) > start + size)
+    """A page of companies, latest change first, optionally in one state."""
+    found = store.companies_newest(state=state, limit=size + 1, before=before)
+    counts = store.state_counts()
+    total = counts.get(state, 0) if state is not None else sum(counts.values())
+    more = len(found) > size
+    page = found[:size]
+    return Listing(page, total, encode_cursor(page[-1]) if more and page else None)
 
 
-def stuck(store: DashboardReads, state: str, before: str) -> list[CompanyRow]:
-    """Companies in `state` whose state last changed before `before`, oldest first.
+def search(store: DashboardReads, text: str, *, state: str | None, size: int) -> Listing:
+    """Companies whose id, or name, starts with `text`: ids first, then names (one page)."""
+    found = store.search_companies(text, state=state, limit=size)
+    return Listing(found[:size], len(found[:size]), None)
 
-    Wanted from the store: companies_in_state_since(state, before, limit) over an index on
-    (state, updated_at).
-    """
-    found = [row for row in _every(store, state) if row.updated_at < before]
-    return sorted(found, key=lambda row: (row.updated_at, row.company_id))
+
+def encode_cursor(row: CompanyRow) -> str:
+    raw = f"{row.updated_at}|{row.company_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[str, str] | None:
+    """(updated_at, company_id) of a cursor made by `encode_cursor`; None for anything else."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, ValueError):
+        return None
+    moment, _, company_id = raw.partition("|")
+    if not (_MOMENT.fullmatch(moment) and COMPANY_ID.fullmatch(company_id)):
+        return None
+    return moment, company_id

@@ -33,17 +33,38 @@ class WebhookHealth:
     paused: Callable[[], RateLimitPause | None] = lambda: None
     _last_accepted: float | None = None
     _refusals: deque[tuple[float, str]] = field(default_factory=deque)
+    # Outcomes per minute over the last hour, for the dashboard: (minute, counts) each.
+    _minutes: deque[tuple[int, Counter[str]]] = field(default_factory=deque)
 
     def accepted(self, outcome: str) -> None:
         self.outcomes[outcome] += 1
         self._last_accepted = self.clock()
+        self._tally(outcome, self._last_accepted)
 
     def rejected(self, reason: str) -> None:
         self.outcomes[f"rejected:{reason}"] += 1
+        self._tally(f"rejected:{reason}", self.clock())
         if reason in (SIGNATURE, TIMESTAMP):
             self._refusals.append((self.clock(), reason))
             while len(self._refusals) > self.threshold:
                 self._refusals.popleft()
+
+    def last_hour(self) -> Counter[str]:
+        """Outcomes of the last 60 minutes (whole minutes: up to a minute more)."""
+        oldest = int(self.clock() // 60) - 59
+        total: Counter[str] = Counter()
+        for minute, counts in self._minutes:
+            if minute >= oldest:
+                total.update(counts)
+        return total
+
+    def _tally(self, outcome: str, now: float) -> None:
+        minute = int(now // 60)
+        if not self._minutes or self._minutes[-1][0] != minute:
+            self._minutes.append((minute, Counter()))
+            while self._minutes[0][0] < minute - 59:
+                self._minutes.popleft()
+        self._minutes[-1][1][outcome] += 1
 
     def degraded(self) -> str | None:
         """Why the endpoint looks misconfigured or Codat's calls are paused, or None."""
