@@ -33,7 +33,7 @@ from processor.work.effects import Writes
 from processor.work.folding import fold_pending, load_state
 from processor.work.syncs import observed_sync
 from processor.work.synthetic import about_connection, synthetic_event
-from store import NewEvent, RateLimitPause, Store
+from store import NewEvent, Page, RateLimitPause, Store
 
 log = logging.getLogger(__name__)
 READY_RECHECK = timedelta(days=1)
@@ -106,16 +106,21 @@ def sync_due_companies(store: Store, now: str) -> list[str]:
         after = page.next_after
 
 
-def sync_health_counts(store: Store, now: str, silent_after: float) -> dict[str, int]:
+# Companies judged per write-queue call: a page takes a few tens of milliseconds on the loop.
+HEALTH_PAGE = 200
+
+
+async def sync_health_counts(writer: Writes, silent_after: float) -> dict[str, int]:
     """Companies by the verdict on their syncs (healthy, failing, silent): those configured or
-    that reported a sync, deleted ones left out."""
+    that reported a sync, deleted ones left out. Page by page, so webhooks are not held up."""
     counts = dict.fromkeys(SYNC_HEALTHS, 0)
     for state_name in STATES:
         if state_name == OnboardingState.DELETED:
             continue
-        after = None
+        after: str | None = None
         while True:
-            page = store.companies(state=state_name, limit=500, after=after)
+            page = await writer.call(_companies_page(state_name, after))
+            now = clock.now()
             for row in page.companies:
                 verdict = _health(CompanyState.from_dict(row.data), now, silent_after)
                 if verdict is not None:
@@ -124,6 +129,10 @@ def sync_health_counts(store: Store, now: str, silent_after: float) -> dict[str,
                 break
             after = page.next_after
     return counts
+
+
+def _companies_page(state: str, after: str | None) -> Callable[[Store], Page]:
+    return lambda store: store.companies(state=state, limit=HEALTH_PAGE, after=after)
 
 
 def _health(state: CompanyState, now: str, silent_after: float) -> str | None:
@@ -342,9 +351,7 @@ async def _sweep_if_leader(
         syncs = await writer.call(lambda store: sync_due_companies(store, clock.now()))
         sweep = await reconcile(writer, codat, due, syncs=syncs, metrics=metrics)
         if metrics is not None and silent_after is not None:
-            counts = await writer.call(
-                lambda store: sync_health_counts(store, clock.now(), silent_after)
-            )
+            counts = await sync_health_counts(writer, silent_after)
             for verdict, count in counts.items():
                 metrics.sync_health.labels(verdict).set(count)
         return sweep
