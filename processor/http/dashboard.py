@@ -24,7 +24,7 @@ from handlers.state import STATES, OnboardingState
 from processor import clock
 from processor.http import listing, session
 from processor.http.documents import Health, company_document, summary
-from processor.http.explain import ago, why
+from processor.http.explain import ago, sync_why, why
 from processor.http.queries import COMPANY_ID, health, healthz
 from processor.http.services import services
 from store import CompanyRow, Store
@@ -171,13 +171,9 @@ def duration(seconds: float) -> str:
 
 
 def _explained(rows: list[CompanyRow], verdict: Health) -> list[tuple[CompanyRow, str]]:
-    """Each company with the sentence of its status document's summary (no commands read)."""
-    explained = []
-    for row in rows:
-        document = summary(row, row.company_id, verdict)
-        document.update(failed=[], pending=[], pendingEvents=0)
-        explained.append((row, why(document, verdict.now or datetime.now(UTC))))
-    return explained
+    """Each company with the sentence about its expense syncs, from its document's summary."""
+    now = verdict.now or datetime.now(UTC)
+    return [(row, sync_why(summary(row, row.company_id, verdict), now)) for row in rows]
 
 
 def _lag(oldest: str | None, now: datetime) -> str:

@@ -78,6 +78,15 @@ def why(document: dict[str, Any], now: datetime) -> str:
     return f"In {state}{since}."
 
 
+def sync_why(document: dict[str, Any], now: datetime) -> str:
+    """The sentence about the company's expense syncs alone, whatever its state (the
+    dashboard's list of failing and silent syncs)."""
+    sync = document.get("sync") or {}
+    checked = (document.get("configuration") or {}).get("checkedAt")
+    configured = f"Configured on {_day(checked) if checked else 'an unknown date'}"
+    return _sync_sentence(sync, configured, now)
+
+
 def _sync_sentence(sync: dict[str, Any], configured: str, now: datetime) -> str:
     """A configured company's expense syncs: a failure with its reason, a silence, or fine."""
     latest = sync.get("latest")

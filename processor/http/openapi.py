@@ -515,13 +515,14 @@ PATHS: dict[str, Schema] = {
     "/": {
         "get": {
             "operationId": "dashboard",
-            "summary": "Dashboard: the funnel, stuck companies and failed commands; or sign-in",
+            "summary": "Dashboard: the funnel, stuck companies, failed commands, failing and "
+            "silent syncs, health; or sign-in",
             "parameters": [
                 {
                     "name": f"{state}_after",
                     "in": "query",
                     "description": f"how long in {state} makes a company stuck: 24h, 10m, "
-                    "3d, 90s (at most 3650 days); empty: the default",
+                    "3d, 90s (at most 3650 days); empty: the default (STUCK_*_SECONDS)",
                     "schema": {"type": "string", "pattern": "^([0-9]{1,9}[smhd]?)?$"},
                 }
                 for state in ("pending_auth", "linked")
@@ -567,16 +568,21 @@ PATHS: dict[str, Schema] = {
     "/dashboard/companies": {
         "get": {
             "operationId": "dashboardCompanies",
-            "summary": "Companies, newest first, by state and searched by id or name",
+            "summary": "Companies, newest first, by state; or those whose id or name starts with q",
             "parameters": [
                 {"name": "state", "in": "query", "schema": ANY_STATE},
                 {"name": "q", "in": "query", "schema": STRING},
-                {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1}},
+                {
+                    "name": "before",
+                    "in": "query",
+                    "description": "the cursor of an Older link: the page after it",
+                    "schema": STRING,
+                },
             ],
             "responses": {
                 "200": _html("one page of companies"),
                 "303": SIGNED_OUT,
-                "400": _html("a state or page not as expected"),
+                "400": _html("a state or cursor not as expected"),
             },
         }
     },

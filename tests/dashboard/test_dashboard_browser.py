@@ -17,12 +17,17 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from processor.sandbox.sender import generate_secret, new_message_id
+from processor.sandbox.webhook_bodies import sync_event
 from tests.conftest import Codat
-from tests.support import TOKEN, Serve, wait_for
+from tests.support import TOKEN, Serve, post_webhook, wait_for
 
 SCREENSHOTS = Path(__file__).parent / "screenshots"
 PARTNER_PATH = "/companies/{}/sync/expenses/connections/partnerExpense"
 NAMES = {"waiting": "Waiting Ltd", "ready": "Ready Ltd", "failing": "Failing Ltd"}
+SYNC_ERROR = "Supplier is archived in Xero"
+# One threshold from the environment, the other its default.
+pytestmark = pytest.mark.serve_env(STUCK_LINKED_SECONDS="3600")
 
 
 def chromium() -> str:
@@ -53,9 +58,10 @@ def _onboard(codat: Codat, name: str) -> tuple[str, str]:
 
 
 @pytest.fixture
-def companies(serve: Serve, codat: Codat) -> dict[str, str]:
+def companies(serve: Serve, codat: Codat, secret: str) -> dict[str, str]:
     """Three companies, each told to serve by the stand-in's signed webhooks: one waiting for
-    the customer, one ready, one whose partner expense connection Codat refused with a 400."""
+    the customer, one ready whose latest expense sync failed, one whose partner expense
+    connection Codat refused with a 400."""
     waiting, _ = _onboard(codat, NAMES["waiting"])
     ready, ready_connection = _onboard(codat, NAMES["ready"])
     failing, failing_connection = _onboard(codat, NAMES["failing"])
@@ -70,6 +76,24 @@ def companies(serve: Serve, codat: Codat) -> dict[str, str]:
         return document if document and document["failed"] else None
 
     wait_for(failed, what="the failing company's command to be failed")
+    # The ready company's latest expense sync failed; and one webhook signed with another
+    # secret is refused, for the health panel to count.
+    [body] = [c for c in codat.state()["companies"] if c["id"] == ready]
+    transactions: list[dict[str, Any]] = [
+        {"id": "t-1", "status": "Completed", "errorMessage": None},
+        {"id": "t-2", "status": "Failed", "errorMessage": SYNC_ERROR},
+    ]
+    sync = sync_event("expenses.sync.unsuccessful", body, "sync-1", transactions)
+    answer = post_webhook(serve.url, sync, secret, message_id=new_message_id())
+    assert answer.status_code == 200, answer.text
+    refused = post_webhook(serve.url, sync, generate_secret(), message_id=new_message_id())
+    assert refused.status_code == 401, refused.text
+
+    def sync_failing() -> dict[str, Any] | None:
+        document = serve.company(ready)
+        return document if document and document["sync"]["health"] == "failing" else None
+
+    wait_for(sync_failing, what="the ready company's sync to be failing")
     return {"waiting": waiting, "ready": ready, "failing": failing}
 
 
@@ -111,6 +135,28 @@ def test_a_person_signs_in_walks_the_funnel_reads_why_and_signs_out(
     for state, count in (("pending_auth", 1), ("linked", 1), ("ready", 1), ("deleted", 0)):
         expect(funnel.locator("tr", has_text=state)).to_contain_text(str(count))
     expect(funnel.locator("tr", has_text="all")).to_contain_text("3")
+
+    expect(page.locator("input[name=pending_auth_after]")).to_have_value("24h")
+    expect(page.locator("input[name=linked_after]")).to_have_value("1h")
+
+    # Health at a glance: the /healthz verdict, the last hour's webhooks (the refused one
+    # included, and said to be this instance's count), the worker lag.
+    health = page.locator("#health")
+    expect(health.locator("tr", has_text="/healthz")).to_contain_text("ok")
+    last_hour = health.locator("tr", has_text="Webhooks in the last hour")
+    expect(last_hour).to_contain_text("rejected:signature 1")
+    expect(last_hour).to_contain_text("stored")
+    expect(last_hour).to_contain_text("Counted by this instance")
+    expect(health.locator("tr", has_text="Worker lag")).to_contain_text(
+        "every event received is folded"
+    )
+    # Syncs: the ready company is failing, with Codat's reason; no company is silent.
+    failing_syncs = page.locator("#sync-failing")
+    expect(failing_syncs).to_contain_text(NAMES["ready"])
+    expect(failing_syncs).to_contain_text(f"failed for 1 of 2 transactions: '{SYNC_ERROR}'")
+    expect(page.get_by_role("heading", name="Failing: the latest sync failed: 1")).to_be_visible()
+    expect(page.get_by_role("heading", name="Silent: configured, no sync")).to_contain_text(": 0")
+    expect(page.locator("#rate-limit")).to_have_count(0)
     SCREENSHOTS.mkdir(exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / "funnel.png"), full_page=True)
 
