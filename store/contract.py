@@ -67,6 +67,41 @@ class EventLog(Protocol):
         """Events matching every given criterion, in order of receipt."""
         ...
 
+    def count_matching(
+        self,
+        *,
+        company_id: str | None = None,
+        event_or_message_id: str | None = None,
+        since: str | None = None,
+        event_type: str | None = None,
+        failed: bool = False,
+    ) -> tuple[int, int]:
+        """How many events match every given criterion (as `find_events`), and of how many
+        companies."""
+        ...
+
+    def matching_companies(
+        self,
+        *,
+        company_id: str | None = None,
+        event_or_message_id: str | None = None,
+        since: str | None = None,
+        event_type: str | None = None,
+        failed: bool = False,
+        after: str | None = None,
+        limit: int = 1000,
+    ) -> list[str]:
+        """Companies with an event matching every criterion, by id: the first `limit` after
+        `after` (a page; the last id of one is the next one's `after`)."""
+        ...
+
+    def logs_of(
+        self, company_ids: Sequence[str]
+    ) -> dict[str, tuple[list[StoredEvent], list[StoredEvent]]]:
+        """Each company's log for a rebuild (every one a key): its folded events in the order
+        they were folded (`folded_events`), and its pending ones (`pending_events`)."""
+        ...
+
     def raw_event(self, seq: int) -> tuple[bytes, dict[str, str]] | None:
         """The raw body and headers of an event, as received (to re-verify or re-parse)."""
         ...
@@ -147,6 +182,10 @@ class EffectRecord(Protocol):
     def effect(self, effect_id: int) -> Effect | None: ...
 
     def open_effects(self, company_id: str) -> list[Effect]: ...
+
+    def open_effects_of(self, company_ids: Sequence[str]) -> dict[str, list[Effect]]:
+        """`open_effects` of several companies at once, oldest first (every one a key)."""
+        ...
 
     def company_effects(self, company_id: str) -> list[Effect]: ...
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 
@@ -14,8 +15,19 @@ from rich.table import Table
 
 from processor import clock
 from processor.cli.common import API_KEY, CliError, company_option, example, opened
-from processor.work.replay import Plan, Selection, Summary, plan, select_companies, unknown_selector
+from processor.work.replay import (
+    Matched,
+    Plan,
+    Selection,
+    Summary,
+    batches,
+    count_matching,
+    plans,
+    selected_companies,
+    unknown_selector,
+)
 from processor.work.replay import replay as run_replay
+from store import Store
 
 log = logging.getLogger(__name__)
 
@@ -45,19 +57,20 @@ def replay(
     selection = Selection(company_id, event_id, _iso_date(since), event_type, failed)
     # Selected on a reader: a refusal, "nothing to do" and a dry run write nothing at all.
     with opened(() if dry_run else API_KEY, readonly=True) as reader:
-        companies, events = select_companies(reader.store, selection)
-        if not companies and (reason := unknown_selector(reader.store, selection)):
+        matched = count_matching(reader.store, selection)
+        if not matched.companies and (reason := unknown_selector(reader.store, selection)):
             raise CliError(reason)
         if dry_run:
-            _print_plans([plan(reader.store, company) for company in companies], events)
+            _dry_run(reader.store, selection, matched)
             return
-    if not companies:
-        click.echo(f"no stored events match ({events} events, 0 companies); nothing to do")
+    if not matched.companies:
+        click.echo(f"no stored events match ({matched.events} events, 0 companies); nothing to do")
         return
     with (
         opened(readonly=False, settings=reader.settings) as session,
-        _progress(len(companies)) as advance,
+        _progress(matched.companies) as advance,
     ):
+        companies = selected_companies(session.store, selection)
         summary = session.run(
             lambda codat: run_replay(
                 session.store, codat, session.settings, companies, failed=failed, progress=advance
@@ -119,9 +132,29 @@ def _bar(total: int) -> Iterator[Advance]:
         yield lambda company_id: progress.advance(task)
 
 
-def _print_plans(plans: list[Plan], events: int) -> None:
+# Up to this many companies, a dry run shows a table of every one; beyond, only the companies
+# it would change or run commands for (at most LISTED_CHANGES lines), then the totals.
+TABLE_LIMIT = 200
+LISTED_CHANGES = 1000
+
+
+def _dry_run(store: Store, selection: Selection, matched: Matched) -> None:
+    """Plan every selected company, a batch at a time, reading only."""
+    if matched.companies <= TABLE_LIMIT:
+        everything = plans(store, list(selected_companies(store, selection)))
+        _print_plans(everything)
+        changes = sum(1 for p in everything if p.state_now != p.state_after)
+        companies = len(everything)
+    else:
+        companies, changes = _print_changes(store, selection)
+    click.echo(
+        f"dry run: {matched.events} matching events, {companies} companies, {changes} would change"
+    )
+
+
+def _print_plans(found: list[Plan]) -> None:
     table = Table("company", "state now", "after replay", "events", "commands it would run")
-    for item in plans:
+    for item in found:
         table.add_row(
             item.company_id,
             item.state_now or "-",
@@ -130,8 +163,35 @@ def _print_plans(plans: list[Plan], events: int) -> None:
             ", ".join(item.commands) or "-",
         )
     Console().print(table)
-    changes = sum(1 for p in plans if p.state_now != p.state_after)
-    click.echo(f"dry run: {events} matching events, {len(plans)} companies, {changes} would change")
+
+
+def _print_changes(store: Store, selection: Selection) -> tuple[int, int]:
+    """Plain lines for the companies a replay would change or run commands for; the totals."""
+    companies = changes = listed = 0
+    moves: Counter[tuple[str, str]] = Counter()
+    click.echo("company  state now -> after replay  events  commands it would run")
+    for chunk in batches(selected_companies(store, selection)):
+        for item in plans(store, chunk):
+            companies += 1
+            now = item.state_now or "-"
+            if item.state_now != item.state_after:
+                changes += 1
+                moves[now, item.state_after] += 1
+            if item.state_now == item.state_after and not item.commands:
+                continue
+            listed += 1
+            if listed <= LISTED_CHANGES:
+                click.echo(
+                    f"{item.company_id}  {now} -> {item.state_after}  {item.events}  "
+                    f"{', '.join(item.commands) or '-'}"
+                )
+    if listed > LISTED_CHANGES:
+        click.echo(f"... and {listed - LISTED_CHANGES} more companies to change or act on")
+    if not listed:
+        click.echo(f"(none of the {companies} companies would change or run a command)")
+    for (before, after), count in sorted(moves.items()):
+        click.echo(f"would change {count} companies from {before} to {after}")
+    return companies, changes
 
 
 def _print_summary(summary: Summary) -> None:

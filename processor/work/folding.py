@@ -17,7 +17,7 @@ from handlers.events import Connection, Event
 from handlers.state import CompanyState, OnboardingState
 from handlers.transitions import APPLIED, fold, initial_state
 from processor.work.syncs import record_syncs, sync_report
-from store import EFFECT_CANCELLED, CompanyRow, Store, StoredEvent, is_unavailable
+from store import EFFECT_CANCELLED, CompanyRow, Effect, Store, StoredEvent, is_unavailable
 
 log = logging.getLogger(__name__)
 INTENT_STATES = frozenset({OnboardingState.LINKED, OnboardingState.AWAITING_CONFIGURATION})
@@ -37,6 +37,8 @@ class FoldReport:
     name: str | None = None
     # The type of the last event that changed the state (what moved the company, for logs).
     cause: str | None = None
+    # Intents that were open before the fold and still are (a rebuild leaves them to run).
+    kept_effects: int = 0
 
 
 def to_event(stored: StoredEvent) -> Event:
@@ -176,27 +178,55 @@ def fold_companies(store: Store, company_ids: Sequence[str], now: str) -> list[F
 
 def rebuild(store: Store, company_id: str, now: str) -> FoldReport:
     """Fold a company's whole log from an empty state, as if every event arrived again."""
-    store.lock_company(company_id, wait=True)
-    current = load_state(store, company_id)
-    folded = store.folded_events(company_id)
-    pending = store.pending_events(company_id)
-    events = folded + pending
-    final, steps = fold(initial_state(company_id), [to_event(stored) for stored in events])
-    store.set_outcomes([(e.seq, s.outcome) for e, s in zip(folded, steps, strict=False)])
-    store.mark_folded(
-        [(e.seq, s.outcome) for e, s in zip(pending, steps[len(folded) :], strict=True)], now
-    )
-    report = FoldReport(company_id, current.state if current else None, final.state, len(events))
-    for step in steps:
-        report.outcomes[step.outcome] = report.outcomes.get(step.outcome, 0) + 1
-    if events:
-        store.save_company(company_id, final.state, final.to_dict(), now)
-    record_syncs(
-        store, company_id, [(e, s.outcome) for e, s in zip(events, steps, strict=True)], now
-    )
-    causes = [(command, events[-1].seq if events else None) for command in needed_commands(final)]
-    _settle_effects(store, final, causes, now, report)
-    return report
+    return rebuild_companies(store, [company_id], now)[0]
+
+
+def rebuild_companies(store: Store, company_ids: Sequence[str], now: str) -> list[FoldReport]:
+    """`rebuild` of several companies in one transaction, reading and writing in bulk.
+
+    The logs, states and open intents of the whole batch are read in a few statements; only
+    what the rebuild changes is written: outcomes that differ, states that differ, the events
+    that were pending, and the intents to open or close.
+    """
+    for company_id in sorted(company_ids):  # one order for every rebuild: no deadlock
+        store.lock_company(company_id, wait=True)
+    rows = store.companies_of(company_ids)
+    logs = store.logs_of(company_ids)
+    open_effects = store.open_effects_of(company_ids)
+    outcomes: list[tuple[int, str]] = []
+    folded_now: list[tuple[int, str]] = []
+    states: list[tuple[str, str, dict[str, Any]]] = []
+    reports = []
+    for company_id in company_ids:
+        folded, pending = logs[company_id]
+        events = folded + pending
+        final, steps = fold(initial_state(company_id), [to_event(stored) for stored in events])
+        row = rows.get(company_id)
+        report = FoldReport(company_id, row.state if row else None, final.state, len(events))
+        for stored, step in zip(folded, steps, strict=False):
+            if stored.outcome != step.outcome:
+                outcomes.append((stored.seq, step.outcome))
+        folded_now += [
+            (e.seq, s.outcome) for e, s in zip(pending, steps[len(folded) :], strict=True)
+        ]
+        for step in steps:
+            report.outcomes[step.outcome] = report.outcomes.get(step.outcome, 0) + 1
+        data = final.to_dict()
+        if events and (row is None or row.state != final.state or row.data != data):
+            states.append((company_id, final.state, data))
+        reported = [
+            (e, s.outcome) for e, s in zip(events, steps, strict=True) if "sync" in e.fields
+        ]
+        record_syncs(store, company_id, reported, now)
+        last = events[-1].seq if events else None
+        causes = [(command, last) for command in needed_commands(final)]
+        if causes or open_effects[company_id]:
+            _settle_effects(store, final, causes, now, report, open_effects[company_id])
+        reports.append(report)
+    store.set_outcomes(outcomes)
+    store.mark_folded(folded_now, now)
+    store.save_companies(states, now)
+    return reports
 
 
 def _settle_effects(
@@ -205,13 +235,17 @@ def _settle_effects(
     causes: Sequence[tuple[Command, int | None]],
     now: str,
     report: FoldReport,
+    open_effects: Sequence[Effect] | None = None,
 ) -> None:
     """Open the intents the final state calls for; close those it no longer does."""
     wanted = {(c.kind, c.accounting_connection_id) for c in needed_commands(final)}
     open_kinds = set()
-    for effect in store.open_effects(final.company_id):
+    if open_effects is None:
+        open_effects = store.open_effects(final.company_id)
+    for effect in open_effects:
         if (effect.kind, effect.connection_id) in wanted:
             open_kinds.add(effect.kind)
+            report.kept_effects += 1
         else:
             # The state moved on (unlinked, another connection, already ready): drop it.
             store.close_effect(effect.id, EFFECT_CANCELLED, now)

@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 from handlers.commands import needed_commands
@@ -22,10 +23,11 @@ from processor.codat.client import CodatClient
 from processor.config import Settings
 from processor.intake.writer import DirectWriter
 from processor.work.effects import carry_out, claim_seconds, release_dead_claims
-from processor.work.folding import load_state, rebuild, to_event
+from processor.work.folding import load_state, rebuild, rebuild_companies, to_event
 from store import EFFECT_FAILED, EFFECT_PENDING, Store, StoredEvent
 
-REBUILD_BATCH = 200
+# Companies rebuilt per transaction (one commit each), and read per page of the selection.
+REBUILD_BATCH = 500
 
 
 @dataclass(frozen=True)
@@ -38,14 +40,17 @@ class Selection:
     event_type: str | None = None
     failed: bool = False
 
+    def criteria(self) -> dict[str, Any]:
+        return {
+            "company_id": self.company_id,
+            "event_or_message_id": self.event_id,
+            "since": self.since,
+            "event_type": self.event_type,
+            "failed": self.failed,
+        }
+
     def events(self, store: Store) -> list[StoredEvent]:
-        return store.find_events(
-            company_id=self.company_id,
-            event_or_message_id=self.event_id,
-            since=self.since,
-            event_type=self.event_type,
-            failed=self.failed,
-        )
+        return store.find_events(**self.criteria())
 
 
 @dataclass(frozen=True)
@@ -71,10 +76,37 @@ class Summary:
     waiting: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Matched:
+    """What a selection matches: how many events, and of how many companies."""
+
+    events: int
+    companies: int
+
+
+def count_matching(store: Store, selection: Selection) -> Matched:
+    events, companies = store.count_matching(**selection.criteria())
+    return Matched(events, companies)
+
+
+def selected_companies(store: Store, selection: Selection) -> Iterator[str]:
+    """The companies whose events match, by id, read a page at a time (memory stays bounded).
+
+    Pages are keyed by the last id seen, so rebuilding the companies of one page (even
+    requeueing their failed commands) cannot move another company in or out of later pages.
+    """
+    after: str | None = None
+    while True:
+        page = store.matching_companies(**selection.criteria(), after=after, limit=REBUILD_BATCH)
+        yield from page
+        if len(page) < REBUILD_BATCH:
+            return
+        after = page[-1]
+
+
 def select_companies(store: Store, selection: Selection) -> tuple[list[str], int]:
     """The companies whose events match, and how many events matched."""
-    events = selection.events(store)
-    return sorted({e.company_id for e in events if e.company_id}), len(events)
+    return list(selected_companies(store, selection)), count_matching(store, selection).events
 
 
 def unknown_selector(store: Store, selection: Selection) -> str | None:
@@ -95,12 +127,32 @@ def unknown_selector(store: Store, selection: Selection) -> str | None:
 
 def plan(store: Store, company_id: str) -> Plan:
     """What a replay of one company would produce, computed without writing anything."""
-    current = load_state(store, company_id)
-    events = store.folded_events(company_id) + store.pending_events(company_id)
-    final, _ = fold(initial_state(company_id), [to_event(e) for e in events])
-    open_kinds = {e.kind for e in store.open_effects(company_id)}
-    commands = sorted({c.kind for c in needed_commands(final)} | open_kinds)
-    return Plan(company_id, current.state if current else None, final.state, len(events), commands)
+    return plans(store, [company_id])[0]
+
+
+def plans(store: Store, company_ids: Sequence[str]) -> list[Plan]:
+    """`plan` of several companies, read in a few statements for the whole batch."""
+    rows = store.companies_of(company_ids)
+    logs = store.logs_of(company_ids)
+    open_effects = store.open_effects_of(company_ids)
+    found = []
+    for company_id in company_ids:
+        folded, pending = logs[company_id]
+        events = folded + pending
+        final, _ = fold(initial_state(company_id), [to_event(e) for e in events])
+        open_kinds = {e.kind for e in open_effects[company_id]}
+        commands = sorted({c.kind for c in needed_commands(final)} | open_kinds)
+        row = rows.get(company_id)
+        found.append(
+            Plan(company_id, row.state if row else None, final.state, len(events), commands)
+        )
+    return found
+
+
+def batches(company_ids: Iterable[str], size: int = REBUILD_BATCH) -> Iterator[list[str]]:
+    ids = iter(company_ids)
+    while chunk := list(islice(ids, size)):
+        yield chunk
 
 
 async def replay(
@@ -112,29 +164,30 @@ async def replay(
     failed: bool = False,
     progress: Callable[[str], Any] = lambda _: None,
 ) -> Summary:
-    """Rebuild each company from its log, then carry out the commands it still needs."""
+    """Rebuild each company from its log, then carry out the commands it still needs.
+
+    `company_ids` may be a lazy iterable (`selected_companies`): it is read a batch at a time.
+    """
     writer = DirectWriter(store)
     owner = f"replay:{socket.gethostname()}:{os.getpid()}"
     summary = Summary()
     started = clock.now()
     with store.transaction():
         release_dead_claims(store)  # an interrupted replay's claims need not wait to expire
-    ids = list(company_ids)
-    for start in range(0, len(ids), REBUILD_BATCH):
-        chunk = ids[start : start + REBUILD_BATCH]
+    for chunk in batches(company_ids):
         # Rebuilds are shared out in transactions of many companies (one commit each); the
         # commands then run company by company, each attempt claimed and recorded on its own.
         with store.transaction():
             if failed:
                 for company_id in chunk:
                     _requeue_failed(store, company_id)
-            reports = [rebuild(store, company_id, clock.now()) for company_id in chunk]
+            reports = rebuild_companies(store, chunk, clock.now())
         for report in reports:
             company_id = report.company_id
             summary.companies += 1
             summary.events += report.events
             after = report.after
-            if store.open_effects(company_id):
+            if report.commands or report.kept_effects:
                 await _run_effects(writer, store, codat, settings, company_id, owner, summary)
                 state = load_state(store, company_id)
                 after = state.state if state else after

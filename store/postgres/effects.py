@@ -87,6 +87,16 @@ class PostgresEffects(Connected):
             "WHERE company_id = %s AND status = %s ORDER BY id", [company_id, EFFECT_PENDING]
         )
 
+    def open_effects_of(self, company_ids: Sequence[str]) -> dict[str, list[Effect]]:
+        """`open_effects` of several companies, in one query (every one a key)."""
+        found: dict[str, list[Effect]] = {company_id: [] for company_id in company_ids}
+        for effect in self._effects(
+            "WHERE company_id = ANY(%s) AND status = %s ORDER BY company_id, id",
+            [list(company_ids), EFFECT_PENDING],
+        ):
+            found[effect.company_id].append(effect)
+        return found
+
     def company_effects(self, company_id: str) -> list[Effect]:
         return self._effects("WHERE company_id = %s ORDER BY id", [company_id])
 

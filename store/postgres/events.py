@@ -137,23 +137,65 @@ class PostgresEventLog(Connected):
         failed: bool = False,
     ) -> list[StoredEvent]:
         """Events matching every given criterion, in order of receipt."""
-        where, params = ["TRUE"], []
-        if company_id is not None:
-            where.append("company_id = %s")
-            params.append(company_id)
-        if event_or_message_id is not None:
-            where.append("(event_id = %s OR message_id = %s)")
-            params += [event_or_message_id, event_or_message_id]
-        if since is not None:
-            where.append("generated_date >= %s")
-            params.append(since)
-        if event_type is not None:
-            where.append("event_type = %s")
-            params.append(event_type)
-        if failed:
-            where.append("seq IN (SELECT caused_by FROM effects WHERE status = %s)")
-            params.append(EFFECT_FAILED)
-        return self._events(f"WHERE {' AND '.join(where)} ORDER BY seq", params)
+        where, params = _criteria(company_id, event_or_message_id, since, event_type, failed)
+        return self._events(f"WHERE {where} ORDER BY seq", params)
+
+    def count_matching(
+        self,
+        *,
+        company_id: str | None = None,
+        event_or_message_id: str | None = None,
+        since: str | None = None,
+        event_type: str | None = None,
+        failed: bool = False,
+    ) -> tuple[int, int]:
+        """How many events match every given criterion, and of how many companies."""
+        where, params = _criteria(company_id, event_or_message_id, since, event_type, failed)
+        row = self.conn.execute(
+            f"SELECT COUNT(*), COUNT(DISTINCT company_id) FROM events WHERE {where}", params
+        ).fetchone()
+        return (int(row[0]), int(row[1])) if row else (0, 0)
+
+    def matching_companies(
+        self,
+        *,
+        company_id: str | None = None,
+        event_or_message_id: str | None = None,
+        since: str | None = None,
+        event_type: str | None = None,
+        failed: bool = False,
+        after: str | None = None,
+        limit: int = 1000,
+    ) -> list[str]:
+        """Companies with an event matching every criterion, by id: the first `limit` after
+        `after` (a page; the last id of one is the next one's `after`)."""
+        where, params = _criteria(company_id, event_or_message_id, since, event_type, failed)
+        if after is not None:
+            where += " AND company_id > %s"
+            params.append(after)
+        found = self.conn.execute(
+            f"SELECT DISTINCT company_id FROM events WHERE {where} "
+            "AND company_id IS NOT NULL ORDER BY company_id LIMIT %s",
+            [*params, limit],
+        )
+        return [row[0] for row in found]
+
+    def logs_of(
+        self, company_ids: Sequence[str]
+    ) -> dict[str, tuple[list[StoredEvent], list[StoredEvent]]]:
+        """Each company's log for a rebuild, in one query: its folded events in fold order,
+        and its pending events oldest generatedDate first."""
+        found: dict[str, tuple[list[StoredEvent], list[StoredEvent]]] = {
+            company_id: ([], []) for company_id in company_ids
+        }
+        for event in self._events(
+            "WHERE company_id = ANY(%s) AND (fold_order IS NOT NULL OR processed_at IS NULL) "
+            "ORDER BY company_id, fold_order IS NULL, fold_order, generated_date, seq",
+            [list(company_ids)],
+        ):
+            folded, pending = found[event.company_id or ""]
+            (pending if event.processed_at is None else folded).append(event)
+        return found
 
     def raw_event(self, seq: int) -> tuple[bytes, dict[str, str]] | None:
         """The raw body and headers of an event, as received (to re-verify or re-parse)."""
@@ -251,3 +293,30 @@ def _values(event: NewEvent, duplicate_of: int | None) -> list[Any]:
         event.received_at if duplicate or event.outcome else None,
         "duplicate" if duplicate else event.outcome,
     ]
+
+
+def _criteria(
+    company_id: str | None,
+    event_or_message_id: str | None,
+    since: str | None,
+    event_type: str | None,
+    failed: bool,
+) -> tuple[str, list[Any]]:
+    """A WHERE clause (and its parameters) for the selectors of `find_events`."""
+    where, params = ["TRUE"], []
+    if company_id is not None:
+        where.append("company_id = %s")
+        params.append(company_id)
+    if event_or_message_id is not None:
+        where.append("(event_id = %s OR message_id = %s)")
+        params += [event_or_message_id, event_or_message_id]
+    if since is not None:
+        where.append("generated_date >= %s")
+        params.append(since)
+    if event_type is not None:
+        where.append("event_type = %s")
+        params.append(event_type)
+    if failed:
+        where.append("seq IN (SELECT caused_by FROM effects WHERE status = %s)")
+        params.append(EFFECT_FAILED)
+    return " AND ".join(where), params

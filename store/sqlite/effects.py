@@ -60,6 +60,19 @@ class SqliteEffects(Connected):
     def open_effects(self, company_id: str) -> list[Effect]:
         return self._effects("WHERE company_id = ? AND status = ?", [company_id, EFFECT_PENDING])
 
+    def open_effects_of(self, company_ids: Sequence[str]) -> dict[str, list[Effect]]:
+        """`open_effects` of several companies, in one query per few hundred (every one a key)."""
+        found: dict[str, list[Effect]] = {company_id: [] for company_id in company_ids}
+        for start in range(0, len(company_ids), rows.MAX_PARAMETERS):
+            chunk = list(company_ids[start : start + rows.MAX_PARAMETERS])
+            marks = ", ".join("?" * len(chunk))
+            for effect in self._effects(
+                f"WHERE company_id IN ({marks}) AND status = ? ORDER BY company_id, id",
+                [*chunk, EFFECT_PENDING],
+            ):
+                found[effect.company_id].append(effect)
+        return found
+
     def company_effects(self, company_id: str) -> list[Effect]:
         return self._effects("WHERE company_id = ? ORDER BY id", [company_id])
 

@@ -139,23 +139,69 @@ class SqliteEventLog(Connected):
         failed: bool = False,
     ) -> list[StoredEvent]:
         """Events matching every given criterion, in order of receipt."""
-        where, params = ["1 = 1"], []
-        if company_id is not None:
-            where.append("company_id = ?")
-            params.append(company_id)
-        if event_or_message_id is not None:
-            where.append("(event_id = ? OR message_id = ?)")
-            params += [event_or_message_id, event_or_message_id]
-        if since is not None:
-            where.append("generated_date >= ?")
-            params.append(since)
-        if event_type is not None:
-            where.append("event_type = ?")
-            params.append(event_type)
-        if failed:
-            where.append("seq IN (SELECT caused_by FROM effects WHERE status = ?)")
-            params.append(EFFECT_FAILED)
-        return self._events(f"WHERE {' AND '.join(where)} ORDER BY seq", params)
+        where, params = _criteria(company_id, event_or_message_id, since, event_type, failed)
+        return self._events(f"WHERE {where} ORDER BY seq", params)
+
+    def count_matching(
+        self,
+        *,
+        company_id: str | None = None,
+        event_or_message_id: str | None = None,
+        since: str | None = None,
+        event_type: str | None = None,
+        failed: bool = False,
+    ) -> tuple[int, int]:
+        """How many events match every given criterion, and of how many companies."""
+        where, params = _criteria(company_id, event_or_message_id, since, event_type, failed)
+        row = self.conn.execute(
+            f"SELECT COUNT(*), COUNT(DISTINCT company_id) FROM events WHERE {where}", params
+        ).fetchone()
+        return int(row[0]), int(row[1])
+
+    def matching_companies(
+        self,
+        *,
+        company_id: str | None = None,
+        event_or_message_id: str | None = None,
+        since: str | None = None,
+        event_type: str | None = None,
+        failed: bool = False,
+        after: str | None = None,
+        limit: int = 1000,
+    ) -> list[str]:
+        """Companies with an event matching every criterion, by id: the first `limit` after
+        `after` (a page; the last id of one is the next one's `after`)."""
+        where, params = _criteria(company_id, event_or_message_id, since, event_type, failed)
+        if after is not None:
+            where += " AND company_id > ?"
+            params.append(after)
+        found = self.conn.execute(
+            f"SELECT DISTINCT company_id FROM events WHERE {where} "
+            "AND company_id IS NOT NULL ORDER BY company_id LIMIT ?",
+            [*params, limit],
+        )
+        return [row[0] for row in found]
+
+    def logs_of(
+        self, company_ids: Sequence[str]
+    ) -> dict[str, tuple[list[StoredEvent], list[StoredEvent]]]:
+        """Each company's log for a rebuild, in one query per few hundred companies: its
+        folded events in fold order, and its pending events oldest generatedDate first."""
+        found: dict[str, tuple[list[StoredEvent], list[StoredEvent]]] = {
+            company_id: ([], []) for company_id in company_ids
+        }
+        for start in range(0, len(company_ids), rows.MAX_PARAMETERS):
+            chunk = list(company_ids[start : start + rows.MAX_PARAMETERS])
+            marks = ", ".join("?" * len(chunk))
+            for event in self._events(
+                f"WHERE company_id IN ({marks}) "
+                "AND (fold_order IS NOT NULL OR processed_at IS NULL) "
+                "ORDER BY company_id, fold_order IS NULL, fold_order, generated_date, seq",
+                chunk,
+            ):
+                folded, pending = found[event.company_id or ""]
+                (pending if event.processed_at is None else folded).append(event)
+        return found
 
     def raw_event(self, seq: int) -> tuple[bytes, dict[str, str]] | None:
         """The raw body and headers of an event, as received (to re-verify or re-parse)."""
@@ -166,16 +212,16 @@ class SqliteEventLog(Connected):
 
     def mark_folded(self, outcomes: Sequence[tuple[int, str]], now: str) -> None:
         """Record that events were folded, in this order, with these outcomes."""
+        if not outcomes:
+            return
         row = self.conn.execute(
             "SELECT COALESCE(MAX(fold_order), 0) FROM events WHERE fold_order IS NOT NULL"
         ).fetchone()
         order = int(row[0])
-        for seq, outcome in outcomes:
-            order += 1
-            self.conn.execute(
-                "UPDATE events SET processed_at = ?, outcome = ?, fold_order = ? WHERE seq = ?",
-                [now, outcome, order, seq],
-            )
+        self.conn.executemany(
+            "UPDATE events SET processed_at = ?, outcome = ?, fold_order = ? WHERE seq = ?",
+            [(now, outcome, order + n, seq) for n, (seq, outcome) in enumerate(outcomes, 1)],
+        )
 
     def set_outcomes(self, outcomes: Sequence[tuple[int, str]]) -> None:
         """Rewrite outcomes after a rebuild, keeping the fold order."""
@@ -209,3 +255,30 @@ class SqliteEventLog(Connected):
     def _events(self, where: str, params: Sequence[Any]) -> list[StoredEvent]:
         found = self.conn.execute(f"SELECT {rows.EVENT_COLUMNS} FROM events {where}", list(params))
         return [rows.stored_event(row) for row in found]
+
+
+def _criteria(
+    company_id: str | None,
+    event_or_message_id: str | None,
+    since: str | None,
+    event_type: str | None,
+    failed: bool,
+) -> tuple[str, list[Any]]:
+    """A WHERE clause (and its parameters) for the selectors of `find_events`."""
+    where, params = ["1 = 1"], []
+    if company_id is not None:
+        where.append("company_id = ?")
+        params.append(company_id)
+    if event_or_message_id is not None:
+        where.append("(event_id = ? OR message_id = ?)")
+        params += [event_or_message_id, event_or_message_id]
+    if since is not None:
+        where.append("generated_date >= ?")
+        params.append(since)
+    if event_type is not None:
+        where.append("event_type = ?")
+        params.append(event_type)
+    if failed:
+        where.append("seq IN (SELECT caused_by FROM effects WHERE status = ?)")
+        params.append(EFFECT_FAILED)
+    return " AND ".join(where), params
