@@ -124,13 +124,15 @@ def sync_health(
     configured (`configured_since` set) and nothing synced within `silent_after` seconds of
     `now`, `healthy` otherwise; None for a company neither configured nor ever synced.
 
-    Dates are our UTC form, so that seconds are told apart by text (see processor.clock)."""
+    Dates are our UTC form, so that seconds are told apart by text (see processor.clock).
+    The one source of the verdict: the status document, the dashboard and the sweep's counts
+    all call it."""
     if latest is None and configured_since is None:
         return None
     if latest is not None and latest.outcome == FAILED:
         return FAILING
     since = latest.at if latest is not None else configured_since
-    silent = since is not None and _seconds_between(since, now) > silent_after
+    silent = bool(since and _seconds_between(since, now) > silent_after)
     return SILENT if configured_since is not None and silent else HEALTHY
 
 

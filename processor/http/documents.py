@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from handlers.state import CompanyState, ExpensesConfiguration, OnboardingState
-from handlers.syncs import FAILED, SyncRecord
+from handlers.syncs import FAILED, SyncRecord, sync_health
 from handlers.transitions import initial_state
 from processor import clock
 from store import (
@@ -24,7 +24,6 @@ CONFIGURATION_KEYS = ("bankAccount", "supplier", "customer", "checkedAt")
 SILENT_AFTER = 7 * 86400.0
 # Failing transactions shown in the status document (`syncs` lists every one).
 SHOWN_FAILING = 20
-HEALTHY, FAILING, SILENT = "healthy", "failing", "silent"
 
 
 class Health:
@@ -128,20 +127,13 @@ def sync_record(record: SyncRecord) -> dict[str, Any]:
 
 
 def _health(state: CompanyState, health: Health) -> str | None:
-    latest = state.latest_sync
-    configured = state.state == OnboardingState.CONFIGURED
-    if latest is None and not configured:
-        return None
-    if latest is not None and latest.outcome == FAILED:
-        return FAILING
-    if configured:
-        since = latest.at if latest is not None else None
-        if since is None and state.configuration is not None:
-            since = state.configuration.checked_at
-        now = health.now or clock.parse(clock.now())
-        if since and now - clock.parse(since) > timedelta(seconds=health.silent_after):
-            return SILENT
-    return HEALTHY
+    """The verdict of `handlers.syncs.sync_health` (the one source), judged as of `health.now`:
+    a configured company's silence counts from its newest sync, or from when its configuration
+    was read back if it never synced."""
+    configured = state.state == OnboardingState.CONFIGURED and state.configuration is not None
+    since = state.configuration.checked_at if configured and state.configuration else None
+    now = clock.format_datetime(health.now) if health.now is not None else clock.now()
+    return sync_health(state.latest_sync, since, now, health.silent_after)
 
 
 def configuration(observed: ExpensesConfiguration | None) -> dict[str, Any]:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from handlers.events import Connection
 from handlers.state import CompanyState, ExpensesConfiguration
-from handlers.syncs import SyncRecord, SyncTransaction
+from handlers.syncs import SyncRecord, SyncTransaction, sync_health
+from processor import clock
 from processor.http.documents import Health, sync_summary
 from processor.http.explain import why
 
@@ -66,3 +67,30 @@ def test_a_configured_company_without_a_recent_sync_is_silent() -> None:
 
 def test_no_verdict_before_configuration_without_syncs() -> None:
     assert sync_summary(CompanyState("c-2"), Health(NOW))["health"] is None
+
+
+def test_the_document_gives_the_verdict_of_handlers_sync_health_to_the_microsecond() -> None:
+    """One source of the verdict: the document judges as `handlers.syncs.sync_health` does, and
+    a silence exactly as long as allowed is not yet silent."""
+    week = 7 * 86400.0
+    checked = CONFIGURED.configuration.checked_at  # type: ignore[union-attr]
+    cases = [
+        (CONFIGURED, checked),
+        (replace(CONFIGURED, syncs=(OK,)), checked),
+        (replace(CONFIGURED, syncs=(FAILED, OK)), checked),
+        (replace(CompanyState("c-3"), syncs=(OK,)), None),
+        (CompanyState("c-2"), None),
+    ]
+    for state, configured_since in cases:
+        since = state.latest_sync.at if state.latest_sync else checked
+        edge = clock.parse(since) + timedelta(seconds=week)
+        for now in (edge, edge + timedelta(microseconds=1), NOW):
+            verdict = sync_summary(state, Health(now, silent_after=week))["health"]
+            expected = sync_health(
+                state.latest_sync, configured_since, clock.format_datetime(now), week
+            )
+            assert verdict == expected, (state.company_id, state.syncs, now)
+    never_synced = clock.parse(checked) + timedelta(seconds=week)
+    assert sync_summary(CONFIGURED, Health(never_synced, week))["health"] == "healthy"
+    later = never_synced + timedelta(microseconds=1)
+    assert sync_summary(CONFIGURED, Health(later, week))["health"] == "silent"
