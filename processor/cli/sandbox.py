@@ -133,9 +133,15 @@ def _check_webhook_url(webhook_url: str, secrets: list[str]) -> None:
         )
 
 
-@click.command(epilog=example("export CODAT_WEBHOOK_SECRET=$(codat-expenses secret)"))
+@click.command(epilog=example("codat-expenses secret"))
 def secret() -> None:
-    """Print a fresh webhook signing secret (whsec_<base64>) for serve and sandbox."""
+    """Print a fresh webhook signing secret (whsec_<base64>) for serve and sandbox.
+
+    One line on stdout; to set serve's and sandbox's secret from it:
+
+    \b
+      export CODAT_WEBHOOK_SECRET=$(codat-expenses secret)
+    """
     # Imported here: the sender imports svix, slower to import than the rest of the CLI.
     from processor.sandbox.sender import generate_secret
 
