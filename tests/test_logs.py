@@ -79,6 +79,26 @@ def test_whatever_a_line_holds_secrets_are_masked(fmt: str) -> None:
 
 @pytest.mark.usefixtures("restore_logging")
 @pytest.mark.parametrize(
+    ("value", "secret"),
+    [
+        ("whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQ=", "c2VjcmV0LXNlY3JldC1zZWNyZXQ="),
+        ("sig v1,K5oZfzN95Z9UVu1EsfQmfVNQhnkZ2pj9o9NDN/H/pI4=", "K5oZfzN95Z9UVu1EsfQmfVNQhnkZ2pj9"),
+        ("Authorization: Bearer abcdefgh12345678", "abcdefgh12345678"),
+        ("Basic dGVzdC1hcGkta2V5LWFiY2RlZg==", "dGVzdC1hcGkta2V5LWFiY2RlZg=="),
+        ("dsn host=db PASSWORD=other-secret", "other-secret"),
+        ("postgresql://app:hunter2hunter2@db:5432/x", "hunter2hunter2"),
+    ],
+)
+def test_each_kind_of_secret_is_masked_alone_in_a_value(value: str, secret: str) -> None:
+    """A value holding one secret and nothing else that looks like one (the masking looks for
+    any secret once before trying each kind)."""
+    for fmt in ("json", "text"):
+        written = emit(fmt, "plain message", field=value)
+        assert secret not in written and "***" in written, written
+
+
+@pytest.mark.usefixtures("restore_logging")
+@pytest.mark.parametrize(
     ("name", "value"), [("LOG_FORMAT", "xml"), ("LOG_LEVEL", "LOUD"), ("LOG_FORMAT", "JSONL")]
 )
 def test_a_bad_setting_names_the_variable_and_what_it_accepts(name: str, value: str) -> None:
