@@ -21,15 +21,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 
+from processor import clock
 from processor.cli.store import check_copy
 from processor.sandbox import SandboxServer
 from processor.sandbox.sender import generate_secret
 from processor.sandbox.webhook_bodies import company_event, new_company
-from store import open_store
-from store.copying import COLUMNS, KEYS, TABLES, copyable
+from store import RateLimitPause, open_store
+from store.copying import COLUMNS, KEYS, NOT_COPIED, TABLES, copyable
 from tests.cli_support import Result
 from tests.conftest import Codat
 from tests.support import API_KEY, ServeProcess, ServeThread, free_port, post_webhook, wait_for
@@ -192,6 +194,20 @@ def test_copy_to_postgresql_keeps_every_row_and_serve_carries_on(
             ['{"sync_id":"s-1","outcome":"failed"}'],
         )
         conn.commit()
+    # And what reconciliation and Codat's rate limit leave: when one company's syncs were last
+    # read, and a pause a 429 began (no notice in the log says so: only the copied row can).
+    pause = RateLimitPause(
+        clock.after(3600), clock.now(), "Codat answered 429 to a sync look-up (Retry-After 3600 s)"
+    )
+    checked = min(source.companies.values())
+    store = open_store(f"sqlite:///{old}")
+    try:
+        with store.transaction():
+            store.mark_sync_checked(checked, "2026-12-01T11:00:00.0000000Z")
+            store.save_rate_limit_pause(pause, clock.now())
+        states = store.state_counts()
+    finally:
+        store.close()
     before = sqlite_rows(old)
     assert any(row[COLUMNS["effects"].index("claimed_by")] for row in before["effects"])
     assert {len(before[t]) > 0 for t in TABLES} == {True}
@@ -228,6 +244,16 @@ def test_copy_to_postgresql_keeps_every_row_and_serve_carries_on(
     result = store_cli("copy", "--from", target, "--to", f"sqlite:///{back}", "--quiet")
     assert result.returncode == 0, result.describe()
     assert sqlite_rows(back) == copied
+    # Companies by state, counted by each target's own triggers as its companies were inserted.
+    for url in (target, f"sqlite:///{back}"):
+        moved_store = open_store(url, readonly=True)
+        try:
+            assert moved_store.state_counts() == states, url
+            # Read as the processes read them, whatever TABLES says.
+            assert moved_store.sync_checks([checked]) == {checked: "2026-12-01T11:00:00.0000000Z"}
+            assert moved_store.rate_limit_pause() == pause
+        finally:
+            moved_store.close()
 
     # serve on the copy shows the same documents and takes new webhooks after the copied seqs.
     env = {
@@ -249,6 +275,11 @@ def test_copy_to_postgresql_keeps_every_row_and_serve_carries_on(
         finally:
             store.close()
         assert event.seq > max(row[0] for row in before["events"])
+        # The pause moved with the store: every instance on the copy still holds back.
+        wait_for(
+            lambda: pause.reason in (httpx.get(f"{moved.url}/healthz").json().get("reason") or ""),
+            what="the copied rate-limit pause in /healthz",
+        )
         assert moved.logs().count(PASSWORD) == 0
     # A new effect also continues after the copied ids.
     with psycopg.connect(target) as conn:
@@ -349,3 +380,33 @@ def test_check_copy_compares_rebuilt_state_with_the_copied_state(
     finally:
         src.close()
         dst.close()
+
+
+def test_every_table_of_the_schema_is_copied_or_named_as_left_out(
+    tmp_path: Path, target: str
+) -> None:
+    """A table a migration adds fails this until `store copy` copies it (TABLES, with every
+    column in COLUMNS) or NOT_COPIED says why not; on both backends."""
+    for url in (f"sqlite:///{tmp_path / 'fresh.db'}", target):
+        open_store(url).close()  # created and migrated
+    with closing(sqlite3.connect(tmp_path / "fresh.db")) as conn:
+        in_sqlite = {
+            row[0]: {c[1] for c in conn.execute(f"PRAGMA table_info({row[0]})")}
+            for row in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+            )
+        }
+    with psycopg.connect(target) as conn:
+        in_postgres: dict[str, set[str]] = {}
+        for table, column in conn.execute(
+            "SELECT table_name, column_name FROM information_schema.columns "
+            "WHERE table_schema = 'public'"
+        ):
+            in_postgres.setdefault(table, set()).add(column)
+    for backend, tables in (("SQLite", in_sqlite), ("PostgreSQL", in_postgres)):
+        assert set(tables) == set(TABLES) | set(NOT_COPIED), (
+            f"{backend}: expected the schema's tables to be those copied {sorted(TABLES)} and "
+            f"those left out {sorted(NOT_COPIED)}, found {sorted(tables)}"
+        )
+        for table in TABLES:
+            assert tables[table] == set(COLUMNS[table]), (backend, table)
