@@ -25,12 +25,17 @@ LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 NOISY = ("httpx", "httpcore", "uvicorn.access", "psycopg.pool", "hpack")
 
 MASK = "***"
+# Each kind of secret: text that any match contains (most values hold none of it, and looking
+# for it is 5 times cheaper than a search), and the pattern.
 _SECRETS = (
-    re.compile(r"whsec_[A-Za-z0-9+/=]+"),  # webhook signing secrets
-    re.compile(r"\bv1,[A-Za-z0-9+/]{20,}={0,2}"),  # webhook signatures
-    re.compile(r"\b((?:Bearer|Basic) )[A-Za-z0-9._~+/=-]{8,}"),  # Authorization values
-    re.compile(r"(?i)(password=)[^&\s]+"),
-    re.compile(r"(://[^/@:\s]*:)[^/@\s]+(@)"),  # the password of a URL
+    (("whsec_",), re.compile(r"whsec_[A-Za-z0-9+/=]+")),  # webhook signing secrets
+    (("v1,",), re.compile(r"\bv1,[A-Za-z0-9+/]{20,}={0,2}")),  # webhook signatures
+    (
+        ("Bearer ", "Basic "),
+        re.compile(r"\b((?:Bearer|Basic) )[A-Za-z0-9._~+/=-]{8,}"),  # Authorization values
+    ),
+    (("=",), re.compile(r"(?i)(password=)[^&\s]+")),
+    (("://",), re.compile(r"(://[^/@:\s]*:)[^/@\s]+(@)")),  # the password of a URL
 )
 
 
@@ -84,12 +89,13 @@ def formatter(fmt: str) -> logging.Formatter:
 
 def mask(text: str) -> str:
     """`text` with anything that looks like a secret replaced by ***."""
-    # One search for any of the patterns first: most values hold none (measured: 18 us to try
-    # the five substitutions on a 36-character id, 1 us for the one search).
-    if _ANY_SECRET.search(text) is None:
-        return text
-    for pattern, replacement in _REPLACEMENTS:
-        text = pattern.sub(replacement, text)
+    # A log line has about eight texts to mask: trying the five substitutions on each took
+    # 18 us per text, looking for each pattern's text first takes 0.3 us.
+    for needles, pattern in _SECRETS:
+        for needle in needles:
+            if needle in text:
+                text = pattern.sub(_REPLACEMENTS[pattern], text)
+                break
     return text
 
 
@@ -98,16 +104,7 @@ def _replacement(pattern: re.Pattern[str]) -> str:
     return "".join([r"\1", MASK, r"\2"][: 1 + pattern.groups] if pattern.groups else [MASK])
 
 
-_REPLACEMENTS = tuple((pattern, _replacement(pattern)) for pattern in _SECRETS)
-# Matches where any of _SECRETS matches (each pattern's own flags kept inline).
-_ANY_SECRET = re.compile(
-    "|".join(
-        f"(?i:{pattern.pattern.removeprefix('(?i)')})"
-        if pattern.pattern.startswith("(?i)")
-        else f"(?:{pattern.pattern})"
-        for pattern in _SECRETS
-    )
-)
+_REPLACEMENTS = {pattern: _replacement(pattern) for _, pattern in _SECRETS}
 
 
 def _masked(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
