@@ -1,26 +1,41 @@
-"""`codat-expenses sandbox` and `secret`: the local stand-in for Codat and a signing secret."""
+"""`codat-expenses sandbox` and `secret`: the local stand-in for Codat and a signing secret.
+
+`sandbox` alone runs the stand-in; `sandbox sync` and `sandbox rate-limit` script a running one
+through its admin routes (an expense sync and its webhook, Codat's rate-limit notices).
+"""
 
 from __future__ import annotations
 
+import json
+from typing import Any
+from urllib.parse import quote, urlsplit
+
 import click
+import httpx
 
 from processor import config
-from processor.cli.common import CliError, example, host_option
+from processor.cli.common import CliError, Refused, example, host_option, json_option
 
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+SANDBOX_URL = "http://127.0.0.1:8100"
+# The webhook a scripted sync sends (the stand-in checks these, and the transaction statuses).
+WEBHOOK_KINDS = ("current", "legacy", "none")
+FAILING_STATUSES = ("PushError", "ValidationError")  # as the status endpoints name them
+ADMIN_TIMEOUT = 10.0
 
 
-@click.command(
-    epilog=example("codat-expenses sandbox --webhook-url http://127.0.0.1:8000/webhooks/codat")
+@click.group(
+    invoke_without_command=True,
+    epilog=example("codat-expenses sandbox --webhook-url http://127.0.0.1:8000/webhooks/codat"),
 )
+@click.pass_context
 @host_option
 @click.option("--port", type=int, default=8100, show_default=True, help="Port to listen on.")
 @click.option(
     "--api-key",
     envvar="CODAT_API_KEY",
     show_envvar=True,
-    required=True,
-    help="Key clients must send (Basic auth), as serve's CODAT_API_KEY.",
+    help="Key clients must send (Basic auth), as serve's CODAT_API_KEY (required to run it).",
 )
 @click.option(
     "--webhook-url",
@@ -43,9 +58,10 @@ LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
     "first Linked (off by default: a company then stays ready until POST .../read).",
 )
 def sandbox(
+    ctx: click.Context,
     host: str,
     port: int,
-    api_key: str,
+    api_key: str | None,
     webhook_url: str | None,
     secrets: tuple[str, ...],
     data_read_delay: float | None,
@@ -90,7 +106,15 @@ def sandbox(
              clear the fault rules
       POST   /_sandbox/webhooks/send
              send a webhook: {"body": {...}} or {"raw": "..."}, "messageId", "repeat"
+
+    `sandbox sync` and `sandbox rate-limit` call the syncs and rateLimit routes of a running
+    stand-in (see their --help).
     """
+    if ctx.invoked_subcommand is not None:
+        return  # a subcommand scripting a running stand-in: nothing to start
+    if api_key is None:
+        param = next(p for p in ctx.command.params if p.name == "api_key")
+        raise click.MissingParameter(ctx=ctx, param=param)
     # Imported here: the stand-in brings Starlette, uvicorn and svix, slow to import.
     from processor.sandbox import serve_sandbox
 
@@ -99,6 +123,200 @@ def sandbox(
     if webhook_url is not None:
         _check_webhook_url(webhook_url, checked)
     serve_sandbox(host, port, api_key, webhook_url, checked, data_read_delay)
+
+
+sandbox_url_option = click.option(
+    "--url",
+    "sandbox_url",
+    envvar="CODAT_BASE_URL",
+    show_envvar=True,
+    default=SANDBOX_URL,
+    show_default=True,
+    help="The running stand-in (on loopback), as serve's CODAT_BASE_URL in a trial.",
+)
+
+
+@sandbox.command(
+    name="sync",
+    epilog=example(
+        "codat-expenses sandbox sync $COMPANY --outcome failed --transaction Completed "
+        "--transaction 'PushError:Supplier is archived in Xero'"
+    ),
+)
+@click.argument("company_id")
+@click.option(
+    "--outcome",
+    type=click.Choice(["successful", "failed"]),
+    default=None,
+    help="The sync's outcome (default: failed if a transaction is PushError, Failed or "
+    "ValidationError, successful otherwise).",
+)
+@click.option(
+    "--transaction",
+    "transactions",
+    multiple=True,
+    metavar="STATUS[:MESSAGE]",
+    help="One transaction of the sync (repeat for more): Completed, Pending, Unknown, PushError, "
+    "Failed or ValidationError, then Codat's message, e.g. 'PushError:Supplier is archived'.",
+)
+@click.option(
+    "--webhook",
+    type=click.Choice(WEBHOOK_KINDS),
+    default=None,
+    help="What Codat sends: current (expenses.sync.*), legacy (Sync Completed/Failed) or none "
+    "(a missed webhook). Default: the company's format.",
+)
+@click.option(
+    "--list-transactions/--no-list-transactions",
+    default=True,
+    show_default=True,
+    help="Whether the current webhook lists the transactions (without them, serve fetches "
+    "them from .../syncs/{syncId}/transactions).",
+)
+@click.option("--sync-id", default=None, help="The sync's id (default: a new UUID).")
+@click.option(
+    "--at", "sync_utc", default=None, help="When it ran, e.g. 2026-12-01T10:02:00Z (default: now)."
+)
+@click.option(
+    "--error-message", default=None, help="The sync's error (default: the first message)."
+)
+@click.option(
+    "--failure-stage", default=None, help="A legacy Sync Failed body's stage (default Pushing)."
+)
+@sandbox_url_option
+@json_option
+def sync(
+    company_id: str,
+    outcome: str | None,
+    transactions: tuple[str, ...],
+    webhook: str | None,
+    list_transactions: bool,
+    sync_id: str | None,
+    sync_utc: str | None,
+    error_message: str | None,
+    failure_stage: str | None,
+    sandbox_url: str,
+    as_json: bool,
+) -> None:
+    """Script an expense sync of COMPANY_ID on a running stand-in, and send its webhook.
+
+    The stand-in records the sync (its status endpoints answer with it from then on) and sends
+    the webhook to its --webhook-url, as Codat would after a sync.
+    """
+    body: dict[str, Any] = {
+        "transactions": [_transaction(text) for text in transactions],
+        "listTransactions": list_transactions,
+    }
+    optional = {
+        "outcome": outcome,
+        "webhook": webhook,
+        "syncId": sync_id,
+        "syncUtc": sync_utc,
+        "errorMessage": error_message,
+        "failureStage": failure_stage,
+    }
+    body.update({key: value for key, value in optional.items() if value is not None})
+    answer = _admin(sandbox_url, f"/_sandbox/companies/{quote(company_id, safe='')}/syncs", body)
+    if as_json:
+        click.echo(json.dumps(answer, indent=2))
+        return
+    done, listed = answer["sync"], answer["transactions"]
+    failing = sum(1 for t in listed if t.get("status") in FAILING_STATUSES)
+    sent = answer.get("webhook")
+    said = "no webhook" if sent is None else str(sent.get("eventType") or sent.get("RuleType"))
+    click.echo(
+        f"sync {done['syncId']} of company {company_id}: {done['syncStatus']} at "
+        f"{done['syncUtc']}, {failing} of {len(listed)} transactions failing; {said}"
+    )
+
+
+def _transaction(text: str) -> dict[str, str]:
+    status, _, message = text.partition(":")
+    if not status.strip():
+        raise CliError(
+            "--transaction: expected STATUS[:MESSAGE] such as 'PushError:Supplier is archived', "
+            f"found {text!r}"
+        )
+    found = {"status": status.strip()}
+    if message.strip():
+        found["message"] = message.strip()
+    return found
+
+
+@sandbox.command(
+    name="rate-limit", epilog=example("codat-expenses sandbox rate-limit reached --remaining 0")
+)
+@click.argument("event", type=click.Choice(["reached", "reset"]))
+@click.option(
+    "--remaining",
+    "quota_remaining",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Calls left of the daily quota (default: 0 when reached, the whole quota when reset).",
+)
+@click.option(
+    "--expiry",
+    "expiry_date",
+    default=None,
+    help="When the quota resets, e.g. 2026-12-08T00:00:00Z (default: the next midnight UTC).",
+)
+@sandbox_url_option
+@json_option
+def rate_limit(
+    event: str,
+    quota_remaining: int | None,
+    expiry_date: str | None,
+    sandbox_url: str,
+    as_json: bool,
+) -> None:
+    """Make a running stand-in send client.rateLimit.reached or client.rateLimit.reset.
+
+    serve then pauses (or resumes) its non-urgent Codat calls: reconciliation, option refreshes
+    and sync look-ups.
+    """
+    body: dict[str, Any] = {"event": event}
+    if quota_remaining is not None:
+        body["quotaRemaining"] = quota_remaining
+    if expiry_date is not None:
+        body["expiryDate"] = expiry_date
+    sent = _admin(sandbox_url, "/_sandbox/rateLimit", body)
+    if as_json:
+        click.echo(json.dumps(sent, indent=2))
+        return
+    payload = sent.get("payload") or {}
+    click.echo(
+        f"sent {sent.get('eventType')}: {payload.get('quotaRemaining')} of "
+        f"{payload.get('dailyQuota')} daily calls left, the quota resets at "
+        f"{payload.get('expiryDate')}"
+    )
+
+
+def _admin(sandbox_url: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    """POST `body` to an admin route of the stand-in at `sandbox_url`; its JSON answer."""
+    base = sandbox_url.rstrip("/")
+    parts = urlsplit(base)
+    if parts.scheme != "http" or parts.hostname not in LOOPBACK_HOSTS:
+        raise CliError(
+            "--url: expected the stand-in on loopback, such as http://127.0.0.1:8100 (its admin "
+            f"routes exist nowhere else), found {sandbox_url!r}"
+        )
+    try:
+        answer = httpx.post(base + path, json=body, timeout=ADMIN_TIMEOUT)
+    except httpx.HTTPError as error:
+        raise Refused(
+            f"expected the stand-in (`codat-expenses sandbox`) to answer at {base}, found "
+            f"{type(error).__name__}: {error}"
+        ) from None
+    try:
+        found = answer.json()
+    except ValueError:
+        found = None
+    if answer.status_code != 200 or not isinstance(found, dict):
+        said = found.get("error") if isinstance(found, dict) else answer.text[:200]
+        raise Refused(
+            f"the stand-in at {base} answered {answer.status_code} to POST {path}: {said}"
+        )
+    return found
 
 
 def _check_loopback(host: str) -> None:

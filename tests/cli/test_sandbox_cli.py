@@ -7,6 +7,7 @@ import json
 import re
 import subprocess
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -236,6 +237,99 @@ def test_sandbox_logs_each_delivery_attempt_and_its_answer(
 
     first, second = wait_for(logged, timeout=10, what=f"two delivery lines in {log}")
     assert first.group(1) == second.group(1), "the retry did not keep the message id"
+
+
+# --- sandbox sync and rate-limit: scripting a running stand-in ------------------------------
+
+
+def delivered(url: str, event_type: str) -> list[dict[str, object]]:
+    """The stand-in's deliveries of `event_type` that its receiver accepted (signature checked)."""
+    deliveries = httpx.get(f"{url}/_sandbox/state", timeout=10).json()["deliveries"]
+    return [d for d in deliveries if d["eventType"] == event_type and d["delivered"]]
+
+
+def test_sandbox_sync_records_a_failed_sync_and_sends_its_webhook(
+    cli: Cli, sandbox_process: tuple[str, Path, str]
+) -> None:
+    url, _, _ = sandbox_process
+    auth = {"Authorization": basic_auth(API_KEY)}
+    company = httpx.post(f"{url}/companies", json={"name": "Sawayn Group"}, headers=auth).json()
+    reason = "Supplier is archived in Xero: ask the customer to restore it"
+    result = cli.ok(
+        "sandbox", "sync", company["id"], "--url", url, "--outcome", "failed",
+        "--transaction", "Completed", "--transaction", f"PushError:{reason}",
+    )  # fmt: skip
+    assert re.fullmatch(
+        rf"sync [0-9a-f-]{{36}} of company {company['id']}: Failed at \S+, 1 of 2 transactions "
+        r"failing; expenses\.sync\.unsuccessful\n",
+        result.stdout,
+    ), result.describe()
+    # Codat's status endpoint answers with it, and the webhook reached the receiver, signed.
+    latest = httpx.get(
+        f"{url}/companies/{company['id']}/sync/expenses/syncs/latest/status", headers=auth
+    ).json()
+    assert latest["syncId"] == result.stdout.split()[1], latest
+    assert (latest["syncStatus"], latest["errorMessage"]) == ("Failed", reason), latest
+    wait_for(lambda: delivered(url, "expenses.sync.unsuccessful"), what="the sync webhook")
+
+    # A successful sync whose webhook Codat never sent, at a given time, as JSON; CODAT_BASE_URL
+    # names the stand-in as it does for serve.
+    cli.env["CODAT_BASE_URL"] = url
+    answer = cli.ok(
+        "sandbox", "sync", company["id"], "--webhook", "none", "--sync-id", "s-2",
+        "--at", "2026-12-01T10:02:00Z", "--transaction", "Completed", "--json",
+    ).json()  # fmt: skip
+    assert answer["webhook"] is None, answer
+    assert answer["sync"]["syncId"] == "s-2" and answer["sync"]["syncStatus"] == "Complete"
+    assert answer["sync"]["syncUtc"] == "2026-12-01T10:02:00Z", answer
+
+
+def test_sandbox_rate_limit_sends_codat_s_notices(
+    cli: Cli, sandbox_process: tuple[str, Path, str]
+) -> None:
+    url, _, _ = sandbox_process
+    reached = cli.ok(
+        "sandbox", "rate-limit", "reached", "--remaining", "3",
+        "--expiry", "2026-12-08T00:00:00Z", "--url", url,
+    )  # fmt: skip
+    assert reached.stdout == (
+        "sent client.rateLimit.reached: 3 of 1000 daily calls left, the quota resets at "
+        "2026-12-08T00:00:00Z\n"
+    ), reached.describe()
+    reset = cli.ok("sandbox", "rate-limit", "reset", "--url", url, "--json").json()
+    assert reset["eventType"] == "client.rateLimit.reset", reset
+    assert reset["payload"]["quotaRemaining"] == reset["payload"]["dailyQuota"], reset
+    for event_type in ("client.rateLimit.reached", "client.rateLimit.reset"):
+        wait_for(partial(delivered, url, event_type), what=f"{event_type} delivered")
+
+
+def test_sandbox_sync_says_what_the_stand_in_refused(
+    cli: Cli, sandbox_process: tuple[str, Path, str]
+) -> None:
+    url, _, _ = sandbox_process
+    unknown = cli.run("sandbox", "sync", "no-such-company", "--url", url)
+    assert unknown.returncode == 1, unknown.describe()
+    assert "answered 404" in unknown.stderr, unknown.describe()
+    assert "No company was found with id no-such-company" in unknown.stderr, unknown.describe()
+    auth = {"Authorization": basic_auth(API_KEY)}
+    company = httpx.post(f"{url}/companies", json={"name": "Refused Ltd"}, headers=auth).json()
+    bogus = cli.run("sandbox", "sync", company["id"], "--url", url, "--transaction", "Bogus")
+    assert bogus.returncode == 1, bogus.describe()
+    assert "transaction status must be one of" in bogus.stderr, bogus.describe()
+    assert "got 'Bogus'" in bogus.stderr, bogus.describe()
+    # Nothing listening: said, exit 1; not loopback: refused before any request, exit 2.
+    gone = cli.run("sandbox", "rate-limit", "reset", "--url", f"http://127.0.0.1:{free_port()}")
+    assert gone.returncode == 1, gone.describe()
+    assert "expected the stand-in (`codat-expenses sandbox`) to answer at" in gone.stderr
+    line = refused(cli.run("sandbox", "rate-limit", "reset", "--url", "https://api.codat.io"))
+    assert "expected the stand-in on loopback" in line and "'https://api.codat.io'" in line
+
+
+def test_sandbox_still_requires_its_api_key_to_run(cli: Cli) -> None:
+    del cli.env["CODAT_API_KEY"]
+    result = run_bounded(cli, "sandbox", "--port", str(free_port()))
+    assert result.returncode == 2, result.describe()
+    assert "Missing option '--api-key'" in result.stderr, result.describe()
 
 
 # --- demo ------------------------------------------------------------------------------------
