@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from handlers.copies import evolve
 from handlers.events import Connection, ConnectionStatus
 from handlers.syncs import FAILED, SUCCESSFUL, SyncRecord
 
@@ -137,7 +138,7 @@ class CompanyState:
         marks = dict(self.watermarks)
         if generated_date > marks.get(key, ""):
             marks[key] = generated_date
-        return replace(self, watermarks=marks)
+        return evolve(self, watermarks=marks)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -9,9 +9,11 @@ over webhooks, which CODAT.md calls a hint; among reports of one kind the newest
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+from handlers.copies import evolve
 
 SUCCESSFUL = "successful"
 FAILED = "failed"
@@ -149,9 +151,9 @@ def merge_sync(record: SyncRecord | None, report: SyncReport, key: str) -> SyncR
     """The record of a sync once `report` (ordered by `key`) is taken into account."""
     if record is None:
         record = SyncRecord(report.sync_id, report.at, None, "", None, "")
-    merged = replace(record, at=min(record.at, report.at))
+    merged = evolve(record, at=min(record.at, report.at))
     if report.outcome is not None and key > merged.outcome_key:
-        merged = replace(
+        merged = evolve(
             merged,
             outcome=report.outcome,
             outcome_key=key,
@@ -159,7 +161,7 @@ def merge_sync(record: SyncRecord | None, report: SyncReport, key: str) -> SyncR
             error=report.error,
         )
     if report.transactions is not None and key > merged.transactions_key:
-        merged = replace(merged, transactions=report.transactions, transactions_key=key)
+        merged = evolve(merged, transactions=report.transactions, transactions_key=key)
     return merged
 
 

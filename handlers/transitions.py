@@ -6,7 +6,7 @@ only to tell `Unlinked` from `Deauthorized`, or when the event is Codat's own an
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from handlers.commands import (
     Command,
@@ -14,6 +14,7 @@ from handlers.commands import (
     needed_commands,
     sync_commands,
 )
+from handlers.copies import evolve
 from handlers.events import Connection, ConnectionStatus, Event, SourceType
 from handlers.state import (
     CONNECTED_STATES,
@@ -105,7 +106,7 @@ def transition(state: CompanyState, event: Event) -> Transition:
     if step.state.state == waiting and state.state != waiting:
         # Whatever brought the company here (its data read, a relink, a configuration cleared
         # in Codat), the choices are fetched again and Codat's configuration read back.
-        step = replace(step, commands=step.commands + tuple(needed_commands(step.state)))
+        step = evolve(step, commands=step.commands + tuple(needed_commands(step.state)))
     return step
 
 
@@ -117,9 +118,9 @@ def _transition(state: CompanyState, event: Event) -> Transition:
     if event.event_type == COMPANY_DELETED:
         if _is_stale(state, "company", event):
             return Transition(state, (), STALE)
-        return _applied(replace(state, deleted=True).with_watermark("company", _mark(event)))
+        return _applied(evolve(state, deleted=True).with_watermark("company", _mark(event)))
     if event.event_type == PARTNER_CONNECTION_FAILED:
-        failed = replace(state, last_error=event.error, last_error_at=event.generated_date)
+        failed = evolve(state, last_error=event.error, last_error_at=event.generated_date)
         return _applied(failed)
     if event.event_type in CONNECTION_EVENTS and event.connection is not None:
         return _connection_event(state, event, event.connection)
@@ -145,7 +146,7 @@ def fold(state: CompanyState, events: list[Event]) -> tuple[CompanyState, list[T
 def _company_created(state: CompanyState, event: Event) -> Transition:
     if _is_stale(state, "company", event):
         return Transition(state, (), STALE)
-    named = replace(state, name=event.company_name or state.name)
+    named = evolve(state, name=event.company_name or state.name)
     return _applied(named.with_watermark("company", _mark(event)))
 
 
@@ -193,14 +194,14 @@ def _role_event(
         updated = _expense_event(marked, event, connection)
         if updated.state in CONNECTED_STATES and state.state not in CONNECTED_STATES:
             # Whatever failed on the way is behind us once the company is ready.
-            updated = replace(updated, last_error=None, last_error_at=None)
+            updated = evolve(updated, last_error=None, last_error_at=None)
         return _applied(updated)
     return _accounting_event(marked, event, connection)
 
 
 def _accounting_event(state: CompanyState, event: Event, connection: Connection) -> Transition:
     if event.event_type == CONNECTION_DELETED:
-        return _applied(replace(state, accounting_connection=None))
+        return _applied(evolve(state, accounting_connection=None))
     previous = state.accounting_connection
     status = _status_after(event, connection)
     if event.event_type == CONNECTION_FAILED:
@@ -214,24 +215,24 @@ def _accounting_event(state: CompanyState, event: Event, connection: Connection)
             if same and previous and previous.status == ConnectionStatus.LINKED
             else ConnectionStatus.PENDING_AUTH
         )
-    updated = replace(connection, status=status)
+    updated = evolve(connection, status=status)
     if previous is not None and previous.id == connection.id:
         # Legacy bodies carry no platform name or source type: keep what we knew.
-        updated = replace(
+        updated = evolve(
             updated,
             platform_key=connection.platform_key or previous.platform_key,
             platform_name=connection.platform_name or previous.platform_name,
             source_type=connection.source_type or previous.source_type,
         )
-    new_state = replace(state, accounting_connection=updated)
+    new_state = evolve(state, accounting_connection=updated)
     if event.event_type == CONNECTION_FAILED:
-        new_state = replace(
+        new_state = evolve(
             new_state,
             last_error=event.error or "Codat reported that linking the connection failed",
             last_error_at=event.generated_date,
         )
     elif status == ConnectionStatus.LINKED:
-        new_state = replace(new_state, last_error=None, last_error_at=None)
+        new_state = evolve(new_state, last_error=None, last_error_at=None)
     commands: tuple[Command, ...] = ()
     if new_state.state == OnboardingState.LINKED:
         commands = (CreatePartnerExpenseConnection(state.company_id, connection.id),)
@@ -257,7 +258,7 @@ def _data_read(state: CompanyState, event: Event) -> Transition:
         # duplicate; a later one is news of its own, but the first read is what is kept.
         same = all(state.data_reads[connection_id] == date for connection_id in ids)
         return Transition(state, (), DUPLICATE if same else APPLIED)
-    return _applied(replace(state, data_reads=reads))
+    return _applied(evolve(state, data_reads=reads))
 
 
 def _configuration_observed(state: CompanyState, event: Event) -> Transition:
@@ -268,7 +269,7 @@ def _configuration_observed(state: CompanyState, event: Event) -> Transition:
     observed = ExpensesConfiguration(bank_account, supplier, customer, event.generated_date)
     if state.configuration == observed:
         return Transition(state, (), DUPLICATE)
-    updated = replace(state, configuration=observed)
+    updated = evolve(state, configuration=observed)
     return _applied(updated.with_watermark(CONFIGURATION_KEY, _mark(event)))
 
 
@@ -289,14 +290,14 @@ def _sync_reported(state: CompanyState, event: Event) -> Transition:
     kept[report.sync_id] = merged
     ordered = newest_first(list(kept.values()))
     dropped = ordered[KEPT_SYNCS:]
-    updated = replace(state, syncs=tuple(ordered[:KEPT_SYNCS]))
+    updated = evolve(state, syncs=tuple(ordered[:KEPT_SYNCS]))
     for record in dropped:
         if record.outcome == SUCCESSFUL:
             newest = max(record.at, updated.earlier_successful_at or "")
-            updated = replace(updated, earlier_successful_at=newest)
+            updated = evolve(updated, earlier_successful_at=newest)
         elif record.outcome is not None:
             newest = max(record.at, updated.earlier_failed_at or "")
-            updated = replace(updated, earlier_failed_at=newest)
+            updated = evolve(updated, earlier_failed_at=newest)
     if updated == state:
         # Older than every sync kept, and no news about successes or failures.
         return Transition(state, (), STALE)
@@ -310,7 +311,7 @@ def _expense_event(state: CompanyState, event: Event, connection: Connection) ->
         if current is not None and current.id == connection.id:
             # Expense events never trigger a creation: say why the company is back in linked
             # and how an operator asks for a new one.
-            return replace(
+            return evolve(
                 state,
                 expense_connection=None,
                 last_error=f"the partner expense connection {connection.id} was deleted in "
@@ -319,10 +320,10 @@ def _expense_event(state: CompanyState, event: Event, connection: Connection) ->
                 last_error_at=event.generated_date,
             )
         return state
-    expense = replace(
+    expense = evolve(
         connection, status=_status_after(event, connection), source_type=SourceType.EXPENSE
     )
-    return replace(state, expense_connection=expense)
+    return evolve(state, expense_connection=expense)
 
 
 def _status_after(event: Event, connection: Connection) -> str:

@@ -16,6 +16,7 @@ from store.records import (
     CompanyRow,
     Effect,
     InsertResult,
+    LoggedEvent,
     NewEvent,
     OptionsSnapshot,
     Page,
@@ -338,6 +339,21 @@ class DashboardReads(Protocol):
     def count_silent_syncs(self, before: str, *, cap: int) -> int: ...
 
 
+class ReplayReads(Protocol):
+    """What a replay reads of each batch of companies: lean, for millions of events."""
+
+    def replay_logs_of(
+        self, company_ids: Sequence[str]
+    ) -> dict[str, tuple[list[LoggedEvent], list[LoggedEvent]]]:
+        """`logs_of` (the same events, in the same order) as `LoggedEvent`s."""
+        ...
+
+    def states_of(self, company_ids: Sequence[str]) -> dict[str, str]:
+        """The onboarding state of each of these companies that has one (as `companies_of`
+        without the data)."""
+        ...
+
+
 class Store(
     EventLog,
     CompanyStates,
@@ -347,6 +363,7 @@ class Store(
     RateLimits,
     SyncChecks,
     DashboardReads,
+    ReplayReads,
     Protocol,
 ):
     """A whole store: its concerns, in transactions."""

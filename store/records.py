@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 # Event status as the store sees it.
 STORED = "stored"
@@ -64,6 +64,20 @@ class StoredEvent:
     processed_at: str | None
     outcome: str | None
     duplicate_of: int | None = None
+
+
+class LoggedEvent(NamedTuple):
+    """One event of a company's log as a rebuild reads it: what the handlers and the outcomes
+    need (a `StoredEvent` without its ids and deliveries, lighter to read by the million)."""
+
+    seq: int
+    event_type: str
+    source: str
+    company_id: str | None
+    generated_date: str
+    fields: dict[str, Any]
+    processed_at: str | None
+    outcome: str | None
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from handlers.state import CompanyState, OnboardingState
 from handlers.transitions import APPLIED, fold, initial_state
 from processor.work.syncs import record_syncs, sync_report
 from store import EFFECT_CANCELLED, CompanyRow, Effect, Store, StoredEvent, is_unavailable
+from store.records import LoggedEvent
 
 log = logging.getLogger(__name__)
 INTENT_STATES = frozenset({OnboardingState.LINKED, OnboardingState.AWAITING_CONFIGURATION})
@@ -41,10 +42,12 @@ class FoldReport:
     kept_effects: int = 0
 
 
-def to_event(stored: StoredEvent) -> Event:
+def to_event(stored: StoredEvent | LoggedEvent) -> Event:
     """A stored event as the handlers see it."""
     fields = stored.fields
     connection = fields.get("connection")
+    configuration = fields.get("configuration")
+    connection_ids = fields.get("connection_ids")
     return Event(
         event_type=stored.event_type,
         company_id=stored.company_id or "",
@@ -56,9 +59,9 @@ def to_event(stored: StoredEvent) -> Event:
         else None,
         error=fields.get("error"),
         source=stored.source,
-        details=_details(fields.get("configuration")),
-        connection_ids=tuple(str(i) for i in fields.get("connection_ids") or () if i),
-        sync=sync_report(stored),
+        details=_details(configuration) if configuration else {},
+        connection_ids=tuple(str(i) for i in connection_ids if i) if connection_ids else (),
+        sync=sync_report(stored) if "sync" in fields else None,
     )
 
 
@@ -191,7 +194,7 @@ def rebuild_companies(store: Store, company_ids: Sequence[str], now: str) -> lis
     for company_id in sorted(company_ids):  # one order for every rebuild: no deadlock
         store.lock_company(company_id, wait=True)
     rows = store.companies_of(company_ids)
-    logs = store.logs_of(company_ids)
+    logs = store.replay_logs_of(company_ids)
     open_effects = store.open_effects_of(company_ids)
     outcomes: list[tuple[int, str]] = []
     folded_now: list[tuple[int, str]] = []

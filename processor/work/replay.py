@@ -132,8 +132,8 @@ def plan(store: Store, company_id: str) -> Plan:
 
 def plans(store: Store, company_ids: Sequence[str]) -> list[Plan]:
     """`plan` of several companies, read in a few statements for the whole batch."""
-    rows = store.companies_of(company_ids)
-    logs = store.logs_of(company_ids)
+    states = store.states_of(company_ids)
+    logs = store.replay_logs_of(company_ids)
     open_effects = store.open_effects_of(company_ids)
     found = []
     for company_id in company_ids:
@@ -142,10 +142,7 @@ def plans(store: Store, company_ids: Sequence[str]) -> list[Plan]:
         final, _ = fold(initial_state(company_id), [to_event(e) for e in events])
         open_kinds = {e.kind for e in open_effects[company_id]}
         commands = sorted({c.kind for c in needed_commands(final)} | open_kinds)
-        row = rows.get(company_id)
-        found.append(
-            Plan(company_id, row.state if row else None, final.state, len(events), commands)
-        )
+        found.append(Plan(company_id, states.get(company_id), final.state, len(events), commands))
     return found
 
 

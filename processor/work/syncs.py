@@ -18,6 +18,7 @@ from handlers.syncs import SyncRecord, SyncReport, SyncTransaction, merge_sync, 
 from handlers.transitions import IGNORED
 from processor import clock
 from store import ExpenseSyncs, StoredEvent
+from store.records import LoggedEvent
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ def collecting_outcomes() -> Iterator[list[SyncOutcome]]:
         _COLLECTED.reset(token)
 
 
-def sync_report(stored: StoredEvent) -> SyncReport | None:
+def sync_report(stored: StoredEvent | LoggedEvent) -> SyncReport | None:
     """The sync an event reports, as intake or the worker recorded it; None if it names none."""
     data = stored.fields.get("sync")
     if not isinstance(data, dict) or not isinstance(data.get("syncId"), str):
@@ -70,7 +71,7 @@ def sync_report(stored: StoredEvent) -> SyncReport | None:
 def record_syncs(
     store: ExpenseSyncs,
     company_id: str,
-    reported: Sequence[tuple[StoredEvent, str]],
+    reported: Sequence[tuple[StoredEvent | LoggedEvent, str]],
     now: str,
 ) -> None:
     """Merge the sync reports among these (event, outcome) pairs into the company's rows."""

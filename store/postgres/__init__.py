@@ -14,6 +14,7 @@ from store.postgres.effects import PostgresEffects
 from store.postgres.events import PostgresEventLog
 from store.postgres.options import PostgresExpenseOptions
 from store.postgres.ratelimits import PostgresRateLimits
+from store.postgres.replaying import PostgresReplaying
 from store.postgres.syncs import PostgresExpenseSyncs
 
 
@@ -26,6 +27,7 @@ class PostgresStore(
     PostgresExpenseOptions,
     PostgresExpenseSyncs,
     PostgresRateLimits,
+    PostgresReplaying,
     Connected,
 ):
     """The event log, company state and record of effects, in one PostgreSQL database."""

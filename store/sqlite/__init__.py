@@ -10,6 +10,7 @@ from store.sqlite.effects import SqliteEffects
 from store.sqlite.events import SqliteEventLog
 from store.sqlite.options import SqliteExpenseOptions
 from store.sqlite.ratelimits import SqliteRateLimits
+from store.sqlite.replaying import SqliteReplaying
 from store.sqlite.syncs import SqliteExpenseSyncs
 
 
@@ -22,6 +23,7 @@ class SqliteStore(
     SqliteExpenseOptions,
     SqliteExpenseSyncs,
     SqliteRateLimits,
+    SqliteReplaying,
     Connected,
 ):
     """The event log, company state and record of effects, in one SQLite file."""

@@ -3,7 +3,8 @@ read it stands for (`folded_events` + `pending_events`, `open_effects`, `find_ev
 
 from __future__ import annotations
 
-from store import EFFECT_CANCELLED, Store
+from store import EFFECT_CANCELLED, Store, StoredEvent
+from store.records import LoggedEvent
 from tests.store.samples import COMPANY, T0, T1, T2, T3, new_event, opened_intent
 
 OTHER = "other-company"
@@ -42,6 +43,41 @@ def test_logs_of_is_each_companys_folded_then_pending_events(store: Store) -> No
         assert logs[company_id] == expected
     assert logs["nobody"] == ([], [])
     assert store.logs_of([]) == {}
+    # The lean read: the same events in the same order, with what a rebuild needs of each.
+    lean = store.replay_logs_of([COMPANY, OTHER, "nobody"])
+    assert set(lean) == {COMPANY, OTHER, "nobody"}
+    for company_id, (folded, waiting) in logs.items():
+        assert lean[company_id] == (
+            [_logged(e) for e in folded],
+            [_logged(e) for e in waiting],
+        ), company_id
+    assert store.replay_logs_of([]) == {}
+
+
+def _logged(event: StoredEvent) -> LoggedEvent:
+    return LoggedEvent(
+        event.seq,
+        event.event_type,
+        event.source,
+        event.company_id,
+        event.generated_date,
+        event.fields,
+        event.processed_at,
+        event.outcome,
+    )
+
+
+def test_states_of_is_each_stored_companys_state(store: Store) -> None:
+    with store.transaction():
+        store.save_companies(
+            [(COMPANY, "linked", {"company_id": COMPANY}), (OTHER, "ready", {"company_id": OTHER})],
+            T0,
+        )
+    found = store.states_of([COMPANY, OTHER, "nobody"])
+    assert found == {COMPANY: "linked", OTHER: "ready"}
+    rows = store.companies_of([COMPANY, OTHER, "nobody"])
+    assert found == {company_id: row.state for company_id, row in rows.items()}
+    assert store.states_of([]) == {}
 
 
 def test_matching_companies_are_paged_by_id_and_counted(store: Store) -> None:
