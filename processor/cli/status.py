@@ -14,7 +14,7 @@ from processor.cli import tables
 from processor.cli.common import CliError, Opened, Refused, example, json_option, opened
 from processor.cli.tables import Column, print_table
 from processor.http.documents import Health, company_document, summary
-from processor.http.explain import why
+from processor.http.explain import row_why, why
 from store import Store
 
 COMPANY_COLUMNS = (
@@ -24,6 +24,7 @@ COMPANY_COLUMNS = (
     Column("accounting", whole=True),
     Column("expense", whole=True),
     Column("name"),
+    Column("why"),
 )
 EVENT_COLUMNS = (
     Column("generated", whole=True, keep=True),
@@ -122,7 +123,8 @@ def _company_rows(store: Store, state: str | None, failed: bool, limit: int) -> 
 
 
 def _print_companies(rows: list[dict[str, Any]], total: int) -> None:
-    print_table(COMPANY_COLUMNS, [_table_row(row) for row in rows])
+    now = datetime.now(UTC)
+    print_table(COMPANY_COLUMNS, [_table_row(row, now) for row in rows])
     noun = "company" if total == 1 else "companies"
     if len(rows) < total:
         click.echo(f"{len(rows)} of {total} {noun} shown; --limit N to show more")
@@ -130,7 +132,7 @@ def _print_companies(rows: list[dict[str, Any]], total: int) -> None:
         click.echo(f"{len(rows)} {noun}")
 
 
-def _table_row(row: dict[str, Any]) -> list[str]:
+def _table_row(row: dict[str, Any], now: datetime) -> list[str]:
     accounting = row["accountingConnection"] or {}
     expense = row["expenseConnection"] or {}
     return [
@@ -140,6 +142,7 @@ def _table_row(row: dict[str, Any]) -> list[str]:
         accounting.get("status", ""),
         expense.get("status", ""),
         row["name"] or "",
+        row_why(row, now),
     ]
 
 

@@ -24,7 +24,7 @@ from handlers.state import STATES, OnboardingState
 from processor import clock
 from processor.http import listing, session
 from processor.http.documents import Health, company_document, summary
-from processor.http.explain import ago, sync_why, why
+from processor.http.explain import ago, row_why, sync_why, why
 from processor.http.queries import COMPANY_ID, health, healthz
 from processor.http.services import services
 from store import CompanyRow, Store
@@ -253,9 +253,15 @@ async def companies(request: Request) -> Response:
         )
     )
     now = datetime.now(UTC)
+    verdict = Health(now=now, silent_after=services(request).settings.sync_silent_after)
+    whys = {
+        row.company_id: row_why(summary(row, row.company_id, verdict), now)
+        for row in found.companies
+    }
     return _page(
         request,
         "companies.html",
+        whys=whys,
         listing=found,
         state=state,
         search=search,

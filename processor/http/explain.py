@@ -78,6 +78,13 @@ def why(document: dict[str, Any], now: datetime) -> str:
     return f"In {state}{since}."
 
 
+def row_why(document: dict[str, Any], now: datetime) -> str:
+    """`why` of a list's row: a summary, whose commands are not read for a list (none counted).
+
+    The same sentence as the company's page whenever no command is pending or failed."""
+    return why({"failed": [], "pending": [], "pendingEvents": 0, **document}, now)
+
+
 def sync_why(document: dict[str, Any], now: datetime) -> str:
     """The sentence about the company's expense syncs alone, whatever its state (the
     dashboard's list of failing and silent syncs)."""

@@ -99,6 +99,10 @@ def test_on_a_pipe_every_id_and_every_whole_error_is_on_its_line(
         [line] = [line for line in output.splitlines() if company_id in line]
         assert f"{ERROR} ({number})" in line, line
     assert "7 companies" in output
+    # Each row ends with the sentence the company's own status says.
+    for company_id in ids:
+        [line] = [line for line in output.splitlines() if company_id in line]
+        assert "The customer's authorization of gbol failed: " in line, line
 
 
 def test_on_a_narrow_terminal_ids_stay_whole_and_dropped_columns_are_named(
@@ -108,7 +112,7 @@ def test_on_a_narrow_terminal_ids_stay_whole_and_dropped_columns_are_named(
     output = on_a_terminal(Cli(path, "http://127.0.0.1:9"), 100, "status")
     for company_id in ids:
         assert company_id in output, output
-    assert "(too narrow for: name; widen the terminal or use --json)" in output, output
+    assert "(too narrow for: name, why; widen the terminal or use --json)" in output, output
     errors = cells(output, 2)
     for number, company_id in enumerate(ids):
         assert squeezed(errors[company_id]) == squeezed(f"{ERROR} ({number})"), output

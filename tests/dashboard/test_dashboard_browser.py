@@ -165,6 +165,9 @@ def test_a_person_signs_in_walks_the_funnel_reads_why_and_signs_out(
     expect(page.get_by_role("heading")).to_contain_text("Companies in pending_auth: 1")
     expect(page.locator("#companies")).to_contain_text(NAMES["waiting"])
     expect(page.locator("#companies")).not_to_contain_text(NAMES["ready"])
+    # Each row says why, in the company page's words.
+    row = page.locator("#companies tr", has_text=NAMES["waiting"])
+    expect(row).to_contain_text("Waiting for the customer to authorize")
     page.select_option("select[name=state]", "")
     page.fill("input[name=q]", "ready")
     page.get_by_role("button", name="Search").click()
