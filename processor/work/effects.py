@@ -9,6 +9,7 @@ snapshot kept in the store) and the configuration is read back from Codat (an ev
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -194,15 +195,37 @@ def claim_seconds(settings: Settings) -> float:
     return 3 * settings.codat_timeout + 5
 
 
+@dataclass(frozen=True)
+class Done:
+    """How one attempt at an effect ended: the effect's status afterwards, and the note."""
+
+    status: str
+    note: str | None = None
+
+
 async def carry_out(writer: Writes, codat: CodatClient, effect: Effect, settings: Settings) -> str:
     """One attempt at an effect, recorded; returns the effect's status afterwards."""
+    return (await attempt_and_record(writer, codat, effect, settings)).status
+
+
+async def attempt_and_record(
+    writer: Writes,
+    codat: CodatClient,
+    effect: Effect,
+    settings: Settings,
+    *,
+    calls: contextlib.AbstractAsyncContextManager[Any] | None = None,
+) -> Done:
+    """One attempt at an effect, recorded. `calls` (a semaphore) is held for the Codat calls
+    only, not while the result waits to be written."""
     attempt_at = ATTEMPTS.get(effect.kind)
     if attempt_at is None:
         # An intent of a kind this version does not know (written by a newer one): leave it.
         log.error("effect %d: unknown command %r, left pending", effect.id, effect.kind)
-        return "pending"
+        return Done("pending")
     try:
-        attempt = await attempt_at(codat, effect)
+        async with calls or contextlib.nullcontext():
+            attempt = await attempt_at(codat, effect)
     except CodatError as error:
         failure = error
 
@@ -225,13 +248,13 @@ async def carry_out(writer: Writes, codat: CodatClient, effect: Effect, settings
         level = logging.INFO if retried else logging.ERROR
         outcome = "will retry" if retried else "gave up"
         log.log(level, "company %s: %s (%s)", effect.company_id, error, outcome)
-        return "pending" if retried else EFFECT_FAILED
+        return Done("pending" if retried else EFFECT_FAILED, str(error))
     await writer.call(lambda store: record_attempt(store, effect, attempt, clock.now()))
     if effect.kind == CREATE_PARTNER_EXPENSE_CONNECTION:
         log.info("company %s: partner expense connection %s", effect.company_id, attempt.note)
     else:
         log.info("company %s: %s", effect.company_id, attempt.note)
-    return attempt.effect_status
+    return Done(attempt.effect_status, attempt.note)
 
 
 def backoff(attempt: int, initial: float, maximum: float) -> float:

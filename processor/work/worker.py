@@ -22,7 +22,7 @@ from processor.config import Settings
 from processor.intake.writer import Writer
 from processor.metrics import Metrics
 from processor.work import ratelimits
-from processor.work.effects import carry_out, claim_seconds, release_dead_claims
+from processor.work.effects import attempt_and_record, claim_seconds, release_dead_claims
 from processor.work.folding import FoldReport, fold_companies
 from processor.work.syncs import SyncOutcome, collecting_outcomes
 from store import (
@@ -189,21 +189,53 @@ class Worker:
         )
 
     async def _start_due_effects(self) -> None:
+        """Claim every due effect (one per company not busy) in one write, then start them.
+
+        One transaction (one commit) for all the claims of a step, not one each: each claim is
+        still its own conditional UPDATE, so an effect another worker holds is left alone."""
         now = clock.now()
         due = await self._read(lambda reads: reads.due_effects(now))
+        chosen: list[Effect] = []
+        postponed: list[Effect] = []
+        companies: set[str] = set()
         for effect in due:
-            if effect.company_id in self._busy:
+            if effect.company_id in self._busy or effect.company_id in companies:
                 continue
             if self.pause is not None and effect.kind in ratelimits.NON_URGENT:
-                await self.writer.call(self._postpone(effect, self.pause))
+                postponed.append(effect)
                 continue
-            claimed = await self.writer.call(self._claim(effect))
-            if not claimed:
+            chosen.append(effect)
+            companies.add(effect.company_id)
+        if not chosen and not postponed:
+            return
+        claimed = await self.writer.call(self._claim_all(chosen, postponed, self.pause))
+        for effect in chosen:
+            if effect.id not in claimed:
                 continue
             self._busy.add(effect.company_id)
             task = asyncio.create_task(self._carry_out(effect))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    def _claim_all(
+        self, chosen: list[Effect], postponed: list[Effect], pause: RateLimitPause | None
+    ) -> Callable[[Store], set[int]]:
+        """Postpone the non-urgent effects a rate-limit pause holds back, and claim the others:
+        the ids claimed (not those another worker holds, or that are closed)."""
+        now = clock.now()
+        until = clock.after(claim_seconds(self.settings))
+        waits = [self._postpone(effect, pause) for effect in postponed if pause is not None]
+
+        def claim(store: Store) -> set[int]:
+            for wait in waits:
+                wait(store)
+            return {
+                effect.id
+                for effect in chosen
+                if store.claim_effect(effect.id, self.owner, until, now)
+            }
+
+        return claim
 
     def _postpone(self, effect: Effect, pause: RateLimitPause) -> Callable[[Store], None]:
         """A non-urgent intent waits for the end of Codat's rate-limit pause."""
@@ -213,15 +245,9 @@ class Worker:
             effect.id, error=error, next_attempt_at=pause.until, now=clock.now()
         )
 
-    def _claim(self, effect: Effect) -> Callable[[Store], bool]:
-        now = clock.now()
-        until = clock.after(claim_seconds(self.settings))
-        return lambda store: store.claim_effect(effect.id, self.owner, until, now)
-
     async def _carry_out(self, effect: Effect) -> None:
         try:
-            async with self._slots:
-                await self._attempt(effect)
+            await self._attempt(effect)
         except Exception as error:
             if is_unavailable(error):
                 # Its result was not recorded: the effect stays pending, and is tried again
@@ -242,14 +268,16 @@ class Worker:
             self.wake()
 
     async def _attempt(self, effect: Effect) -> None:
-        status = await carry_out(self.writer, self.codat, effect, self.settings)
-        result = "retry" if status == EFFECT_PENDING else status
+        # The slot is held for the Codat calls; the company stays busy until the result is
+        # recorded, so a second attempt for it cannot start before.
+        done = await attempt_and_record(
+            self.writer, self.codat, effect, self.settings, calls=self._slots
+        )
+        result = "retry" if done.status == EFFECT_PENDING else done.status
         self.metrics.command_attempts.labels(effect.kind, result).inc()
-        if effect.kind == CREATE_PARTNER_EXPENSE_CONNECTION and status == EFFECT_DONE:
-            done = await self.writer.call(lambda store: store.effect(effect.id))
-            note = (done.result or {}).get("note") if done is not None else None
-            if note in ("created", "adopted"):
-                self.metrics.partner_connections.labels(note).inc()
+        created = effect.kind == CREATE_PARTNER_EXPENSE_CONNECTION and done.status == EFFECT_DONE
+        if created and done.note in ("created", "adopted"):
+            self.metrics.partner_connections.labels(done.note).inc()
 
 
 def _folder(
