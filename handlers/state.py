@@ -135,10 +135,15 @@ class CompanyState:
         return _newest(self.syncs, FAILED, self.earlier_failed_at)
 
     def with_watermark(self, key: str, generated_date: str) -> CompanyState:
+        return evolve(self, watermarks=self.marked((key,), generated_date))
+
+    def marked(self, keys: tuple[str, ...], generated_date: str) -> dict[str, str]:
+        """The watermarks with each of these keys raised to `generated_date` (never lowered)."""
         marks = dict(self.watermarks)
-        if generated_date > marks.get(key, ""):
-            marks[key] = generated_date
-        return evolve(self, watermarks=marks)
+        for key in keys:
+            if generated_date > marks.get(key, ""):
+                marks[key] = generated_date
+        return marks
 
     def to_dict(self) -> dict[str, Any]:
         return {

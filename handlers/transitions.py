@@ -103,7 +103,8 @@ def transition(state: CompanyState, event: Event) -> Transition:
     """Apply one event to a company's state."""
     step = _transition(state, event)
     waiting = OnboardingState.AWAITING_CONFIGURATION
-    if step.state.state == waiting and state.state != waiting:
+    # (An event that left the state as it was cannot have brought the company anywhere.)
+    if step.state is not state and step.state.state == waiting and state.state != waiting:
         # Whatever brought the company here (its data read, a relink, a configuration cleared
         # in Codat), the choices are fetched again and Codat's configuration read back.
         step = evolve(step, commands=step.commands + tuple(needed_commands(step.state)))
@@ -146,15 +147,15 @@ def fold(state: CompanyState, events: list[Event]) -> tuple[CompanyState, list[T
 def _company_created(state: CompanyState, event: Event) -> Transition:
     if _is_stale(state, "company", event):
         return Transition(state, (), STALE)
-    named = evolve(state, name=event.company_name or state.name)
-    return _applied(named.with_watermark("company", _mark(event)))
+    marks = state.marked(("company",), _mark(event))
+    return _applied(evolve(state, name=event.company_name or state.name, watermarks=marks))
 
 
 def _connection_event(state: CompanyState, event: Event, connection: Connection) -> Transition:
     if _is_stale(state, connection.id, event):
         return Transition(state, (), STALE)
     step = _connection_step(state, event, connection)
-    if step.state == state and state.watermarks.get(connection.id) == _mark(event):
+    if state.watermarks.get(connection.id) == _mark(event) and step.state == state:
         # The newest event about this connection, again (a redelivery under another message
         # id, a replayed copy): it says nothing new and asks for nothing.
         return Transition(state, (), DUPLICATE)
@@ -187,7 +188,7 @@ def _role_event(
     other = current is None or current.id != connection.id
     if other and mark < state.watermarks.get(role, ""):
         return Transition(state, (), STALE)
-    marked = state.with_watermark(connection.id, mark).with_watermark(role, mark)
+    marked = evolve(state, watermarks=state.marked((connection.id, role), mark))
     if other and current is not None and event.event_type == CONNECTION_DELETED:
         return Transition(marked, (), IGNORED)
     if role == EXPENSE_ROLE:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 
+from store.postgres import rows
 from store.postgres.connected import Connected
 from store.records import LoggedEvent
 from store.sqlite.replaying import LOGGED_COLUMNS
@@ -21,7 +21,7 @@ class PostgresReplaying(Connected):
         found: dict[str, tuple[list[LoggedEvent], list[LoggedEvent]]] = {
             company_id: ([], []) for company_id in company_ids
         }
-        loads = json.loads
+        loads = rows.loads
         cursor = self.conn.execute(
             f"SELECT {LOGGED_COLUMNS} FROM events WHERE company_id = ANY(%s) "
             "AND (fold_order IS NOT NULL OR processed_at IS NULL) "

@@ -13,6 +13,7 @@ from store.sqlite.rows import (
     company_row,
     effect,
     json_or_none,
+    loads,
     stored_event,
 )
 
@@ -23,5 +24,6 @@ __all__ = [
     "company_row",
     "effect",
     "json_or_none",
+    "loads",
     "stored_event",
 ]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 
 from store.records import LoggedEvent
@@ -26,7 +25,7 @@ class SqliteReplaying(Connected):
         found: dict[str, tuple[list[LoggedEvent], list[LoggedEvent]]] = {
             company_id: ([], []) for company_id in company_ids
         }
-        loads = json.loads
+        loads = rows.loads
         for start in range(0, len(company_ids), rows.MAX_PARAMETERS):
             chunk = list(company_ids[start : start + rows.MAX_PARAMETERS])
             marks = ", ".join("?" * len(chunk))

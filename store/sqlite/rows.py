@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import json.scanner
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,6 +22,23 @@ MAX_PARAMETERS = 500
 COMPANY_COLUMNS = "company_id, state, data, updated_at, checked_at"
 
 
+# json.loads's own scanner, called without json.loads's two layers of Python around it (they
+# cost as much as scanning the small documents stored here).
+_scan = json.scanner.make_scanner(json.JSONDecoder())
+
+
+def loads(text: str) -> Any:
+    """`json.loads(text)`, faster: the same value, or the same error."""
+    try:
+        value, end = _scan(text, 0)
+    except (StopIteration, TypeError):
+        # Not a JSON value where it starts, or not text: json.loads decodes it or says why.
+        return json.loads(text)
+    if end != len(text):
+        return json.loads(text)  # something after it: whitespace, or an error to raise
+    return value
+
+
 def json_or_none(value: dict[str, Any] | None) -> str | None:
     return None if value is None else json.dumps(value, separators=(",", ":"))
 
@@ -37,7 +55,7 @@ def stored_event(row: Sequence[Any]) -> StoredEvent:
         connection_id=row[7],
         generated_date=row[8],
         received_at=row[9],
-        fields=json.loads(row[10]),
+        fields=loads(row[10]),
         deliveries=row[11],
         processed_at=row[12],
         outcome=row[13],
@@ -57,7 +75,7 @@ def effect(row: Sequence[Any]) -> Effect:
         attempts=row[7],
         next_attempt_at=row[8],
         last_error=row[9],
-        result=json.loads(row[10]) if row[10] else None,
+        result=loads(row[10]) if row[10] else None,
         created_at=row[11],
         updated_at=row[12],
     )
@@ -67,7 +85,7 @@ def company_row(row: Sequence[Any]) -> CompanyRow:
     return CompanyRow(
         company_id=row[0],
         state=row[1],
-        data=json.loads(row[2]),
+        data=loads(row[2]),
         updated_at=row[3],
         checked_at=row[4],
     )
