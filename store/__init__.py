@@ -5,6 +5,7 @@ narrower views each consumer needs) and `open_store(url)`, which picks the backe
 """
 
 from store.contract import (
+    CodatCalls,
     CompanyStates,
     DashboardReads,
     EffectRecord,
@@ -32,6 +33,7 @@ from store.records import (
     EFFECT_DONE,
     EFFECT_FAILED,
     EFFECT_PENDING,
+    CodatCall,
     CompanyRow,
     Effect,
     InsertResult,
@@ -49,6 +51,8 @@ __all__ = [
     "EFFECT_DONE",
     "EFFECT_FAILED",
     "EFFECT_PENDING",
+    "CodatCall",
+    "CodatCalls",
     "CompanyRow",
     "CompanyStates",
     "DashboardReads",

@@ -13,6 +13,7 @@ from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from store.records import (
+    CodatCall,
     CompanyRow,
     Effect,
     InsertResult,
@@ -354,7 +355,20 @@ class ReplayReads(Protocol):
         ...
 
 
+class CodatCalls(Protocol):
+    """The calls made to Codat about each company (the newest CALLS_KEPT of each are kept)."""
+
+    def record_codat_calls(self, calls: Sequence[CodatCall]) -> None:
+        """Append these calls; older calls of the same companies beyond CALLS_KEPT go."""
+        ...
+
+    def codat_calls(self, company_id: str, limit: int = 200) -> list[CodatCall]:
+        """The company's newest `limit` calls, oldest first."""
+        ...
+
+
 class Store(
+    CodatCalls,
     EventLog,
     CompanyStates,
     EffectRecord,
@@ -457,6 +471,8 @@ class Queries(Protocol):
     def companies(self, *, state: str | None, limit: int, after: str | None) -> Page: ...
 
     def company_events(self, company_id: str, limit: int = 500) -> list[StoredEvent]: ...
+
+    def codat_calls(self, company_id: str, limit: int = 200) -> list[CodatCall]: ...
 
     def company_effects(self, company_id: str) -> list[Effect]: ...
 

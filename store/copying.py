@@ -8,7 +8,8 @@ source in one read snapshot and writes the target in batches, one transaction ea
 What is copied: every column of `events` (raw body and headers, `seq`, fold order, outcomes;
 Codat's rate-limit notices are events too), `companies`, `expense_options`, `effects` (ids
 kept), `expense_syncs`, `sync_checks` (when reconciliation last read each company's syncs) and
-`rate_limit_pause` (the pause in force, which a 429 may have begun without any notice), with the
+`rate_limit_pause` (the pause in force, which a 429 may have begun without any notice) and
+`codat_calls` (the newest calls to Codat about each company), with the
 claims on effects cleared (their holders belong to the old deployment). `heartbeat` and
 `schema_migrations` are the target's own; `company_state_counts` is kept by the target's own
 triggers as the companies are inserted (NOT_COPIED).
@@ -36,6 +37,7 @@ TABLES = (
     "expense_syncs",
     "sync_checks",
     "rate_limit_pause",
+    "codat_calls",
 )
 KEYS = {
     "events": "seq",
@@ -45,6 +47,7 @@ KEYS = {
     "expense_syncs": "key",
     "sync_checks": "company_id",
     "rate_limit_pause": "id",
+    "codat_calls": "id",
 }
 NOT_COPIED = {
     "heartbeat": "the target's own: written by the processes that use it",
@@ -101,6 +104,17 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "sync_checks": ("company_id", "checked_at"),
     # Codat's rate-limit pause shared by every instance (one row, id 1).
     "rate_limit_pause": ("id", "paused_until", "since", "reason", "notice_at", "updated_at"),
+    # The newest calls to Codat about each company (its timeline).
+    "codat_calls": (
+        "id",
+        "company_id",
+        "at",
+        "operation",
+        "status",
+        "duration_ms",
+        "correlation_id",
+        "error",
+    ),
 }
 CLEARED = {"effects": ("claimed_by", "claim_expires_at")}
 """Columns copied as NULL: claims held by processes of the deployment being moved."""

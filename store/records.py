@@ -15,6 +15,8 @@ EFFECT_PENDING = "pending"
 EFFECT_DONE = "done"
 EFFECT_FAILED = "failed"
 EFFECT_CANCELLED = "cancelled"
+# The calls to Codat kept per company (older ones go as new ones are recorded).
+CALLS_KEPT = 200
 
 
 @dataclass(frozen=True)
@@ -168,3 +170,18 @@ class RateLimitPause:
     since: str
     reason: str
     notice_at: str | None = None
+
+
+@dataclass(frozen=True)
+class CodatCall:
+    """One HTTP call to Codat about a company, as the processor sent it: the operation (method
+    and path with ids replaced), the status (`200`, `timeout`, `connection_error`), how long it
+    took, and Codat's correlationId on an error answer."""
+
+    company_id: str
+    at: str
+    operation: str
+    status: str
+    duration_ms: float
+    correlation_id: str | None = None
+    error: str | None = None

@@ -6,6 +6,7 @@ for the multi-instance work. How it differs from SQLite: see `connected.py`.
 
 from __future__ import annotations
 
+from store.postgres.calls import PostgresCodatCalls
 from store.postgres.companies import PostgresCompanyStates
 from store.postgres.connected import Connected
 from store.postgres.copying import PostgresCopying
@@ -19,6 +20,7 @@ from store.postgres.syncs import PostgresExpenseSyncs
 
 
 class PostgresStore(
+    PostgresCodatCalls,
     PostgresCopying,
     PostgresDashboard,
     PostgresEffects,

@@ -17,7 +17,7 @@ from store.copying import COLUMNS, KEYS, TABLES, Row
 from store.errors import StoreError
 from store.postgres.connected import Connected, _said
 
-IDENTITIES = (("events", "seq"), ("effects", "id"))
+IDENTITIES = (("events", "seq"), ("effects", "id"), ("codat_calls", "id"))
 
 
 class PostgresCopying(Connected):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from store.sqlite.calls import SqliteCodatCalls
 from store.sqlite.companies import SqliteCompanyStates
 from store.sqlite.connected import Connected
 from store.sqlite.copying import SqliteCopying
@@ -15,6 +16,7 @@ from store.sqlite.syncs import SqliteExpenseSyncs
 
 
 class SqliteStore(
+    SqliteCodatCalls,
     SqliteCopying,
     SqliteDashboard,
     SqliteEffects,

@@ -168,4 +168,20 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
             WHERE event_type IN ('client.rateLimit.reached', 'client.rateLimit.reset');
         """,
     ),
+    (
+        8,
+        """
+        CREATE TABLE codat_calls (
+            id INTEGER PRIMARY KEY,
+            company_id TEXT NOT NULL,
+            at TEXT NOT NULL,
+            operation TEXT NOT NULL,
+            status TEXT NOT NULL,
+            duration_ms REAL NOT NULL,
+            correlation_id TEXT,
+            error TEXT
+        ) STRICT;
+        CREATE INDEX codat_calls_company ON codat_calls(company_id, id);
+        """,
+    ),
 )

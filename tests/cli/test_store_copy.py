@@ -30,7 +30,7 @@ from processor.cli.store import check_copy
 from processor.sandbox import SandboxServer
 from processor.sandbox.sender import generate_secret
 from processor.sandbox.webhook_bodies import company_event, new_company
-from store import RateLimitPause, open_store
+from store import CodatCall, RateLimitPause, open_store
 from store.copying import COLUMNS, KEYS, NOT_COPIED, TABLES, copyable
 from tests.cli_support import Result
 from tests.conftest import Codat
@@ -205,6 +205,10 @@ def test_copy_to_postgresql_keeps_every_row_and_serve_carries_on(
         with store.transaction():
             store.mark_sync_checked(checked, "2026-12-01T11:00:00.0000000Z")
             store.save_rate_limit_pause(pause, clock.now())
+            # And a call to Codat about a company, as serve records them for its timeline.
+            store.record_codat_calls(
+                [CodatCall(checked, clock.now(), "GET /companies/{id}", "200", 2.5)]
+            )
         states = store.state_counts()
     finally:
         store.close()
