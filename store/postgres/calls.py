@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from store.records import CALLS_KEPT, CodatCall
 from store.postgres.connected import Connected
+from store.records import CALLS_KEPT, CodatCall
 
 COLUMNS = "company_id, at, operation, status, duration_ms, correlation_id, error"
 
