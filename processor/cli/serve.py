@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import time
@@ -31,8 +32,13 @@ def serve(host: str, port: int | None) -> None:
     # Open (and migrate) the store before binding, so a bad database stops start-up at once.
     _wait_for_store(settings)
     log.info("%s", config.describe(settings, os.environ, version=_version()))
+    app = create_app(settings)
+    # What start-up made (modules, the app: 50,000 objects) lives as long as the process: kept
+    # out of the collector's full passes, which walked them all with the loop stopped (measured
+    # under the intake benchmark: a full pass every 2 s or so, 30 to 74 ms each; 2 ms frozen).
+    gc.freeze()
     uvicorn.run(
-        create_app(settings),
+        app,
         host=host,
         port=settings.port if port is None else port,
         access_log=False,
