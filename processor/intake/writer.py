@@ -3,7 +3,9 @@
 Webhook requests hand their event to the writer and wait. The writer takes everything queued,
 appends it in one transaction and commits once, so one fsync serves the whole batch; only then
 are the waiting requests released to answer 2xx. Other writes (folds, effect results) are jobs
-in the same queue, each in a transaction of its own.
+in the same queue. On SQLite they join the batch's transaction, each in a savepoint of its own
+(undone alone if it fails), so a fold costs no fsync of its own: a fold between two batches
+of webhooks had made each cycle wait for two. On PostgreSQL each is a transaction of its own.
 
 On SQLite the statements run on the event loop thread and only the blocking parts (COMMIT,
 which waits for the disk, and BEGIN when another process holds the lock) run in a thread.
@@ -51,6 +53,7 @@ class Writer:
         self._drainer: asyncio.Task[None] | None = None
         self.batches = 0
         self.appended = 0
+        self.commits = 0
 
     def start(self) -> None:
         self._store = open_store(self.database_url, timeout=self.busy_timeout)
@@ -94,16 +97,86 @@ class Writer:
     async def _drain(self) -> None:
         while self._queue:
             jobs, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+            if self._require_store().remote:
+                await self._apart(jobs)
+            else:
+                await self._together(jobs)
+
+    async def _together(self, jobs: list[_Append | _Call]) -> None:
+        """Every job of the batch in one transaction and one commit (one fsync), each job in a
+        savepoint of its own so that a failing one is undone alone: the appends first, then the
+        calls in the order they came. A job's caller hears of it once the commit is done."""
+        store = self._require_store()
+        try:
+            if not store.try_begin():
+                await asyncio.to_thread(store.begin)
+        except Exception as error:
+            log.error("could not start a transaction for %d write(s): %s", len(jobs), error)
+            for job in jobs:
+                _settle(job.future, error=error)
+            return
+        done: list[tuple[asyncio.Future[Any], Any]] = []
+        try:
             appends = [job for job in jobs if isinstance(job, _Append)]
             if appends:
-                await self._append_batch(appends)
+                done += self._appended(store, appends)
             for call in (job for job in jobs if isinstance(job, _Call)):
+                if not _still_open(store):  # the store ended it (disk I/O error)
+                    _settle(call.future, error=_lost_transaction())
+                    continue
                 try:
-                    result = await self._transaction(call.fn)
+                    with store.savepoint():
+                        done.append((call.future, call.fn(store)))
                 except Exception as error:
                     _settle(call.future, error=error)
-                else:
-                    _settle(call.future, result=result)
+            if not _still_open(store):
+                raise _lost_transaction()
+            await asyncio.to_thread(store.commit)
+            self.commits += 1
+        except BaseException as error:
+            store.rollback()
+            if isinstance(error, Exception) and done:
+                log.error("could not commit %d write(s): %s", len(done), error)
+            for future, _ in done:
+                _settle(future, error=error)
+            if not isinstance(error, Exception):
+                raise
+            return
+        appended = sum(1 for job in jobs if isinstance(job, _Append))
+        if appended:
+            self.batches += 1
+            self.appended += appended
+        for future, result in done:
+            _settle(future, result=result)
+
+    def _appended(self, store: Store, jobs: list[_Append]) -> list[tuple[asyncio.Future[Any], Any]]:
+        """Append the events of `jobs` in a savepoint; the futures to settle with their results
+        once committed. A failed job is settled with its error at once."""
+        try:
+            with store.savepoint():
+                results = store.append_events([job.event for job in jobs])
+        except Exception as error:
+            if len(jobs) > 1 and not is_unavailable(error) and _still_open(store):
+                # One bad row must not fail the others: append them one by one.
+                return [done for job in jobs for done in self._appended(store, [job])]
+            log.error("could not store %d webhook event(s): %s", len(jobs), error)
+            for job in jobs:
+                _settle(job.future, error=error)
+            return []
+        return [(job.future, result) for job, result in zip(jobs, results, strict=True)]
+
+    async def _apart(self, jobs: list[_Append | _Call]) -> None:
+        """On a server: the appends in one transaction, then each call in one of its own."""
+        appends = [job for job in jobs if isinstance(job, _Append)]
+        if appends:
+            await self._append_batch(appends)
+        for call in (job for job in jobs if isinstance(job, _Call)):
+            try:
+                result = await self._transaction(call.fn)
+            except Exception as error:
+                _settle(call.future, error=error)
+            else:
+                _settle(call.future, result=result)
 
     async def _append_batch(self, jobs: list[_Append]) -> None:
         try:
@@ -126,28 +199,25 @@ class Writer:
             _settle(job.future, result=result)
 
     async def _transaction(self, fn: Callable[[Store], T]) -> T:
-        """One transaction: statements on the loop, a contended BEGIN and the COMMIT in a thread.
-
-        A second thread doing SQL waits for the GIL behind the loop (58 us per insert became
-        7.5 ms with the loop busy), so only the calls that block on the disk or a lock leave it.
-        """
-        store = self._require_store()
-        if store.remote:
-            return await asyncio.to_thread(_in_transaction, store, fn)
-        if not store.try_begin():
-            await asyncio.to_thread(store.begin)
-        try:
-            result = fn(store)
-        except BaseException:
-            store.rollback()
-            raise
-        await asyncio.to_thread(store.commit)
+        """One transaction, in a thread (a server: every statement waits on the network)."""
+        result = await asyncio.to_thread(_in_transaction, self._require_store(), fn)
+        self.commits += 1
         return result
 
     def _require_store(self) -> Store:
         if self._store is None:
             raise RuntimeError("the writer is not started")
         return self._store
+
+
+def _still_open(store: Store) -> bool:
+    """Whether the store's transaction is still open: SQLite ends it itself on some errors (disk
+    I/O, disk full), after which statements would each commit on their own."""
+    return bool(getattr(store, "in_transaction", True))
+
+
+def _lost_transaction() -> Exception:
+    return RuntimeError("the store ended the transaction (an I/O error?): nothing was written")
 
 
 def _in_transaction(store: Store, fn: Callable[[Store], T]) -> T:

@@ -60,6 +60,11 @@ class Connected:
     def close(self) -> None:
         self.conn.close()
 
+    @property
+    def in_transaction(self) -> bool:
+        """In a transaction (SQLite ends one itself on some errors: I/O, disk full)."""
+        return self.conn.in_transaction
+
     @contextmanager
     def transaction(self) -> Iterator[Self]:
         """One write transaction, taken immediately so concurrent writers queue, not deadlock."""

@@ -267,6 +267,27 @@ def test_a_call_is_one_transaction_and_its_failure_is_its_callers_alone(database
     assert event.message_id in rows(database)
 
 
+def test_calls_queued_beside_appends_share_their_one_commit(database: Path) -> None:
+    """A fold queued while webhooks wait costs no fsync of its own: on SQLite the appends and
+    the calls of one batch are one transaction, committed once, each call still undone alone
+    (see the test above)."""
+    events = [company_created(f"Shared {n}") for n in range(5)]
+    company_id = str(uuid.uuid4())
+
+    def save(store: Store) -> str:
+        store.save_company(company_id, "created", {"company_id": company_id}, clock.now())
+        return "saved"
+
+    async def scenario(writer: Writer) -> tuple[list[Any], int]:
+        done = await asyncio.gather(*(writer.append(e) for e in events), writer.call(save))
+        return list(done), writer.commits
+
+    done, commits = run(database, scenario)
+    assert done[-1] == "saved" and all(result.status == "stored" for result in done[:-1])
+    assert commits == 1, f"expected the 5 appends and the call in 1 commit, found {commits}"
+    assert set(rows(database)) == {event.message_id for event in events}
+
+
 def test_stop_waits_for_every_queued_write(database: Path) -> None:
     events = [company_created(f"At Shutdown {n}") for n in range(30)]
 
