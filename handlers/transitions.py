@@ -7,6 +7,7 @@ only to tell `Unlinked` from `Deauthorized`, or when the event is Codat's own an
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from handlers.commands import (
     Command,
@@ -188,21 +189,24 @@ def _role_event(
     other = current is None or current.id != connection.id
     if other and mark < state.watermarks.get(role, ""):
         return Transition(state, (), STALE)
-    marked = evolve(state, watermarks=state.marked((connection.id, role), mark))
+    marks = state.marked((connection.id, role), mark)
     if other and current is not None and event.event_type == CONNECTION_DELETED:
-        return Transition(marked, (), IGNORED)
+        return Transition(evolve(state, watermarks=marks), (), IGNORED)
     if role == EXPENSE_ROLE:
-        updated = _expense_event(marked, event, connection)
+        updated = _expense_event(evolve(state, watermarks=marks), event, connection)
         if updated.state in CONNECTED_STATES and state.state not in CONNECTED_STATES:
             # Whatever failed on the way is behind us once the company is ready.
             updated = evolve(updated, last_error=None, last_error_at=None)
         return _applied(updated)
-    return _accounting_event(marked, event, connection)
+    return _accounting_event(state, marks, event, connection)
 
 
-def _accounting_event(state: CompanyState, event: Event, connection: Connection) -> Transition:
+def _accounting_event(
+    state: CompanyState, marks: dict[str, str], event: Event, connection: Connection
+) -> Transition:
+    """The accounting connection after an event about it; `marks`: the state's new watermarks."""
     if event.event_type == CONNECTION_DELETED:
-        return _applied(evolve(state, accounting_connection=None))
+        return _applied(evolve(state, watermarks=marks, accounting_connection=None))
     previous = state.accounting_connection
     status = _status_after(event, connection)
     if event.event_type == CONNECTION_FAILED:
@@ -216,24 +220,24 @@ def _accounting_event(state: CompanyState, event: Event, connection: Connection)
             if same and previous and previous.status == ConnectionStatus.LINKED
             else ConnectionStatus.PENDING_AUTH
         )
-    updated = evolve(connection, status=status)
     if previous is not None and previous.id == connection.id:
         # Legacy bodies carry no platform name or source type: keep what we knew.
         updated = evolve(
-            updated,
+            connection,
+            status=status,
             platform_key=connection.platform_key or previous.platform_key,
             platform_name=connection.platform_name or previous.platform_name,
             source_type=connection.source_type or previous.source_type,
         )
-    new_state = evolve(state, accounting_connection=updated)
+    else:
+        updated = evolve(connection, status=status)
+    changes: dict[str, Any] = {"watermarks": marks, "accounting_connection": updated}
     if event.event_type == CONNECTION_FAILED:
-        new_state = evolve(
-            new_state,
-            last_error=event.error or "Codat reported that linking the connection failed",
-            last_error_at=event.generated_date,
-        )
+        changes["last_error"] = event.error or "Codat reported that linking the connection failed"
+        changes["last_error_at"] = event.generated_date
     elif status == ConnectionStatus.LINKED:
-        new_state = evolve(new_state, last_error=None, last_error_at=None)
+        changes["last_error"] = changes["last_error_at"] = None
+    new_state = evolve(state, **changes)
     commands: tuple[Command, ...] = ()
     if new_state.state == OnboardingState.LINKED:
         commands = (CreatePartnerExpenseConnection(state.company_id, connection.id),)

@@ -204,23 +204,28 @@ def rebuild_companies(store: Store, company_ids: Sequence[str], now: str) -> lis
         folded, pending = logs[company_id]
         events = folded + pending
         final, steps = fold(initial_state(company_id), [to_event(stored) for stored in events])
+        after = final.state
         row = rows.get(company_id)
-        report = FoldReport(company_id, row.state if row else None, final.state, len(events))
+        report = FoldReport(company_id, row.state if row else None, after, len(events))
         for stored, step in zip(folded, steps, strict=False):
             if stored.outcome != step.outcome:
                 outcomes.append((stored.seq, step.outcome))
-        folded_now += [
-            (e.seq, s.outcome) for e, s in zip(pending, steps[len(folded) :], strict=True)
-        ]
+        if pending:
+            folded_now += [
+                (e.seq, s.outcome) for e, s in zip(pending, steps[len(folded) :], strict=True)
+            ]
+        counts = report.outcomes
         for step in steps:
-            report.outcomes[step.outcome] = report.outcomes.get(step.outcome, 0) + 1
-        data = final.to_dict()
-        if events and (row is None or row.state != final.state or row.data != data):
-            states.append((company_id, final.state, data))
+            counts[step.outcome] = counts.get(step.outcome, 0) + 1
+        if events:
+            data = final.to_dict()
+            if row is None or row.state != after or row.data != data:
+                states.append((company_id, after, data))
         reported = [
             (e, s.outcome) for e, s in zip(events, steps, strict=True) if "sync" in e.fields
         ]
-        record_syncs(store, company_id, reported, now)
+        if reported:
+            record_syncs(store, company_id, reported, now)
         last = events[-1].seq if events else None
         causes = [(command, last) for command in needed_commands(final)]
         if causes or open_effects[company_id]:
