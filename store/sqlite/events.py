@@ -19,6 +19,9 @@ from store.records import (
 from store.sqlite import rows
 from store.sqlite.connected import Connected
 
+# json.dumps with separators builds an encoder at every call (half of its 3.7 us here).
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+
 
 class SqliteEventLog(Connected):
     """Every webhook and synthetic event, in order of receipt."""
@@ -71,9 +74,9 @@ class SqliteEventLog(Connected):
                 event.connection_id,
                 event.generated_date,
                 event.received_at,
-                json.dumps(event.fields, separators=(",", ":")),
+                _COMPACT.encode(event.fields),
                 event.body,
-                json.dumps(event.headers, separators=(",", ":")),
+                _COMPACT.encode(event.headers),
                 event.received_at,
                 duplicate_of,
                 processed,
