@@ -12,6 +12,7 @@ import httpx
 from starlette.applications import Starlette
 from starlette.routing import Route
 
+from processor.codat.calls import CallLog, flush_periodically
 from processor.codat.client import CodatClient, new_client
 from processor.codat.metered import MeteredTransport
 from processor.config import Settings
@@ -94,11 +95,14 @@ async def _open(
     worker_reads = open_store(settings.database_url, readonly=True)
     stack.callback(worker_reads.close)
     measured = Metrics()
+    # Each call about a company, noted for its timeline and written about once a second.
+    calls = CallLog()
+    _start(stack, flush_periodically(calls, writer.call))
     http = new_client(
         settings.base_url,
         settings.api_key,
         timeout=settings.codat_timeout,
-        transport=MeteredTransport(transport or httpx.AsyncHTTPTransport(), measured),
+        transport=MeteredTransport(transport or httpx.AsyncHTTPTransport(), measured, calls),
     )
     stack.push_async_callback(http.aclose)
     work_writer = writer.lane()

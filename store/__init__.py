@@ -29,6 +29,7 @@ from store.opening import (
     sqlite_path,
 )
 from store.records import (
+    CALLS_KEPT,
     EFFECT_CANCELLED,
     EFFECT_DONE,
     EFFECT_FAILED,
@@ -47,6 +48,7 @@ from store.records import (
 )
 
 __all__ = [
+    "CALLS_KEPT",
     "EFFECT_CANCELLED",
     "EFFECT_DONE",
     "EFFECT_FAILED",

@@ -13,9 +13,13 @@ from dataclasses import dataclass
 from typing import IO, Any, TypeVar
 
 import click
+import httpx
 
 from processor import config
+from processor.codat.calls import CallLog, Write, flush
 from processor.codat.client import CodatClient, new_client
+from processor.codat.metered import MeteredTransport
+from processor.metrics import Metrics
 from store import Store, StoreError, missing_store, open_store
 
 T = TypeVar("T")
@@ -66,14 +70,34 @@ class Opened:
 
     def run(self, work: Callable[[CodatClient], Awaitable[T]]) -> T:
         """Await `work` with a Codat client made for it, and closed after it, in an event loop."""
-        return asyncio.run(_with_codat(self.settings, work))
+        return asyncio.run(_with_codat(self.settings, self.store, work))
 
 
-async def _with_codat(settings: config.Settings, work: Callable[[CodatClient], Awaitable[T]]) -> T:
+async def _with_codat(
+    settings: config.Settings, store: Store, work: Callable[[CodatClient], Awaitable[T]]
+) -> T:
+    """Each call counted and logged like serve's; those about a company written to its
+    timeline when the work ends (on a writable store)."""
+    calls = CallLog()
+    transport = MeteredTransport(httpx.AsyncHTTPTransport(), Metrics(), calls, quiet=True)
     # Made and closed inside the event loop that uses it: httpx closes its connections there.
-    http = new_client(settings.base_url, settings.api_key, timeout=settings.codat_timeout)
-    async with http:
-        return await work(CodatClient(http))
+    http = new_client(
+        settings.base_url, settings.api_key, timeout=settings.codat_timeout, transport=transport
+    )
+    try:
+        async with http:
+            return await work(CodatClient(http))
+    finally:
+        if not store.readonly and len(calls):
+            await flush(calls, _written_by(store))
+
+
+def _written_by(store: Store) -> Write:
+    async def write(fn: Callable[[Store], None]) -> None:
+        with store.transaction():
+            fn(store)
+
+    return write
 
 
 @contextmanager

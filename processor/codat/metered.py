@@ -16,6 +16,7 @@ import time
 
 import httpx
 
+from processor.codat.calls import CallLog
 from processor.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -34,9 +35,21 @@ def operation(request: httpx.Request) -> str:
 class MeteredTransport(httpx.AsyncBaseTransport):
     """Counts, times and logs each request sent through `inner`."""
 
-    def __init__(self, inner: httpx.AsyncBaseTransport, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        inner: httpx.AsyncBaseTransport,
+        metrics: Metrics,
+        calls: CallLog | None = None,
+        *,
+        quiet: bool = False,
+    ) -> None:
         self.inner = inner
         self.metrics = metrics
+        # Quiet (a command line's calls, whose errors the command itself explains): each call
+        # logged at DEBUG only, seen with -v.
+        self.quiet = quiet
+        # Where each call about a company is noted for its timeline (None: nowhere).
+        self.calls = calls
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         name = operation(request)
@@ -44,21 +57,22 @@ class MeteredTransport(httpx.AsyncBaseTransport):
         try:
             response = await self.inner.handle_async_request(request)
         except httpx.TimeoutException:
-            self._record(name, "timeout", started, logging.WARNING)
+            self._record(request, name, "timeout", started, logging.WARNING)
             raise
         except httpx.TransportError as error:
-            self._record(name, "connection_error", started, logging.WARNING, str(error))
+            self._record(request, name, "connection_error", started, logging.WARNING, str(error))
             raise
         correlation = None
         if response.status_code >= 400:
             await response.aread()
             correlation = _correlation_id(response.content)
         level = logging.WARNING if response.status_code >= 400 else logging.INFO
-        self._record(name, str(response.status_code), started, level, None, correlation)
+        self._record(request, name, str(response.status_code), started, level, None, correlation)
         return response
 
     def _record(
         self,
+        request: httpx.Request,
         name: str,
         status: str,
         started: float,
@@ -67,14 +81,17 @@ class MeteredTransport(httpx.AsyncBaseTransport):
         correlation: str | None = None,
     ) -> None:
         seconds = time.perf_counter() - started
+        duration_ms = round(seconds * 1000, 1)
         self.metrics.codat_calls.labels(name, status).inc()
         self.metrics.codat_seconds.labels(name).observe(seconds)
-        fields = {"operation": name, "status": status, "duration_ms": round(seconds * 1000, 1)}
+        fields = {"operation": name, "status": status, "duration_ms": duration_ms}
         if correlation:
             fields["correlation_id"] = correlation
         if error:
             fields["error"] = error
-        log.log(level, "Codat %s: %s", name, status, extra=fields)
+        log.log(logging.DEBUG if self.quiet else level, "Codat %s: %s", name, status, extra=fields)
+        if self.calls is not None:
+            self.calls.note(request.url.path, name, status, duration_ms, correlation, error)
 
     async def aclose(self) -> None:
         await self.inner.aclose()

@@ -288,7 +288,21 @@ async def company(request: Request) -> Response:
     if document is None:
         return _problem(request, 404, f"no company {company_id!r} in the store")
     now = datetime.now(UTC)
-    return _page(request, "company.html", doc=document, why=why(document, now), ago=_ago(now))
+    return _page(
+        request,
+        "company.html",
+        doc=document,
+        why=why(document, now),
+        ago=_ago(now),
+        timeline=timeline(document),
+    )
+
+
+def timeline(document: dict[str, Any]) -> list[dict[str, Any]]:
+    """The company's events (by receipt) and its calls to Codat, in one list by time."""
+    entries = [{"at": e["receivedAt"], "event": e} for e in document["events"]]
+    entries += [{"at": c["at"], "call": c} for c in document["codatCalls"]]
+    return sorted(entries, key=lambda entry: str(entry["at"]))
 
 
 async def not_found(request: Request) -> Response:

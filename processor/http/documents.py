@@ -10,8 +10,10 @@ from handlers.syncs import FAILED, SyncRecord, sync_health
 from handlers.transitions import initial_state
 from processor import clock
 from store import (
+    CALLS_KEPT,
     EFFECT_FAILED,
     EFFECT_PENDING,
+    CodatCall,
     CompanyRow,
     Effect,
     OptionsSnapshot,
@@ -45,6 +47,7 @@ def company_document(
         row = store.company(company_id)
         events = store.company_events(company_id, event_limit)
         effects = store.company_effects(company_id)
+        calls = store.codat_calls(company_id, min(event_limit, CALLS_KEPT))
     if row is None and not events:
         return None
     document = summary(row, company_id, health)
@@ -53,6 +56,7 @@ def company_document(
     document["failed"] = [_effect(e) for e in effects if e.status == EFFECT_FAILED]
     document["pendingEvents"] = sum(1 for e in events if e.processed_at is None)
     document["events"] = [_event(e) for e in events]
+    document["codatCalls"] = [_call(c) for c in calls]
     return document
 
 
@@ -187,6 +191,17 @@ def _effect(effect: Effect) -> dict[str, Any]:
         "lastError": effect.last_error,
         "createdAt": effect.created_at,
         "updatedAt": effect.updated_at,
+    }
+
+
+def _call(call: CodatCall) -> dict[str, Any]:
+    return {
+        "at": call.at,
+        "operation": call.operation,
+        "status": call.status,
+        "durationMs": call.duration_ms,
+        "correlationId": call.correlation_id,
+        "error": call.error,
     }
 
 

@@ -77,6 +77,11 @@ DOCUMENT: Schema = {
     "failed": {"type": "array", "items": _ref("Command")},
     "pendingEvents": {"type": "integer", "minimum": 0},
     "events": {"type": "array", "items": _ref("Event")},
+    "codatCalls": {
+        "type": "array",
+        "description": "The newest calls to Codat about the company (at most 200), oldest first",
+        "items": _ref("CodatCall"),
+    },
 }
 
 SCHEMAS: dict[str, Schema] = {
@@ -280,6 +285,22 @@ SCHEMAS: dict[str, Schema] = {
             "lastError": NULLABLE_STRING,
             "createdAt": STRING,
             "updatedAt": STRING,
+        },
+        "additionalProperties": False,
+    },
+    "CodatCall": {
+        "type": "object",
+        "description": "One HTTP call to Codat about the company: the operation (method and "
+        "path, ids replaced), the status (an HTTP status, timeout or connection_error), and "
+        "Codat's correlationId on an error answer.",
+        "required": ["at", "operation", "status", "durationMs", "correlationId", "error"],
+        "properties": {
+            "at": STRING,
+            "operation": STRING,
+            "status": STRING,
+            "durationMs": {"type": "number", "minimum": 0},
+            "correlationId": NULLABLE_STRING,
+            "error": NULLABLE_STRING,
         },
         "additionalProperties": False,
     },

@@ -7,6 +7,8 @@ it.
 
 from __future__ import annotations
 
+import json
+
 import re
 from pathlib import Path
 from typing import Any
@@ -142,6 +144,14 @@ def test_onboard_failing_between_company_and_connection_is_continued_with_compan
     assert len(requests_to(codat, "POST", "/companies")) == 3  # company, failed, connection
     assert len([r for r in codat.state()["requests"] if r["path"] == "/companies"]) == 1
     assert stored_state(cli.database_url, str(company_id))[0] == "pending_auth"
+    # Both runs' calls about the company are on its timeline, the refused one first.
+    document = json.loads(cli.ok("status", str(company_id), "--json").stdout)
+    posts = [
+        call["status"]
+        for call in document["codatCalls"]
+        if call["operation"] == "POST /companies/{id}/connections"
+    ]
+    assert posts == ["500", "200"], document["codatCalls"]
 
 
 def test_onboard_json_failure_names_the_company(cli: Cli, codat: Codat) -> None:

@@ -195,6 +195,14 @@ def test_a_person_signs_in_walks_the_funnel_reads_why_and_signs_out(
     expect(page.locator("#why")).to_contain_text("Creating the partner expense connection failed")
     expect(page.locator("#why")).to_contain_text(f"replay --company {companies['failing']}")
     expect(page.locator("#timeline")).to_contain_text("connection.connected")
+    # Each call made to Codat about it, with its status: the refused POST with its correlationId.
+    calls = page.locator("#timeline tr.call")
+    refused = calls.filter(has_text="POST /companies/{id}/sync/expenses/connections/partnerExpense")
+    expect(refused).to_contain_text("400 in")
+    expect(refused).to_contain_text("correlationId")
+    expect(calls.filter(has_text="GET /companies/{id}/connections/{id}").first).to_contain_text(
+        "200 in"
+    )
     page.screenshot(path=str(SCREENSHOTS / "company.png"), full_page=True)
     _no_token(page)
 
