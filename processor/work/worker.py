@@ -103,10 +103,11 @@ class Worker:
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
 
     async def step(self) -> None:
-        """Fold what is pending, then start the effects that are due."""
+        """Fold what is pending (claiming the intents it opens in the same transaction) and
+        start those, then start the other effects that are due."""
         self._wake.clear()
-        await self._fold_pending()
         await self._read_pause()
+        await self._fold_pending()
         await self._start_due_effects()
 
     async def drain(self) -> None:
@@ -134,13 +135,36 @@ class Worker:
         company_ids = await self._read(lambda reads: reads.pending_company_ids())
         for start in range(0, len(company_ids), FOLD_BATCH):
             chunk = company_ids[start : start + FOLD_BATCH]
-            reports, outcomes = await self.writer.call(_folder(chunk))
+            reports, outcomes, claimed = await self.writer.call(self._folder(chunk))
             self.folds += len(reports)
+            self._start(claimed)
             for report in reports:
                 if report.before != report.after:
                     self._transition(report)
             for outcome in outcomes:
                 self._sync_outcome(outcome)
+
+    def _folder(
+        self, company_ids: list[str]
+    ) -> Callable[[Store], tuple[list[FoldReport], list[SyncOutcome], list[Effect]]]:
+        """Fold the companies, then claim the effect due first of each one not busy, in the
+        same transaction: an intent the fold opens is claimed without a commit of its own."""
+        idle = [company_id for company_id in company_ids if company_id not in self._busy]
+        claim = self._claim_all(self.pause)
+
+        def fold(store: Store) -> tuple[list[FoldReport], list[SyncOutcome], list[Effect]]:
+            now = clock.now()
+            with collecting_outcomes() as outcomes:
+                reports = fold_companies(store, company_ids, now)
+            opened = store.open_effects_of(idle) if idle else {}
+            due = sorted(
+                (effect for effects in opened.values() for effect in effects),
+                key=lambda effect: effect.next_attempt_at,
+            )
+            claimed = claim(store, [effect for effect in due if effect.next_attempt_at <= now])
+            return reports, outcomes, claimed
+
+        return fold
 
     def _sync_outcome(self, outcome: SyncOutcome) -> None:
         """Counts of a sync whose outcome (or failing transactions) a fold recorded."""
@@ -189,51 +213,46 @@ class Worker:
         )
 
     async def _start_due_effects(self) -> None:
-        """Claim every due effect (one per company not busy) in one write, then start them.
-
-        One transaction (one commit) for all the claims of a step, not one each: each claim is
-        still its own conditional UPDATE, so an effect another worker holds is left alone."""
+        """Claim the due effects the folds did not (retries, a claim expired, an effect of a
+        company busy then), one per company not busy, in one write; then start them."""
         now = clock.now()
         due = await self._read(lambda reads: reads.due_effects(now))
-        chosen: list[Effect] = []
-        postponed: list[Effect] = []
-        companies: set[str] = set()
-        for effect in due:
-            if effect.company_id in self._busy or effect.company_id in companies:
-                continue
-            if self.pause is not None and effect.kind in ratelimits.NON_URGENT:
-                postponed.append(effect)
-                continue
-            chosen.append(effect)
-            companies.add(effect.company_id)
-        if not chosen and not postponed:
-            return
-        claimed = await self.writer.call(self._claim_all(chosen, postponed, self.pause))
-        for effect in chosen:
-            if effect.id not in claimed:
-                continue
+        due = [effect for effect in due if effect.company_id not in self._busy]
+        if due:
+            claim = self._claim_all(self.pause)
+            self._start(await self.writer.call(lambda store: claim(store, due)))
+
+    def _start(self, claimed: list[Effect]) -> None:
+        """Carry out the claimed effects, each in a task of its own."""
+        for effect in claimed:
             self._busy.add(effect.company_id)
             task = asyncio.create_task(self._carry_out(effect))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
     def _claim_all(
-        self, chosen: list[Effect], postponed: list[Effect], pause: RateLimitPause | None
-    ) -> Callable[[Store], set[int]]:
-        """Postpone the non-urgent effects a rate-limit pause holds back, and claim the others:
-        the ids claimed (not those another worker holds, or that are closed)."""
-        now = clock.now()
+        self, pause: RateLimitPause | None
+    ) -> Callable[[Store, list[Effect]], list[Effect]]:
+        """Of due effects (the longest due first), claim one per company, in the caller's
+        transaction; the non-urgent ones a rate-limit pause holds back are postponed instead.
+        Returns the effects claimed: not those another worker holds, or that are closed. Each
+        claim is its own conditional UPDATE; all of them share one commit."""
         until = clock.after(claim_seconds(self.settings))
-        waits = [self._postpone(effect, pause) for effect in postponed if pause is not None]
 
-        def claim(store: Store) -> set[int]:
-            for wait in waits:
-                wait(store)
-            return {
-                effect.id
-                for effect in chosen
-                if store.claim_effect(effect.id, self.owner, until, now)
-            }
+        def claim(store: Store, due: list[Effect]) -> list[Effect]:
+            now = clock.now()
+            claimed: list[Effect] = []
+            companies: set[str] = set()
+            for effect in due:
+                if effect.company_id in companies:
+                    continue
+                if pause is not None and effect.kind in ratelimits.NON_URGENT:
+                    self._postpone(effect, pause)(store)
+                    continue
+                if store.claim_effect(effect.id, self.owner, until, now):
+                    claimed.append(effect)
+                    companies.add(effect.company_id)
+            return claimed
 
         return claim
 
@@ -278,17 +297,6 @@ class Worker:
         created = effect.kind == CREATE_PARTNER_EXPENSE_CONNECTION and done.status == EFFECT_DONE
         if created and done.note in ("created", "adopted"):
             self.metrics.partner_connections.labels(done.note).inc()
-
-
-def _folder(
-    company_ids: list[str],
-) -> Callable[[Store], tuple[list[FoldReport], list[SyncOutcome]]]:
-    def fold(store: Store) -> tuple[list[FoldReport], list[SyncOutcome]]:
-        with collecting_outcomes() as outcomes:
-            reports = fold_companies(store, company_ids, clock.now())
-        return reports, outcomes
-
-    return fold
 
 
 def _notice_is_news(reads: WorkerReads) -> bool:

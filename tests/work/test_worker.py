@@ -372,3 +372,48 @@ def test_at_start_the_claims_of_dead_processes_on_this_host_are_released(
             assert run.document(remote)["pending"][0]["attempts"] == 0
 
     asyncio.run(scenario())
+
+
+class CountingWriter(Writer):
+    """The real writer, counting the write transactions asked of it (`call`)."""
+
+    def __init__(self, database_url: str) -> None:
+        super().__init__(database_url)
+        self.calls = 0
+
+    async def call(self, fn: Callable[[Store], T]) -> T:
+        self.calls += 1
+        return await super().call(fn)
+
+
+def test_the_intents_a_fold_opens_are_claimed_in_the_folds_own_write(
+    database: Path, quiet_codat: Codat
+) -> None:
+    """Three companies linked at once: one step folds them and claims the three intents in one
+    write (a claim of its own each had cost a commit each, awaited in turn, before any Codat
+    call), and starts all three; each still ends with exactly one partner connection."""
+    codat = quiet_codat
+    linked = [linked_in_codat(codat, f"Claimed In The Fold {n} Ltd") for n in range(3)]
+
+    async def scenario() -> None:
+        async with harness(database, codat) as run:
+            counting = CountingWriter(run.settings.database_url)
+            counting.start()
+            run.worker.writer = counting
+            try:
+                await run.feed([body for _, _, bodies in linked for body in bodies])
+                await run.worker.step()
+                assert counting.calls == 1, f"expected 1 write for the step, found {counting.calls}"
+                assert run.reads.claim_owners() == [run.worker.owner]
+                await run.worker.drain()
+                assert run.worker.effects_run == 3
+                for company_id, _, _ in linked:
+                    run.worker.wake()
+                    await run.worker.step()
+                    await run.settled(company_id, "ready")
+                    assert len(partner_connections(codat.state(), company_id)) == 1
+            finally:
+                await run.worker.drain()
+                await counting.stop()
+
+    asyncio.run(scenario())
