@@ -3,8 +3,7 @@
 The stand-in runs in this process (a thread), with a fault rule adding 1 ms to every Codat call
 (`POST /_sandbox/faults`, path `/companies*`, delay 0.001 s). `serve` runs as its own process on
 SQLite. First every company is created with a `PendingAuth` accounting connection and the bench
-waits until `serve` has them all `pending_auth`; then every connection is authorized at once, by
-a process of its own playing the customers (so that this process does only the stand-in's work).
+waits until `serve` has them all `pending_auth`; then every connection is authorized at once.
 Two instants are taken on one clock, in this process: when the stand-in's webhook sender gets
 the 2xx for a company's `connection.connected` (an httpx response hook on the stand-in's client),
 and when the stand-in has created that company's partner expense connection (its
@@ -72,11 +71,10 @@ def measure(folder: Path, companies: int) -> dict[str, Any]:
                 answer.raise_for_status()
                 pairs = [_create(codat, n) for n in range(companies)]
             _wait(lambda: _count(database, "pending_auth") == companies, "pending_auth")
-            with _Customers(server.url, pairs) as customers:
-                started = time.monotonic()
-                customers.authorize()
-                _wait(lambda: _count(database, "ready") == companies, "ready", timeout=120)
-                wall = time.monotonic() - started
+            started = time.monotonic()
+            asyncio.run(_authorize_all(server.url, pairs))
+            _wait(lambda: _count(database, "ready") == companies, "ready", timeout=120)
+            wall = time.monotonic() - started
         finally:
             stop(serve)
         partners = [
@@ -87,8 +85,7 @@ def measure(folder: Path, companies: int) -> dict[str, Any]:
     return {
         "method": (
             f"{companies} companies created PendingAuth, then all authorized at once "
-            "(concurrent admin calls from a process of their own); stand-in in-process with "
-            "1 ms added per Codat call; "
+            "(concurrent admin calls); stand-in in-process with 1 ms added per Codat call; "
             "serve on SQLite; latency from the 2xx of connection.connected (stand-in's sender) "
             "to the partner expense connection created at the stand-in"
         ),
@@ -131,43 +128,6 @@ def _create(codat: httpx.Client, n: int) -> tuple[str, str]:
     return company["id"], connection["id"]
 
 
-class _Customers:
-    """The customers authorizing their connections, from a process of their own (started and
-    ready beforehand), so that the stand-in's process, where both instants are taken, does
-    only the stand-in's work: the authorize calls' client side had been ~18% of its CPU."""
-
-    def __init__(self, url: str, pairs: list[tuple[str, str]]) -> None:
-        command = [sys.executable, "-m", "bench.endtoend", "authorize", url]
-        self.process = subprocess.Popen(
-            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-        )
-        assert self.process.stdin is not None and self.process.stdout is not None
-        self.process.stdin.write(json.dumps(pairs) + "\n")
-        self.process.stdin.flush()
-        ready = self.process.stdout.readline().strip()
-        if ready != "ready":
-            raise SystemExit(f"end to end: expected 'ready' from the customers, found {ready!r}")
-
-    def authorize(self) -> None:
-        """Every connection authorized at once; returns once every call was answered 2xx."""
-        assert self.process.stdin is not None and self.process.stdout is not None
-        self.process.stdin.write("go\n")
-        self.process.stdin.flush()
-        done = self.process.stdout.readline().strip()
-        if done != "authorized":
-            raise SystemExit(
-                f"end to end: expected 'authorized' from the customers, found {done!r}"
-            )
-
-    def __enter__(self) -> _Customers:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait()
-
-
 async def _authorize_all(url: str, pairs: list[tuple[str, str]]) -> None:
     async with httpx.AsyncClient(base_url=url, timeout=60) as client:
         answers = await asyncio.gather(
@@ -178,16 +138,6 @@ async def _authorize_all(url: str, pairs: list[tuple[str, str]]) -> None:
         )
     for answer in answers:
         answer.raise_for_status()
-
-
-def _customers(url: str) -> None:
-    """`python -m bench.endtoend authorize URL`: read the pairs, say ready, wait for go."""
-    pairs = [tuple(pair) for pair in json.loads(sys.stdin.readline())]
-    print("ready", flush=True)
-    if sys.stdin.readline().strip() != "go":
-        return
-    asyncio.run(_authorize_all(url, pairs))
-    print("authorized", flush=True)
 
 
 def _count(database: Path, state: str) -> int:
@@ -213,10 +163,3 @@ def _wait(predicate: Callable[[], bool], what: str, timeout: float = 30.0) -> No
 
 def _percentile(ordered: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(fraction * len(ordered)) - 1))]
-
-
-if __name__ == "__main__":
-    if sys.argv[1:2] == ["authorize"] and len(sys.argv) == 3:
-        _customers(sys.argv[2])
-    else:
-        raise SystemExit("usage: python -m bench.endtoend authorize URL (pairs on stdin)")
