@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,7 +24,7 @@ class PostgresCompanyStates(Connected):
             "INSERT INTO companies (company_id, state, data, updated_at) VALUES (%s, %s, %s, %s) "
             "ON CONFLICT (company_id) DO UPDATE SET state = excluded.state, "
             "data = excluded.data, updated_at = excluded.updated_at",
-            [company_id, state, json.dumps(data, separators=(",", ":")), now],
+            [company_id, state, rows.dumps(data), now],
         )
 
     def companies_of(self, company_ids: Sequence[str]) -> dict[str, CompanyRow]:
@@ -50,7 +49,7 @@ class PostgresCompanyStates(Connected):
                 now,
                 [company_id for company_id, _, _ in states],
                 [state for _, state, _ in states],
-                [json.dumps(data, separators=(",", ":")) for _, _, data in states],
+                [rows.dumps(data) for _, _, data in states],
             ],
         )
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,7 +26,7 @@ class SqliteCompanyStates(Connected):
             "INSERT INTO companies (company_id, state, data, updated_at) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (company_id) DO UPDATE SET state = excluded.state, "
             "data = excluded.data, updated_at = excluded.updated_at",
-            [company_id, state, json.dumps(data, separators=(",", ":")), now],
+            [company_id, state, rows.dumps(data), now],
         )
 
     def companies_of(self, company_ids: Sequence[str]) -> dict[str, CompanyRow]:
@@ -50,10 +49,7 @@ class SqliteCompanyStates(Connected):
             "INSERT INTO companies (company_id, state, data, updated_at) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (company_id) DO UPDATE SET state = excluded.state, "
             "data = excluded.data, updated_at = excluded.updated_at",
-            [
-                (company_id, state, json.dumps(data, separators=(",", ":")), now)
-                for company_id, state, data in states
-            ],
+            [(company_id, state, rows.dumps(data), now) for company_id, state, data in states],
         )
 
     def mark_checked(self, company_id: str, now: str) -> None:

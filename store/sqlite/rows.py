@@ -39,8 +39,12 @@ def loads(text: str) -> Any:
     return value
 
 
+# json.dumps(value, separators=(",", ":")), without building an encoder at every call.
+dumps = json.JSONEncoder(separators=(",", ":")).encode
+
+
 def json_or_none(value: dict[str, Any] | None) -> str | None:
-    return None if value is None else json.dumps(value, separators=(",", ":"))
+    return None if value is None else dumps(value)
 
 
 def stored_event(row: Sequence[Any]) -> StoredEvent:

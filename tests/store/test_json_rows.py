@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from store.sqlite.rows import loads
+from store.sqlite.rows import dumps, loads
 
 TEXTS = [
     '{"company_id":"c-1","connection":{"id":"x","status":"Linked"},"error":null}',
@@ -37,3 +37,11 @@ def test_loads_refuses_what_json_loads_refuses(text: str) -> None:
     with pytest.raises(json.JSONDecodeError) as found:
         loads(text)
     assert str(found.value) == str(expected.value)
+
+
+VALUES = [{"a": [1, 2.5, None, True], "é": "\u2603\n", "n": {"x": []}}, {}]
+
+
+@pytest.mark.parametrize("value", VALUES)
+def test_dumps_is_json_dumps_compact(value: dict[str, object]) -> None:
+    assert dumps(value) == json.dumps(value, separators=(",", ":"))
