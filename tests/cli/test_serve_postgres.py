@@ -63,7 +63,19 @@ def test_serve_waits_for_a_server_that_comes_up(
 ) -> None:
     with stopped_server.fresh_database() as url:
         stopped_server.stop()
-        starter = threading.Timer(2.0, stopped_server.start)
+        log = (tmp_path / "x.db").with_suffix(".serve.log")
+
+        def start_once_serve_waits() -> None:
+            # The server comes up only once serve has said it is waiting for it (however long
+            # serve's own start takes on a loaded machine), or after 20 s.
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                if log.exists() and "trying again in" in log.read_text(errors="replace"):
+                    break
+                time.sleep(0.05)
+            stopped_server.start()
+
+        starter = threading.Thread(target=start_once_serve_waits)
         starter.start()
         try:
             env = serve_env(url, DATABASE_CONNECT_TIMEOUT_SECONDS="30")

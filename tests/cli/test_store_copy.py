@@ -268,7 +268,13 @@ def test_copy_to_postgresql_keeps_every_row_and_serve_carries_on(
     }
     with ServeProcess(tmp_path / "moved.db", env, database_url=target) as moved:
         for company_id, document in source.documents.items():
-            assert moved.company(company_id) == document
+            found = moved.company(company_id)
+            assert found is not None
+            # The calls to Codat: those the source's serve had written when it answered, then
+            # any it wrote in its last second (its calls are flushed about once a second).
+            calls, expected = found.pop("codatCalls"), document["codatCalls"]
+            assert calls[: len(expected)] == expected
+            assert found == {k: v for k, v in document.items() if k != "codatCalls"}
         message_id = f"msg_{uuid.uuid4().hex}"
         body_json = company_event("company.created", new_company("After The Move"))
         answer = post_webhook(moved.url, body_json, source.secret, message_id=message_id)
