@@ -26,8 +26,11 @@ SCREENSHOTS = Path(__file__).parent / "screenshots"
 PARTNER_PATH = "/companies/{}/sync/expenses/connections/partnerExpense"
 NAMES = {"waiting": "Waiting Ltd", "ready": "Ready Ltd", "failing": "Failing Ltd"}
 SYNC_ERROR = "Supplier is archived in Xero"
-# One threshold from the environment, the other its default.
-pytestmark = pytest.mark.serve_env(STUCK_LINKED_SECONDS="3600")
+# On both backends; one threshold from the environment, the other its default.
+pytestmark = [
+    pytest.mark.backends("sqlite", "postgres"),
+    pytest.mark.serve_env(STUCK_LINKED_SECONDS="3600"),
+]
 
 
 def chromium() -> str:
