@@ -97,13 +97,6 @@ class EventLog(Protocol):
         `after` (a page; the last id of one is the next one's `after`)."""
         ...
 
-    def logs_of(
-        self, company_ids: Sequence[str]
-    ) -> dict[str, tuple[list[StoredEvent], list[StoredEvent]]]:
-        """Each company's log for a rebuild (every one a key): its folded events in the order
-        they were folded (`folded_events`), and its pending ones (`pending_events`)."""
-        ...
-
     def raw_event(self, seq: int) -> tuple[bytes, dict[str, str]] | None:
         """The raw body and headers of an event, as received (to re-verify or re-parse)."""
         ...
@@ -346,7 +339,9 @@ class ReplayReads(Protocol):
     def replay_logs_of(
         self, company_ids: Sequence[str]
     ) -> dict[str, tuple[list[LoggedEvent], list[LoggedEvent]]]:
-        """`logs_of` (the same events, in the same order) as `LoggedEvent`s."""
+        """Each company's log for a rebuild (every one a key), as `LoggedEvent`s: its folded
+        events in the order they were folded (`folded_events`), and its pending ones
+        (`pending_events`)."""
         ...
 
     def states_of(self, company_ids: Sequence[str]) -> dict[str, str]:

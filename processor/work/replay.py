@@ -24,7 +24,7 @@ from processor.config import Settings
 from processor.intake.writer import DirectWriter
 from processor.work.effects import carry_out, claim_seconds, release_dead_claims
 from processor.work.folding import load_state, rebuild, rebuild_companies, to_event
-from store import EFFECT_FAILED, EFFECT_PENDING, Store, StoredEvent
+from store import EFFECT_FAILED, EFFECT_PENDING, Store
 
 # Companies rebuilt per transaction (one commit each), and read per page of the selection.
 REBUILD_BATCH = 500
@@ -48,9 +48,6 @@ class Selection:
             "event_type": self.event_type,
             "failed": self.failed,
         }
-
-    def events(self, store: Store) -> list[StoredEvent]:
-        return store.find_events(**self.criteria())
 
 
 @dataclass(frozen=True)
@@ -104,11 +101,6 @@ def selected_companies(store: Store, selection: Selection) -> Iterator[str]:
         after = page[-1]
 
 
-def select_companies(store: Store, selection: Selection) -> tuple[list[str], int]:
-    """The companies whose events match, and how many events matched."""
-    return list(selected_companies(store, selection)), count_matching(store, selection).events
-
-
 def unknown_selector(store: Store, selection: Selection) -> str | None:
     """Why nothing matched, when a selector names what the store has never seen."""
     if selection.company_id is not None and not store.knows_company(selection.company_id):
@@ -125,13 +117,9 @@ def unknown_selector(store: Store, selection: Selection) -> str | None:
     return None
 
 
-def plan(store: Store, company_id: str) -> Plan:
-    """What a replay of one company would produce, computed without writing anything."""
-    return plans(store, [company_id])[0]
-
-
 def plans(store: Store, company_ids: Sequence[str]) -> list[Plan]:
-    """`plan` of several companies, read in a few statements for the whole batch."""
+    """What a replay of each company would produce (state now and after, events, commands it
+    would run), computed without writing anything, read in a few statements for the batch."""
     states = store.states_of(company_ids)
     logs = store.replay_logs_of(company_ids)
     open_effects = store.open_effects_of(company_ids)

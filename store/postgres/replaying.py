@@ -16,8 +16,8 @@ class PostgresReplaying(Connected):
     def replay_logs_of(
         self, company_ids: Sequence[str]
     ) -> dict[str, tuple[list[LoggedEvent], list[LoggedEvent]]]:
-        """`logs_of`, lean: each company's folded events in fold order and its pending events
-        oldest generatedDate first (every one a key), read as `LoggedEvent`s."""
+        """Each company's folded events in fold order and its pending events oldest
+        generatedDate first (every one a key), read as `LoggedEvent`s."""
         found: dict[str, tuple[list[LoggedEvent], list[LoggedEvent]]] = {
             company_id: ([], []) for company_id in company_ids
         }

@@ -185,27 +185,6 @@ class SqliteEventLog(Connected):
         )
         return [row[0] for row in found]
 
-    def logs_of(
-        self, company_ids: Sequence[str]
-    ) -> dict[str, tuple[list[StoredEvent], list[StoredEvent]]]:
-        """Each company's log for a rebuild, in one query per few hundred companies: its
-        folded events in fold order, and its pending events oldest generatedDate first."""
-        found: dict[str, tuple[list[StoredEvent], list[StoredEvent]]] = {
-            company_id: ([], []) for company_id in company_ids
-        }
-        for start in range(0, len(company_ids), rows.MAX_PARAMETERS):
-            chunk = list(company_ids[start : start + rows.MAX_PARAMETERS])
-            marks = ", ".join("?" * len(chunk))
-            for event in self._events(
-                f"WHERE company_id IN ({marks}) "
-                "AND (fold_order IS NOT NULL OR processed_at IS NULL) "
-                "ORDER BY company_id, fold_order IS NULL, fold_order, generated_date, seq",
-                chunk,
-            ):
-                folded, pending = found[event.company_id or ""]
-                (pending if event.processed_at is None else folded).append(event)
-        return found
-
     def raw_event(self, seq: int) -> tuple[bytes, dict[str, str]] | None:
         """The raw body and headers of an event, as received (to re-verify or re-parse)."""
         row = self.conn.execute("SELECT body, headers FROM events WHERE seq = ?", [seq]).fetchone()
