@@ -106,3 +106,24 @@ def test_a_bad_setting_names_the_variable_and_what_it_accepts(name: str, value: 
         configure_logs({name: value}, stream=io.StringIO())
     message = str(raised.value)
     assert message.startswith(f"Config {name!r} must be one of ") and repr(value) in message
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_a_json_line_holds_the_traceback_and_any_fact_as_text() -> None:
+    """An exception's traceback is the line's `exception` (masked like the rest); a fact JSON
+    cannot hold is written as its repr; the record's own attributes are not facts."""
+    out = io.StringIO()
+    configure_logs({"LOG_FORMAT": "json"}, stream=out)
+    secret = generate_secret()
+    try:
+        raise ValueError(f"bad secret {secret}")
+    except ValueError:
+        logging.getLogger("processor.test").exception(
+            "failed", extra={"when": {1, 2}, "count": 3, "nothing": None}
+        )
+    line = json.loads(out.getvalue())
+    assert line["exception"].startswith("Traceback (most recent call last):")
+    assert "ValueError: bad secret ***" in line["exception"] and secret not in out.getvalue()
+    assert (line["when"], line["count"], line["nothing"]) == ("{1, 2}", 3, None)
+    assert (line["message"], line["level"]) == ("failed", "error")
+    assert not {"args", "msg", "pathname", "lineno", "exc_info", "created"} & set(line)
