@@ -42,7 +42,7 @@ from processor.sandbox.api import (
 )
 from processor.sandbox.errors import DROPPED, ErrorAnswer, Json
 from processor.sandbox.sender import DEFAULT_RETRY_DELAYS
-from processor.sandbox.state import RequestContext, Sandbox, WebhookConfig
+from processor.sandbox.state import WEBHOOKS_IN_FLIGHT, RequestContext, Sandbox, WebhookConfig
 from processor.sandbox.syncs import (
     admin_rate_limit,
     admin_sync,
@@ -200,13 +200,18 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with httpx.AsyncClient() as client:
+        limits = httpx.Limits(
+            max_connections=WEBHOOKS_IN_FLIGHT, max_keepalive_connections=WEBHOOKS_IN_FLIGHT
+        )
+        async with httpx.AsyncClient(limits=limits) as client:
             sandbox.http = client
+            sandbox.loop = asyncio.get_running_loop()
             try:
                 yield
             finally:
                 await sandbox.close()
                 sandbox.http = None
+                sandbox.loop = None
 
     app = SandboxApp(
         routes=ROUTES,

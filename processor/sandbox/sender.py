@@ -2,6 +2,7 @@
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import secrets as random_secrets
@@ -122,8 +123,12 @@ class WebhookSender:
         header_prefix: str = "webhook",
         timeout: float = 15.0,
         on_attempt: Callable[[Attempt], None] | None = None,
+        slots: asyncio.Semaphore | None = None,
     ) -> None:
         self.url = url
+        # Shared by the senders of one endpoint: the attempts in flight at once (the others
+        # wait their turn, in order, instead of queueing in the HTTP client's pool).
+        self.slots = slots
         self.on_attempt = on_attempt
         self.secrets = check_secrets(secrets)
         self.retry_delays = tuple(retry_delays)
@@ -154,11 +159,13 @@ class WebhookSender:
         return Delivery(message_id, len(delays), status, False, errors)
 
     async def _attempt(self, message_id: str, body: bytes) -> tuple[int | None, str | None]:
-        headers = sign_headers(self.secrets, message_id, body, prefix=self.header_prefix)
         try:
-            response = await self._client.post(
-                self.url, content=body, headers=headers, timeout=self.timeout
-            )
+            async with self.slots or contextlib.nullcontext():
+                # Signed once its turn comes: the timestamp is that of the attempt.
+                headers = sign_headers(self.secrets, message_id, body, prefix=self.header_prefix)
+                response = await self._client.post(
+                    self.url, content=body, headers=headers, timeout=self.timeout
+                )
         except httpx.HTTPError as exc:
             return None, f"{type(exc).__name__}: {exc}"
         if response.is_success:

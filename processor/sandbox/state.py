@@ -41,6 +41,9 @@ from processor.sandbox.webhook_bodies import (
 )
 
 log = logging.getLogger("processor.sandbox")
+# Webhook attempts in flight at once (as the HTTP client's connections): a burst of messages
+# waits its turn in order, where a longer queue in httpx's pool costs time per request.
+WEBHOOKS_IN_FLIGHT = 8
 
 
 @dataclass
@@ -126,16 +129,28 @@ class Sandbox:
         self.events: list[Json] = []
         self.deliveries: list[Json] = []
         self.http: httpx.AsyncClient | None = None
+        # The event loop the stand-in's app runs on (set by its lifespan, as `http`).
+        self.loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[Json]] = set()
         self._reads: set[asyncio.TimerHandle] = set()
+        # The active companies (a Linked live connection), for the rate-limit headers every
+        # answer carries: kept up to date at each change of a company's connections.
+        self._active: set[str] = set()
+        self._sending = asyncio.Semaphore(WEBHOOKS_IN_FLIGHT)
 
     def authorized(self, header: str | None) -> bool:
         return hmac.compare_digest((header or "").encode(), self.authorization.encode())
 
     def daily_limit(self) -> int:
         """Codat's daily quota: 1,000 x (1 + active connected companies)."""
-        active = sum(1 for r in self.companies.values() if not r.deleted and _is_active(r))
-        return DAILY_QUOTA * (1 + active)
+        return DAILY_QUOTA * (1 + len(self._active))
+
+    def _changed(self, record: CompanyRecord) -> None:
+        """A company's connections (or the company) changed: its place in the active count."""
+        if not record.deleted and _is_active(record):
+            self._active.add(record.company["id"])
+        else:
+            self._active.discard(record.company["id"])
 
     def rate_limit_headers(self) -> dict[str, str]:
         tomorrow = datetime.now(UTC).date() + timedelta(days=1)
@@ -186,6 +201,7 @@ class Sandbox:
 
     def _add_connection(self, record: CompanyRecord, connection: Json) -> Json:
         record.connections[connection["id"]] = connection
+        self._changed(record)
         self._emit_connection("connection.created", record, connection, None)
         return connection
 
@@ -284,15 +300,18 @@ class Sandbox:
 
     def delete_connection(self, record: CompanyRecord, connection: Json) -> None:
         record.deleted_connections.add(connection["id"])
+        self._changed(record)
         self._emit_connection("connection.deleted", record, connection, connection["status"])
 
     def delete_company(self, record: CompanyRecord) -> None:
         record.deleted = True
+        self._changed(record)
         self._emit(company_event("company.deleted", record.company))
 
     def _set_status(self, record: CompanyRecord, connection: Json, status: str, event: str) -> Json:
         previous = connection["status"]
         connection["status"] = status
+        self._changed(record)
         self._emit_connection(event, record, connection, previous)
         return connection
 
@@ -352,6 +371,7 @@ class Sandbox:
             retry_delays=self.webhooks.retry_delays,
             header_prefix=header_prefix or self.webhooks.header_prefix,
             on_attempt=lambda attempt: log_attempt(record["eventType"], attempt),
+            slots=self._sending,
         )
         task = asyncio.create_task(self._deliver(sender, record, raw))
         self._tasks.add(task)

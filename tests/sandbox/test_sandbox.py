@@ -190,6 +190,34 @@ def test_every_answer_carries_rate_limit_headers(api: httpx.Client) -> None:
     )
 
 
+def test_the_daily_limit_follows_the_active_companies(api: httpx.Client) -> None:
+    """1,000 x (1 + companies with a Linked live connection), kept at each change."""
+
+    def limit() -> int:
+        return int(api.get(f"/companies/{uuid.uuid4()}").headers["X-Rate-Limit-Limit"])
+
+    pairs = []
+    for name in ("A", "B"):
+        company_id = api.post("/companies", json={"name": name}).json()["id"]
+        connection = api.post(f"/companies/{company_id}/connections", json={"platformKey": "gbol"})
+        pairs.append((company_id, connection.json()["id"]))
+    assert limit() == 1000
+    for count, (company_id, connection_id) in enumerate(pairs, start=2):
+        admin(api, company_id, connection_id, "authorize")
+        assert limit() == 1000 * count
+    (first, first_connection), (second, second_connection) = pairs
+    admin(api, first, first_connection, "deauthorize")
+    assert limit() == 2000
+    api.post(PARTNER_EXPENSE.format(first), headers={"Idempotency-Key": str(uuid.uuid4())})
+    assert limit() == 3000  # the partner expense connection is Linked
+    api.delete(f"/_sandbox/companies/{first}/connections/{first_connection}")
+    assert limit() == 3000
+    api.delete(f"/_sandbox/companies/{second}/connections/{second_connection}")
+    assert limit() == 2000
+    api.delete(f"/_sandbox/companies/{first}")
+    assert limit() == 1000
+
+
 # --- Companies and connections --------------------------------------------------------------
 
 
@@ -650,6 +678,34 @@ def test_sender_gives_up_after_its_retries() -> None:
     delivery = asyncio.run(send())
     assert (delivery.message_id, delivery.attempts, delivery.delivered) == ("msg_1", 3, False)
     assert delivery.status is None and len(delivery.errors) == 3
+
+
+def test_senders_sharing_slots_keep_that_many_attempts_in_flight() -> None:
+    """The stand-in's burst of webhooks waits its turn for a slot, in order, all delivered."""
+    in_flight: list[int] = []
+    now = [0]
+
+    async def slow(request: Request) -> Response:
+        now[0] += 1
+        in_flight.append(now[0])
+        await asyncio.sleep(0.02)
+        now[0] -= 1
+        return Response(status_code=204)
+
+    with LoopbackServer(Starlette(routes=[Route("/hook", slow, methods=["POST"])])) as server:
+
+        async def send_all() -> list[Any]:
+            slots = asyncio.Semaphore(3)
+            async with httpx.AsyncClient() as client:
+                senders = [
+                    WebhookSender(f"{server.url}/hook", SECRET, client=client, slots=slots)
+                    for _ in range(12)
+                ]
+                return await asyncio.gather(*(sender.send(b"{}") for sender in senders))
+
+        deliveries = asyncio.run(send_all())
+    assert all(delivery.delivered for delivery in deliveries)
+    assert len(in_flight) == 12 and max(in_flight) == 3, in_flight
 
 
 def test_sign_headers_verify_with_svix() -> None:
