@@ -337,11 +337,22 @@ class ReplayReads(Protocol):
     """What a replay reads of each batch of companies: lean, for millions of events."""
 
     def replay_logs_of(
-        self, company_ids: Sequence[str]
+        self, company_ids: Sequence[str], *, key_range: bool = False
     ) -> dict[str, tuple[list[LoggedEvent], list[LoggedEvent]]]:
         """Each company's log for a rebuild (every one a key), as `LoggedEvent`s: its folded
         events in the order they were folded (`folded_events`), and its pending ones
-        (`pending_events`)."""
+        (`pending_events`).
+
+        `key_range` changes how, not what: the ids are read as one range, from the least to
+        the greatest (byte order), the rows of other companies in it skipped. Faster when few
+        other companies lie in that range (a page of every company, as a full replay reads)."""
+        ...
+
+    def replay_states_of(
+        self, company_ids: Sequence[str], *, key_range: bool = False
+    ) -> dict[str, tuple[str, dict[str, Any]]]:
+        """The state and data of each of these companies that has one (as `companies_of`,
+        without the rest of the row); `key_range` as for `replay_logs_of`."""
         ...
 
     def states_of(self, company_ids: Sequence[str]) -> dict[str, str]:

@@ -86,7 +86,13 @@ def _replay(selection: Selection, dry_run: bool) -> None:
         companies = selected_companies(session.store, selection)
         summary = session.run(
             lambda codat: run_replay(
-                session.store, codat, session.settings, companies, failed=failed, progress=advance
+                session.store,
+                codat,
+                session.settings,
+                companies,
+                failed=failed,
+                key_range=selection.everything,
+                progress=advance,
             )
         )
     log.info(
@@ -184,7 +190,7 @@ def _print_changes(store: Store, selection: Selection) -> tuple[int, int]:
     moves: Counter[tuple[str, str]] = Counter()
     click.echo("company  state now -> after replay  events  commands it would run")
     for chunk in batches(selected_companies(store, selection)):
-        for item in plans(store, chunk):
+        for item in plans(store, chunk, key_range=selection.everything):
             companies += 1
             now = item.state_now or "-"
             if item.state_now != item.state_after:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from handlers.commands import Command, needed_commands, still_needed
+from handlers.copies import build
 from handlers.events import Connection, Event
 from handlers.state import CompanyState, OnboardingState
 from handlers.transitions import APPLIED, fold, initial_state
@@ -45,23 +46,28 @@ class FoldReport:
 def to_event(stored: StoredEvent | LoggedEvent) -> Event:
     """A stored event as the handlers see it."""
     fields = stored.fields
-    connection = fields.get("connection")
-    configuration = fields.get("configuration")
-    connection_ids = fields.get("connection_ids")
-    return Event(
-        event_type=stored.event_type,
-        company_id=stored.company_id or "",
-        generated_date=stored.generated_date,
-        company_name=fields.get("company_name"),
-        # A connection event that names no connection cannot be about the one we follow.
-        connection=_connection(connection)
-        if isinstance(connection, dict) and connection.get("id")
-        else None,
-        error=fields.get("error"),
-        source=stored.source,
-        details=_details(configuration) if configuration else {},
-        connection_ids=tuple(str(i) for i in connection_ids if i) if connection_ids else (),
-        sync=sync_report(stored) if "sync" in fields else None,
+    get = fields.get
+    connection = get("connection")
+    configuration = get("configuration")
+    connection_ids = get("connection_ids")
+    # Every field given: `build` makes the same Event as Event(...) does, in less time.
+    return build(
+        Event,
+        {
+            "event_type": stored.event_type,
+            "company_id": stored.company_id or "",
+            "generated_date": stored.generated_date,
+            "company_name": get("company_name"),
+            # A connection event that names no connection cannot be about the one we follow.
+            "connection": _connection(connection)
+            if isinstance(connection, dict) and connection.get("id")
+            else None,
+            "error": get("error"),
+            "source": stored.source,
+            "details": _details(configuration) if configuration else {},
+            "connection_ids": tuple(str(i) for i in connection_ids if i) if connection_ids else (),
+            "sync": sync_report(stored) if "sync" in fields else None,
+        },
     )
 
 
@@ -184,17 +190,20 @@ def rebuild(store: Store, company_id: str, now: str) -> FoldReport:
     return rebuild_companies(store, [company_id], now)[0]
 
 
-def rebuild_companies(store: Store, company_ids: Sequence[str], now: str) -> list[FoldReport]:
+def rebuild_companies(
+    store: Store, company_ids: Sequence[str], now: str, *, key_range: bool = False
+) -> list[FoldReport]:
     """`rebuild` of several companies in one transaction, reading and writing in bulk.
 
     The logs, states and open intents of the whole batch are read in a few statements; only
     what the rebuild changes is written: outcomes that differ, states that differ, the events
-    that were pending, and the intents to open or close.
+    that were pending, and the intents to open or close. `key_range`: the companies are a page
+    of every company, read as one range of ids (see `Store.replay_logs_of`).
     """
     for company_id in sorted(company_ids):  # one order for every rebuild: no deadlock
         store.lock_company(company_id, wait=True)
-    rows = store.companies_of(company_ids)
-    logs = store.replay_logs_of(company_ids)
+    stored_states = store.replay_states_of(company_ids, key_range=key_range)
+    logs = store.replay_logs_of(company_ids, key_range=key_range)
     open_effects = store.open_effects_of(company_ids)
     outcomes: list[tuple[int, str]] = []
     folded_now: list[tuple[int, str]] = []
@@ -202,34 +211,42 @@ def rebuild_companies(store: Store, company_ids: Sequence[str], now: str) -> lis
     reports = []
     for company_id in company_ids:
         folded, pending = logs[company_id]
-        events = folded + pending
-        final, steps = fold(initial_state(company_id), [to_event(stored) for stored in events])
+        events = folded + pending if pending else folded
+        handled = [to_event(stored) for stored in events]
+        final, steps = fold(initial_state(company_id), handled)
         after = final.state
-        row = rows.get(company_id)
-        report = FoldReport(company_id, row.state if row else None, after, len(events))
-        for stored, step in zip(folded, steps, strict=False):
-            if stored.outcome != step.outcome:
-                outcomes.append((stored.seq, step.outcome))
+        stored_state = stored_states.get(company_id)
+        report = FoldReport(company_id, stored_state[0] if stored_state else None, after)
+        report.events = len(events)
+        results = [step.outcome for step in steps]
+        for stored, outcome in zip(folded, results, strict=False):
+            if stored.outcome != outcome:
+                outcomes.append((stored.seq, outcome))
         if pending:
             folded_now += [
-                (e.seq, s.outcome) for e, s in zip(pending, steps[len(folded) :], strict=True)
+                (e.seq, outcome) for e, outcome in zip(pending, results[len(folded) :], strict=True)
             ]
         counts = report.outcomes
-        for step in steps:
-            counts[step.outcome] = counts.get(step.outcome, 0) + 1
+        for outcome in results:
+            counts[outcome] = counts.get(outcome, 0) + 1
         if events:
             data = final.to_dict()
-            if row is None or row.state != after or row.data != data:
+            if stored_state is None or stored_state[0] != after or stored_state[1] != data:
                 states.append((company_id, after, data))
-        reported = [
-            (e, s.outcome) for e, s in zip(events, steps, strict=True) if "sync" in e.fields
-        ]
-        if reported:
-            record_syncs(store, company_id, reported, now)
+            # The events that name a sync (their Event has one when it is well formed; the
+            # others record nothing), with their outcomes, for the table of syncs.
+            reported = [
+                (e, outcome)
+                for e, event, outcome in zip(events, handled, results, strict=True)
+                if event.sync is not None
+            ]
+            if reported:
+                record_syncs(store, company_id, reported, now)
         last = events[-1].seq if events else None
         causes = [(command, last) for command in needed_commands(final)]
-        if causes or open_effects[company_id]:
-            _settle_effects(store, final, causes, now, report, open_effects[company_id])
+        effects = open_effects[company_id]
+        if causes or effects:
+            _settle_effects(store, final, causes, now, report, effects)
         reports.append(report)
     store.set_outcomes(outcomes)
     store.mark_folded(folded_now, now)
@@ -275,10 +292,13 @@ def _settle_effects(
 
 
 def _connection(data: dict[str, Any]) -> Connection:
-    return Connection(
-        id=str(data.get("id") or ""),
-        status=str(data.get("status") or ""),
-        platform_key=data.get("platform_key"),
-        platform_name=data.get("platform_name"),
-        source_type=data.get("source_type"),
+    return build(
+        Connection,
+        {
+            "id": str(data.get("id") or ""),
+            "status": str(data.get("status") or ""),
+            "platform_key": data.get("platform_key"),
+            "platform_name": data.get("platform_name"),
+            "source_type": data.get("source_type"),
+        },
     )

@@ -40,6 +40,11 @@ class Selection:
     event_type: str | None = None
     failed: bool = False
 
+    @property
+    def everything(self) -> bool:
+        """No criterion: every company with an event (its pages are whole ranges of ids)."""
+        return self == Selection()
+
     def criteria(self) -> dict[str, Any]:
         return {
             "company_id": self.company_id,
@@ -117,11 +122,12 @@ def unknown_selector(store: Store, selection: Selection) -> str | None:
     return None
 
 
-def plans(store: Store, company_ids: Sequence[str]) -> list[Plan]:
+def plans(store: Store, company_ids: Sequence[str], *, key_range: bool = False) -> list[Plan]:
     """What a replay of each company would produce (state now and after, events, commands it
-    would run), computed without writing anything, read in a few statements for the batch."""
+    would run), computed without writing anything, read in a few statements for the batch.
+    `key_range`: a page of every company (see `Store.replay_logs_of`)."""
     states = store.states_of(company_ids)
-    logs = store.replay_logs_of(company_ids)
+    logs = store.replay_logs_of(company_ids, key_range=key_range)
     open_effects = store.open_effects_of(company_ids)
     found = []
     for company_id in company_ids:
@@ -147,11 +153,14 @@ async def replay(
     company_ids: Iterable[str],
     *,
     failed: bool = False,
+    key_range: bool = False,
     progress: Callable[[str], Any] = lambda _: None,
 ) -> Summary:
     """Rebuild each company from its log, then carry out the commands it still needs.
 
     `company_ids` may be a lazy iterable (`selected_companies`): it is read a batch at a time.
+    `key_range`: they are every company, in order of id (`Selection.everything`): each batch is
+    read as one range of ids.
     """
     writer = DirectWriter(store)
     owner = f"replay:{socket.gethostname()}:{os.getpid()}"
@@ -166,7 +175,7 @@ async def replay(
             if failed:
                 for company_id in chunk:
                     _requeue_failed(store, company_id)
-            reports = rebuild_companies(store, chunk, clock.now())
+            reports = rebuild_companies(store, chunk, clock.now(), key_range=key_range)
         for report in reports:
             company_id = report.company_id
             summary.companies += 1

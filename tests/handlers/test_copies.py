@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from handlers.copies import evolve
-from handlers.events import Connection
+from handlers.copies import build, evolve
+from handlers.events import Connection, Event
 from handlers.state import CompanyState, ExpensesConfiguration
 from handlers.syncs import SyncRecord, SyncTransaction
 from handlers.transitions import Transition
@@ -84,3 +84,40 @@ def test_records_that_compute_fields_are_copied_through_their_init() -> None:
     cached = _Cached(1)
     assert cached.double == 2
     assert evolve(cached, value=5).double == 10
+
+
+EVENT = Event(
+    "connection.created",
+    "company-1",
+    "2024-01-01T00:00:00.0000000Z",
+    company_name="Acme",
+    connection=CONNECTION,
+    details={"bankAccount": "bank"},
+    connection_ids=("conn-1",),
+)
+
+
+@pytest.mark.parametrize("record", [STATE, CONNECTION, RECORD, EVENT, *(r for r, _ in CASES)])
+def test_build_from_every_field_is_the_class_called_with_them(record: Any) -> None:
+    values = {f.name: getattr(record, f.name) for f in dataclasses.fields(record)}
+    built = build(type(record), values)
+    expected = type(record)(**values)
+    assert type(built) is type(expected)
+    assert built == expected
+    assert vars(built) == vars(expected)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        built.company_id = "changed"  # still frozen
+
+
+def test_build_leaves_defaults_and_unknown_fields_to_the_class() -> None:
+    partial = build(Connection, {"id": "conn-1", "status": "Linked"})
+    assert vars(partial) == vars(Connection("conn-1", "Linked"))  # the defaults filled in
+    given = {"event_type": "company.created", "company_id": "c", "generated_date": "d"}
+    assert vars(build(Event, given)) == vars(Event(**given))
+    # As many names as fields, one of them not a field: refused as the class refuses it.
+    values = {f.name: None for f in dataclasses.fields(Connection)}
+    del values["source_type"]
+    with pytest.raises(TypeError, match="nickname"):
+        build(Connection, {**values, "nickname": "x"})
+    assert build(_Derived, {"value": 4}).double == 8
+    assert build(_Trimmed, {"value": " b "}).value == "b"

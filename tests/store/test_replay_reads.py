@@ -46,6 +46,15 @@ def test_replay_logs_of_is_each_companys_folded_then_pending_events(store: Store
         ), company_id
     assert logs["nobody"] == ([], [])
     assert store.replay_logs_of([]) == {}
+    # Read as a range of ids, unsorted: the same logs, and only of the companies asked for
+    # (OTHER lies between COMPANY and "pz" in byte order, and is left out).
+    assert store.replay_logs_of(["nobody", OTHER, COMPANY], key_range=True) == logs
+    assert COMPANY < OTHER < "pz"
+    assert store.replay_logs_of(["pz", COMPANY], key_range=True) == {
+        "pz": ([], []),
+        COMPANY: logs[COMPANY],
+    }
+    assert store.replay_logs_of([], key_range=True) == {}
 
 
 def _logged(event: StoredEvent) -> LoggedEvent:
@@ -72,6 +81,29 @@ def test_states_of_is_each_stored_companys_state(store: Store) -> None:
     rows = store.companies_of([COMPANY, OTHER, "nobody"])
     assert found == {company_id: row.state for company_id, row in rows.items()}
     assert store.states_of([]) == {}
+
+
+def test_replay_states_of_is_each_stored_companys_state_and_data(store: Store) -> None:
+    third = "third-company"
+    with store.transaction():
+        store.save_companies(
+            [
+                (COMPANY, "linked", {"company_id": COMPANY, "watermarks": {"a": "b"}}),
+                (OTHER, "ready", {"company_id": OTHER, "name": "Ünïcode"}),
+                (third, "created", {"company_id": third}),
+            ],
+            T0,
+        )
+    rows = store.companies_of([COMPANY, OTHER, third, "nobody"])
+    everything = {company_id: (row.state, row.data) for company_id, row in rows.items()}
+    assert set(everything) == {COMPANY, OTHER, third}
+    wanted = [third, COMPANY, "nobody"]  # OTHER lies between them, and is left out
+    assert COMPANY < OTHER < third
+    expected = {company_id: everything[company_id] for company_id in (COMPANY, third)}
+    assert store.replay_states_of(wanted) == expected
+    assert store.replay_states_of(wanted, key_range=True) == expected
+    assert store.replay_states_of([]) == {}
+    assert store.replay_states_of([], key_range=True) == {}
 
 
 def test_matching_companies_are_paged_by_id_and_counted(store: Store) -> None:
