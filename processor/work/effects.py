@@ -9,6 +9,7 @@ snapshot kept in the store) and the configuration is read back from Codat (an ev
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -68,30 +69,56 @@ class Attempt:
 
 
 async def create_partner_expense_connection(codat: CodatClient, effect: Effect) -> Attempt:
-    """One attempt; raises CodatError when Codat fails."""
+    """One attempt; raises CodatError when Codat fails.
+
+    The two look-ups are asked at once (one round trip, not two): the accounting connection
+    (still Linked?) and the company's connections (a partner expense connection already?). They
+    are read as if one after the other: a failed or not Linked accounting connection decides
+    first, whatever the listing answered; only then does the listing count.
+    """
     company_id = effect.company_id
-    if effect.connection_id:
-        try:
-            accounting = await codat.get_connection(company_id, effect.connection_id)
-        except CodatError as error:
-            if error.status != 404:
-                raise
-            gone = {"id": effect.connection_id, "status": "Deleted"}
-            return Attempt(CONNECTION_DELETED, gone, EFFECT_CANCELLED, "accounting connection gone")
-        if accounting.get("status") != ConnectionStatus.LINKED:
-            return Attempt(
-                CONNECTION_OBSERVED,
-                accounting,
-                EFFECT_CANCELLED,
-                f"accounting connection is {accounting.get('status')}, not Linked",
-            )
-    for connection in await codat.list_connections(company_id):
+    listing = asyncio.ensure_future(codat.list_connections(company_id))
+    try:
+        if effect.connection_id:
+            try:
+                accounting = await codat.get_connection(company_id, effect.connection_id)
+            except CodatError as error:
+                if error.status != 404:
+                    raise
+                gone = {"id": effect.connection_id, "status": "Deleted"}
+                return Attempt(
+                    CONNECTION_DELETED, gone, EFFECT_CANCELLED, "accounting connection gone"
+                )
+            if accounting.get("status") != ConnectionStatus.LINKED:
+                return Attempt(
+                    CONNECTION_OBSERVED,
+                    accounting,
+                    EFFECT_CANCELLED,
+                    f"accounting connection is {accounting.get('status')}, not Linked",
+                )
+        connections = await listing
+    finally:
+        await _settled(listing)
+    for connection in connections:
         if connection.get("sourceType") == SourceType.EXPENSE:
             return Attempt(PARTNER_CONNECTION_CREATED, connection, EFFECT_DONE, "adopted")
     created = await codat.create_partner_expense_connection(
         company_id, idempotency_key=effect.idempotency_key
     )
     return Attempt(PARTNER_CONNECTION_CREATED, created, EFFECT_DONE, "created")
+
+
+async def _settled(task: asyncio.Future[Any]) -> None:
+    """Let a call whose answer is no longer needed end (metered and noted like any call); its
+    error, if any, is not raised again. Cancelled with the caller, if the caller is."""
+    if not task.done():
+        try:
+            await asyncio.wait([task])
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+    if not task.cancelled():
+        task.exception()
 
 
 async def fetch_expense_options(codat: CodatClient, effect: Effect) -> Attempt:

@@ -189,12 +189,14 @@ def test_a_linked_company_gets_exactly_one_partner_connection(
             document = await run.settled(company_id, "ready")
             [partner] = partner_connections(codat.state(), company_id)
             assert document["expenseConnection"] == {"id": partner["id"], "status": "Linked"}
-            # Look before you create: the accounting connection, the list, then the POST.
-            assert requests(codat, company_id, since) == [
-                ("GET", f"/companies/C/connections/{connection_id}"),
+            # Look before you create: the accounting connection and the list (asked at once,
+            # in either order), then the POST.
+            made = requests(codat, company_id, since)
+            assert sorted(made[:2]) == [
                 ("GET", "/companies/C/connections"),
-                ("POST", "/companies/C/sync/expenses/connections/partnerExpense"),
+                ("GET", f"/companies/C/connections/{connection_id}"),
             ]
+            assert made[2:] == [("POST", "/companies/C/sync/expenses/connections/partnerExpense")]
             [effect] = run.reads.company_effects(company_id)
             assert (effect.status, effect.attempts) == ("done", 1)
             assert (effect.result or {})["note"] == "created"
@@ -234,6 +236,56 @@ def test_a_partner_connection_codat_already_has_is_adopted_not_created(
             assert [p["idempotencyKey"] for p in posts(codat, company_id)] == ["earlier"]
             [effect] = run.reads.company_effects(company_id)
             assert (effect.result or {})["note"] == "adopted"
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("change", "note", "listing_fault"),
+    [
+        ("deauthorize", "accounting connection is Deauthorized, not Linked", None),
+        ("deauthorize", "accounting connection is Deauthorized, not Linked", 503),
+        ("delete", "accounting connection gone", 503),
+    ],
+)
+def test_the_accounting_connection_decides_before_the_listing_asked_with_it(
+    database: Path, quiet_codat: Codat, change: str, note: str, listing_fault: int | None
+) -> None:
+    """Both look-ups go out at once, but are read in order: a connection no longer Linked
+    cancels the intent whatever the listing says, neither adopting the partner connection it
+    shows nor retrying the listing's failure."""
+    codat = quiet_codat
+    company_id, connection_id, bodies = linked_in_codat(codat, f"Decides First {change}")
+    made = codat.http.post(PARTNER_PATH.format(company_id), headers={"Idempotency-Key": "early"})
+    assert made.status_code == 200, made.text
+    target = f"/companies/{company_id}/connections/{connection_id}"
+    if change == "deauthorize":
+        codat.admin("POST", f"{target}/deauthorize")
+    else:
+        codat.admin("DELETE", target)
+    if listing_fault:
+        listing = f"/companies/{company_id}/connections"
+        codat.faults([{"method": "GET", "path": listing, "status": listing_fault, "times": 1}])
+
+    async def scenario() -> None:
+        async with harness(database, codat) as run:
+            run.start()
+            await run.feed(bodies)
+
+            def closed() -> Any:
+                effects = run.reads.company_effects(company_id)
+                return effects[0] if effects and effects[0].status != "pending" else None
+
+            effect = await run.until(closed, "the intent to be closed")
+            assert (effect.status, effect.attempts) == ("cancelled", 1), effect
+            assert (effect.result or {})["note"] == note
+            assert [p["idempotencyKey"] for p in posts(codat, company_id)] == ["early"]
+            listed = [
+                r["status"]
+                for r in codat.state()["requests"]
+                if r["method"] == "GET" and r["path"] == f"/companies/{company_id}/connections"
+            ]
+            assert listed == [listing_fault or 200]  # asked, and let end
 
     asyncio.run(scenario())
 
