@@ -41,13 +41,18 @@ class PostgresEventLog(Connected):
         return results
 
     def _insert_many(self, events: Sequence[NewEvent]) -> dict[str, int]:
-        """Insert what does not conflict; the seq of each row inserted, by message id."""
-        rows = ", ".join([f"({', '.join(['%s'] * len(COLUMNS))})"] * len(events))
-        found = self.conn.execute(
-            f"INSERT INTO events ({', '.join(COLUMNS)}) VALUES {rows} "
-            "ON CONFLICT DO NOTHING RETURNING seq, message_id",
-            [value for event in events for value in _values(event, None)],
-        )
+        """Insert what does not conflict; the seq of each row inserted, by message id.
+
+        One array per column (`INSERT_MANY`): the statement's text is the same for every
+        batch, so psycopg converts it once and the server prepares it. A VALUES list of one
+        placeholder per value made a new text for every batch size, too long for psycopg's
+        cache: converting it took 1 ms of a 1.3 ms insert of 16 events, in the writer's
+        thread, holding the GIL the event loop needs."""
+        columns: list[list[Any]] = [[] for _ in COLUMNS]
+        for event in events:
+            for column, value in zip(columns, _values(event, None), strict=True):
+                column.append(value)
+        found = self.conn.execute(INSERT_MANY, columns)
         return {str(message_id): int(seq) for seq, message_id in found}
 
     def _append(self, event: NewEvent) -> InsertResult:
@@ -255,6 +260,17 @@ COLUMNS = (
     "duplicate_of",
     "processed_at",
     "outcome",
+)
+
+
+# The type of each of COLUMNS, for the arrays of `_insert_many`.
+_TYPES = ("text",) * 10 + ("bytea", "text", "text", "bigint", "text", "text")
+# Rows in the order of the batch (WITH ORDINALITY ... ORDER BY): seqs follow arrival, as before.
+INSERT_MANY = (
+    f"INSERT INTO events ({', '.join(COLUMNS)}) "
+    f"SELECT {', '.join(COLUMNS)} FROM unnest({', '.join(f'%b::{t}[]' for t in _TYPES)}) "
+    f"WITH ORDINALITY AS batch({', '.join(COLUMNS)}, position) ORDER BY position "
+    "ON CONFLICT DO NOTHING RETURNING seq, message_id"
 )
 
 

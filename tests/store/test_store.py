@@ -5,6 +5,7 @@ only SQLite has (files, WAL, migrations) is tested in tests/store/sqlite/.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -78,6 +79,35 @@ def test_a_batch_mixing_new_events_and_every_kind_of_duplicate(store: Store) -> 
     assert [e.duplicate_of for e in copy] == [results[0].seq]
     first = store.event(results[0].seq)
     assert first is not None and first.deliveries == 2
+
+
+def test_a_batch_keeps_every_value_as_given(store: Store) -> None:
+    """Several events appended at once (one statement on PostgreSQL, of one array per column)
+    read back exactly as each would alone: raw bytes (NUL and invalid UTF-8 included), text
+    beyond ASCII, absent values, an event already processed."""
+    odd = dataclasses.replace(
+        new_event("msg-ü", event_id=None, company_id=None, outcome="ignored"),
+        body=b"\x00\xff{not json",
+        headers={"webhook-id": "msg-ü", "user-agent": "Svix-Webhooks/1.0 \u2603"},
+        connection_id=None,
+    )
+    plain = new_event("msg-2", event_id="evt-2", received_at=T1)
+    with store.transaction():
+        results = store.append_events([odd, plain])
+    assert [r.status for r in results] == ["stored", "stored"]
+    assert results[0].seq < results[1].seq
+    assert store.raw_event(results[0].seq) == (odd.body, odd.headers)
+    first, second = store.event(results[0].seq), store.event(results[1].seq)
+    assert first is not None and second is not None
+    assert (first.message_id, first.event_id, first.company_id, first.connection_id) == (
+        "msg-ü",
+        None,
+        None,
+        None,
+    )
+    assert (first.outcome, first.processed_at, first.duplicate_of) == ("ignored", T0, None)
+    assert (second.event_id, second.company_id, second.received_at) == ("evt-2", COMPANY, T1)
+    assert (second.outcome, second.processed_at, second.fields) == (None, None, plain.fields)
 
 
 def test_duplicate_message_id_in_one_batch_is_one_row(store: Store) -> None:
