@@ -128,8 +128,11 @@ class Worker:
             timeout = min(
                 timeout, max(0.0, (clock.parse(due) - clock.parse(clock.now())).total_seconds())
             )
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for returns normally when it is
+        # cancelled in the very step the wake-up comes, and the worker then never stops.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout=max(timeout, 0.005))
+            async with asyncio.timeout(max(timeout, 0.005)):
+                await self._wake.wait()
 
     async def _fold_pending(self) -> None:
         company_ids = await self._read(lambda reads: reads.pending_company_ids())

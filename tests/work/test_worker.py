@@ -290,6 +290,25 @@ def test_the_accounting_connection_decides_before_the_listing_asked_with_it(
     asyncio.run(scenario())
 
 
+def test_the_worker_stops_when_cancelled_in_the_step_a_wake_up_comes(
+    database: Path, quiet_codat: Codat
+) -> None:
+    """serve stops its worker by cancelling it; a webhook's wake-up in the same step of the
+    loop must not swallow that (asyncio.wait_for on Python 3.11 did: the stop then hung)."""
+
+    async def scenario() -> None:
+        async with harness(database, quiet_codat) as run:
+            run.start()
+            assert run.task is not None
+            await asyncio.sleep(0.1)  # the worker is asleep, waiting for a wake-up
+            run.worker.wake()
+            run.task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await asyncio.wait_for(run.task, timeout=3)
+
+    asyncio.run(scenario())
+
+
 def test_a_503_is_retried_with_the_same_idempotency_key_and_shows_as_pending(
     database: Path, quiet_codat: Codat
 ) -> None:
