@@ -10,17 +10,16 @@ import asyncio
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import IO, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import click
-import httpx
 
 from processor import config
-from processor.codat.calls import CallLog, Write, flush
-from processor.codat.client import CodatClient, new_client
-from processor.codat.metered import MeteredTransport
-from processor.metrics import Metrics
 from store import Store, StoreError, missing_store, open_store
+
+if TYPE_CHECKING:
+    from processor.codat.calls import Write
+    from processor.codat.client import CodatClient
 
 T = TypeVar("T")
 FC = TypeVar("FC", bound=Callable[..., Any])
@@ -78,6 +77,14 @@ async def _with_codat(
 ) -> T:
     """Each call counted and logged like serve's; those about a company written to its
     timeline when the work ends (on a writable store)."""
+    # Imported here: a command that calls no one (a dry run, a status) need not load httpx.
+    import httpx
+
+    from processor.codat.calls import CallLog, flush
+    from processor.codat.client import CodatClient, new_client
+    from processor.codat.metered import MeteredTransport
+    from processor.metrics import Metrics
+
     calls = CallLog()
     transport = MeteredTransport(httpx.AsyncHTTPTransport(), Metrics(), calls, quiet=True)
     # Made and closed inside the event loop that uses it: httpx closes its connections there.

@@ -11,20 +11,22 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from itertools import islice
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from handlers.commands import needed_commands
 from handlers.transitions import fold, initial_state
 from processor import clock
-from processor.codat.client import CodatClient
-from processor.config import Settings
-from processor.intake.writer import DirectWriter
-from processor.work.effects import carry_out, claim_seconds, release_dead_claims
-from processor.work.folding import load_state, rebuild, rebuild_companies, to_event
+from processor.work.folding import FoldReport, load_state, rebuild, rebuild_companies, to_event
 from store import EFFECT_FAILED, EFFECT_PENDING, Store
+
+if TYPE_CHECKING:
+    from processor.codat.client import CodatClient
+    from processor.config import Settings
+    from processor.intake.writer import DirectWriter
 
 # Companies rebuilt per transaction (one commit each), and read per page of the selection.
 REBUILD_BATCH = 500
@@ -146,12 +148,16 @@ def batches(company_ids: Iterable[str], size: int = REBUILD_BATCH) -> Iterator[l
         yield chunk
 
 
-async def replay(
+# `Opened.run`: await some work with a Codat client made for it, and closed after it.
+Run = Callable[[Callable[["CodatClient"], Awaitable[None]]], None]
+
+
+def replay(
     store: Store,
-    codat: CodatClient,
     settings: Settings,
     company_ids: Iterable[str],
     *,
+    run: Run,
     failed: bool = False,
     key_range: bool = False,
     progress: Callable[[str], Any] = lambda _: None,
@@ -160,14 +166,19 @@ async def replay(
 
     `company_ids` may be a lazy iterable (`selected_companies`): it is read a batch at a time.
     `key_range`: they are every company, in order of id (`Selection.everything`): each batch is
-    read as one range of ids.
+    read as one range of ids. `run` gives a Codat client to the commands of a batch that has
+    some: a replay with nothing to carry out opens none (nor loads httpx).
     """
-    writer = DirectWriter(store)
     owner = f"replay:{socket.gethostname()}:{os.getpid()}"
     summary = Summary()
     started = clock.now()
     with store.transaction():
-        release_dead_claims(store)  # an interrupted replay's claims need not wait to expire
+        if store.claim_owners():
+            # An interrupted replay's claims need not wait to expire.
+            from processor.work.effects import release_dead_claims
+
+            release_dead_claims(store)
+    done = _Done(store, settings, owner, summary, started, failed, progress)
     for chunk in batches(company_ids):
         # Rebuilds are shared out in transactions of many companies (one commit each); the
         # commands then run company by company, each attempt claimed and recorded on its own.
@@ -176,20 +187,50 @@ async def replay(
                 for company_id in chunk:
                     _requeue_failed(store, company_id)
             reports = rebuild_companies(store, chunk, clock.now(), key_range=key_range)
+        if any(report.commands or report.kept_effects for report in reports):
+            run(partial(done.carry_out, reports=reports))
+        else:
+            for report in reports:
+                done.count(report, report.after)
+    return summary
+
+
+@dataclass
+class _Done:
+    """What a replay does with a batch of rebuilt companies, in their order: carry out their
+    commands (with a Codat client), and count them in the summary."""
+
+    store: Store
+    settings: Settings
+    owner: str
+    summary: Summary
+    started: str
+    failed: bool
+    progress: Callable[[str], Any]
+
+    async def carry_out(self, codat: CodatClient, reports: Sequence[FoldReport]) -> None:
+        from processor.intake.writer import DirectWriter
+
+        writer = DirectWriter(self.store)
         for report in reports:
-            company_id = report.company_id
-            summary.companies += 1
-            summary.events += report.events
             after = report.after
             if report.commands or report.kept_effects:
-                await _run_effects(writer, store, codat, settings, company_id, owner, summary)
-                state = load_state(store, company_id)
+                company_id = report.company_id
+                await _run_effects(
+                    writer, self.store, codat, self.settings, company_id, self.owner, self.summary
+                )
+                state = load_state(self.store, company_id)
                 after = state.state if state else after
-            summary.changed += report.before != after
-            if failed:
-                _note_failed_elsewhere(store, company_id, started, summary)
-            progress(company_id)
-    return summary
+            self.count(report, after)
+
+    def count(self, report: FoldReport, after: str) -> None:
+        summary = self.summary
+        summary.companies += 1
+        summary.events += report.events
+        summary.changed += report.before != after
+        if self.failed:
+            _note_failed_elsewhere(self.store, report.company_id, self.started, summary)
+        self.progress(report.company_id)
 
 
 def _note_failed_elsewhere(store: Store, company_id: str, started: str, summary: Summary) -> None:
@@ -210,6 +251,8 @@ async def _run_effects(
     owner: str,
     summary: Summary,
 ) -> None:
+    from processor.work.effects import carry_out, claim_seconds  # (with httpx: when needed)
+
     deadline = asyncio.get_running_loop().time() + claim_seconds(settings) + 5
     while True:
         effects = store.open_effects(company_id)

@@ -112,7 +112,11 @@ def test_build_from_every_field_is_the_class_called_with_them(record: Any) -> No
 def test_build_leaves_defaults_and_unknown_fields_to_the_class() -> None:
     partial = build(Connection, {"id": "conn-1", "status": "Linked"})
     assert vars(partial) == vars(Connection("conn-1", "Linked"))  # the defaults filled in
-    given = {"event_type": "company.created", "company_id": "c", "generated_date": "d"}
+    given: dict[str, Any] = {
+        "event_type": "company.created",
+        "company_id": "c",
+        "generated_date": "d",
+    }
     assert vars(build(Event, given)) == vars(Event(**given))
     # As many names as fields, one of them not a field: refused as the class refuses it.
     values = {f.name: None for f in dataclasses.fields(Connection)}
