@@ -50,11 +50,20 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=100_000)
     parser.add_argument("--only", nargs="+", choices=ALL, default=list(ALL))
     parser.add_argument("--output", type=Path, default=HERE / "results.json")
+    parser.add_argument(
+        "--growth",
+        type=int,
+        nargs="+",
+        metavar="EVENTS",
+        help="events already stored for benchmark 3, instead of the mode's sizes",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("bench: wrk is not installed (apt-get install wrk)", file=sys.stderr)
         return 2
-    sizes = FULL if args.full else QUICK
+    sizes = dict(FULL if args.full else QUICK)
+    if args.growth:
+        sizes["growth"] = args.growth
     began = time.monotonic()
     with ExitStack() as stack:
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="codat-bench-")))
