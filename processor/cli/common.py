@@ -6,7 +6,6 @@ one place that closes them.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -69,6 +68,8 @@ class Opened:
 
     def run(self, work: Callable[[CodatClient], Awaitable[T]]) -> T:
         """Await `work` with a Codat client made for it, and closed after it, in an event loop."""
+        import asyncio  # (a command, or a replay, that calls no one need not load it)
+
         return asyncio.run(_with_codat(self.settings, self.store, work))
 
 
