@@ -58,7 +58,8 @@ def replay(
     # 0.2 s of collections in a dry run of 100,000 events, 0.05 s frozen). Those records die
     # by reference count, none in a cycle: a young generation of 100,000 objects rather than
     # 700 spares the collector's passes over them (1,240 passes and 0.16 s of a replay of
-    # 100,000 events, none then), and holds no memory that would not be held anyway.
+    # 100,000 events, none then); garbage in a cycle, were there any, waits longer, as much
+    # as 100,000 objects at most.
     gc.freeze()
     threshold = gc.get_threshold()
     gc.set_threshold(max(threshold[0], YOUNG_OBJECTS), *threshold[1:])
