@@ -12,6 +12,7 @@ import httpx
 from starlette.applications import Starlette
 from starlette.routing import Route
 
+from processor.codat.aiohttp_transport import CodatTransport
 from processor.codat.calls import CallLog, flush_periodically
 from processor.codat.client import CodatClient, new_client
 from processor.codat.metered import MeteredTransport
@@ -102,7 +103,7 @@ async def _open(
         settings.base_url,
         settings.api_key,
         timeout=settings.codat_timeout,
-        transport=MeteredTransport(transport or httpx.AsyncHTTPTransport(), measured, calls),
+        transport=MeteredTransport(transport or CodatTransport(), measured, calls),
     )
     stack.push_async_callback(http.aclose)
     work_writer = writer.lane()
