@@ -10,12 +10,13 @@ import os
 import shutil
 import sqlite3
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from bench.memory import PeakRss
 from bench.serving import parse_wrk, start, stop, wrk_output
-from bench.throughput import CONNECTIONS
+from bench.throughput import CONNECTIONS, checks
 
 Measured = dict[str, float]
 
@@ -43,8 +44,10 @@ def measure(
     *,
     rounds: int,
     seconds: float,
+    refresh: Callable[[], None] = lambda: None,
 ) -> dict[str, Any]:
-    """`stores`: events already stored -> the generated store (None: start empty)."""
+    """`stores`: events already stored -> the generated store (None: start empty); `refresh`
+    signs the requests anew when they are about to be too old."""
     results: dict[int, list[Measured]] = {size: [] for size in stores}
     for number in range(1, rounds + 1):
         for size, source in stores.items():
@@ -54,6 +57,7 @@ def measure(
             if source is not None:
                 shutil.copyfile(source, database)
             os.sync()  # the copy's dirty pages written out before, not during, the run
+            refresh()
             process, url = start("intake", folder, secret, database)
             try:
                 with PeakRss(process.pid) as peak:
@@ -72,6 +76,7 @@ def measure(
     }
     empty = median[min(median)]["rps"]
     return {
+        "checks": checks({f"{size} stored": runs for size, runs in results.items()}),
         "rounds": {str(size): runs for size, runs in results.items()},
         "median": {str(size): m for size, m in median.items()},
         "ratio_to_empty": {str(size): m["rps"] / empty for size, m in median.items()},
