@@ -79,16 +79,15 @@ async def _with_codat(
     """Each call counted and logged like serve's; those about a company written to its
     timeline when the work ends (on a writable store)."""
     # Imported here: a command that calls no one (a dry run, a status) need not load httpx.
-    import httpx
-
+    from processor.codat.aiohttp_transport import CodatTransport
     from processor.codat.calls import CallLog, flush
     from processor.codat.client import CodatClient, new_client
     from processor.codat.metered import MeteredTransport
     from processor.metrics import Metrics
 
     calls = CallLog()
-    transport = MeteredTransport(httpx.AsyncHTTPTransport(), Metrics(), calls, quiet=True)
-    # Made and closed inside the event loop that uses it: httpx closes its connections there.
+    transport = MeteredTransport(CodatTransport(), Metrics(), calls, quiet=True)
+    # Made and closed inside the event loop that uses it: aiohttp closes its connections there.
     http = new_client(
         settings.base_url, settings.api_key, timeout=settings.codat_timeout, transport=transport
     )
