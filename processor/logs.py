@@ -20,8 +20,6 @@ import time
 from collections.abc import Mapping
 from typing import Any, TextIO
 
-import structlog
-
 FORMATS = ("json", "text")
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 # Third-party loggers that say one line per request or connection at INFO: quiet unless DEBUG.
@@ -76,6 +74,9 @@ def formatter(fmt: str) -> logging.Formatter:
     """The formatter of every line: JSON objects or `time level logger: message key=value`."""
     if fmt == "json":
         return JsonLines()
+    # Imported here: it costs every command 0.1 s of start-up, and only text lines use it.
+    import structlog
+
     processors: list[Any] = [
         structlog.stdlib.ProcessorFormatter.remove_processors_meta,
         structlog.processors.format_exc_info,
