@@ -15,7 +15,8 @@ retries it like any other transport failure instead of failing the command.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 
 import aiohttp
 import httpx
@@ -26,10 +27,8 @@ class CodatTransport(AiohttpTransport):
     """`AiohttpTransport` raising the httpx error that says what happened."""
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        try:
+        with _remapping(request):
             response = await super().handle_async_request(request)
-        except (httpx.TransportError, aiohttp.ClientError, TimeoutError) as error:
-            raise remapped(error, request) from error
         return httpx.Response(
             status_code=response.status_code,
             headers=response.headers,
@@ -48,14 +47,25 @@ class _Remapping(httpx.AsyncByteStream):
         self.request = request
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        try:
+        with _remapping(self.request):
             async for chunk in self.inner:
                 yield chunk
-        except (httpx.TransportError, aiohttp.ClientError, TimeoutError) as error:
-            raise remapped(error, self.request) from error
 
     async def aclose(self) -> None:
         await self.inner.aclose()
+
+
+@contextmanager
+def _remapping(request: httpx.Request) -> Iterator[None]:
+    """Errors of a request or of reading its answer, raised as `remapped` says (an httpx error
+    already right is raised as it is)."""
+    try:
+        yield
+    except (httpx.TransportError, aiohttp.ClientError, TimeoutError) as error:
+        mapped = remapped(error, request)
+        if mapped is error:
+            raise
+        raise mapped from error
 
 
 def remapped(error: BaseException, request: httpx.Request) -> httpx.TransportError:
