@@ -58,18 +58,19 @@ class Writer:
         self.lanes = lanes
         self._queue: list[_Append | _Call] = []
         self._store: Store | None = None
-        self._drainer: asyncio.Task[None] | None = None
-        # On a server: the connections with no transaction in flight, and those in flight.
+        # The connections with no transaction in flight (SQLite: its one connection; a server:
+        # up to `lanes`), and the batches in flight.
         self._idle: list[Store] = []
         self._running: set[asyncio.Task[None]] = set()
+        self._dispatching = False
         self.batches = 0
         self.appended = 0
         self.commits = 0
 
     def start(self) -> None:
         self._store = open_store(self.database_url, timeout=self.busy_timeout)
+        self._idle = [self._store]
         if self._store.remote:
-            self._idle = [self._store]
             for _ in range(self.lanes - 1):
                 self._idle.append(open_store(self.database_url, timeout=self.busy_timeout))
 
@@ -86,8 +87,7 @@ class Writer:
         return other
 
     async def stop(self) -> None:
-        while self._drainer is not None and not self._drainer.done():
-            await asyncio.wait([self._drainer])
+        self._dispatch()  # what is queued starts now; each batch ending starts the next
         while self._running:
             await asyncio.wait(list(self._running))
         for idle in self._idle:
@@ -111,19 +111,17 @@ class Writer:
         return await future
 
     def _enqueue(self, job: _Append | _Call) -> None:
+        self._require_store()  # a stopped writer refuses, rather than queue for ever
         self._queue.append(job)
-        if self._require_store().remote:
-            self._dispatch()
-        elif self._drainer is None or self._drainer.done():
-            self._drainer = asyncio.get_running_loop().create_task(self._drain())
-
-    async def _drain(self) -> None:
-        while self._queue:
-            jobs, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
-            await self._together(jobs)
+        if not self._dispatching:
+            # At the loop's next step: what is queued in this one goes in the same batch.
+            self._dispatching = True
+            asyncio.get_running_loop().call_soon(self._dispatch)
 
     def _dispatch(self) -> None:
-        """On a server: what is queued goes, as one batch, to each idle connection in turn."""
+        """What is queued goes, as one batch, to each idle connection in turn (on SQLite, one
+        batch at a time)."""
+        self._dispatching = False
         while self._queue and self._idle:
             store = self._idle.pop()
             jobs, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
@@ -133,7 +131,10 @@ class Writer:
 
     async def _on(self, store: Store, jobs: list[_Append | _Call]) -> None:
         try:
-            await self._apart(store, jobs)
+            if store.remote:
+                await self._apart(store, jobs)
+            else:
+                await self._together(jobs)
         finally:
             self._idle.append(store)
             self._dispatch()
