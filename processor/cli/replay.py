@@ -6,8 +6,9 @@ import gc
 import logging
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from typing import TYPE_CHECKING
 
 import click
 
@@ -16,6 +17,7 @@ from processor.cli.common import API_KEY, CliError, company_option, example, ope
 from processor.work.replay import (
     Matched,
     Plan,
+    Run,
     Selection,
     Summary,
     batches,
@@ -26,6 +28,9 @@ from processor.work.replay import (
 )
 from processor.work.replay import replay as run_replay
 from store import Store
+
+if TYPE_CHECKING:
+    from processor.codat.client import CodatClient
 
 log = logging.getLogger(__name__)
 
@@ -53,25 +58,32 @@ def replay(
     0 done, 1 some commands failed (listed), 2 bad arguments.
     """
     selection = Selection(company_id, event_id, _iso_date(since), event_type, failed)
-    # What exists now (the imports) outlives the replay: out of the collector's way, so that its
-    # full collections, while millions of short-lived records come and go, skip it (measured:
-    # 0.2 s of collections in a dry run of 100,000 events, 0.05 s frozen). Those records die
-    # by reference count, none in a cycle: a young generation of 100,000 objects rather than
-    # 700 spares the collector's passes over them (1,240 passes and 0.16 s of a replay of
-    # 100,000 events, none then); garbage in a cycle, were there any, waits longer, as much
-    # as 100,000 objects at most.
+    # What exists now (the imports) outlives the replay: frozen, out of the collector's way.
+    # The rebuilds' millions of short-lived records die by reference count, none in a cycle,
+    # so the collector is off while they come and go (its passes over them took 5% of a
+    # replay of 200,000 events even with a young generation of 100,000 objects; peak RSS is
+    # the same without them). It is on while commands run (`_collecting`): a Codat client,
+    # its tasks and its errors do make cycles.
     gc.freeze()
-    threshold = gc.get_threshold()
-    gc.set_threshold(max(threshold[0], YOUNG_OBJECTS), *threshold[1:])
+    gc.disable()
     try:
         _replay(selection, dry_run)
     finally:
-        gc.set_threshold(*threshold)
+        gc.enable()
         gc.unfreeze()
 
 
-# The collector's first threshold during a replay (see `replay`).
-YOUNG_OBJECTS = 100_000
+def _collecting(run: Run) -> Run:
+    """`run`, with the collector on while it runs."""
+
+    def run_collecting(work: Callable[[CodatClient], Awaitable[None]]) -> None:
+        gc.enable()
+        try:
+            run(work)
+        finally:
+            gc.disable()
+
+    return run_collecting
 
 
 def _replay(selection: Selection, dry_run: bool) -> None:
@@ -95,7 +107,7 @@ def _replay(selection: Selection, dry_run: bool) -> None:
             session.store,
             session.settings,
             selected_companies(session.store, selection),
-            run=session.run,
+            run=_collecting(session.run),
             failed=failed,
             key_range=selection.everything,
             progress=advance,
