@@ -31,7 +31,10 @@ def text(value: Any) -> str | None:
 
 
 def clean(found: str) -> str:
-    """Text SQLite can store: lone surrogates (valid in JSON, not in UTF-8) become U+FFFD."""
+    """Text either store can store: lone surrogates (valid in JSON, not in UTF-8) and NUL
+    characters (valid JSON as `\\u0000`, refused in PostgreSQL's text) become U+FFFD."""
+    if "\x00" in found:
+        found = found.replace("\x00", "\ufffd")
     if found.isascii():
         return found
     return "".join("\ufffd" if "\ud800" <= ch <= "\udfff" else ch for ch in found)

@@ -7,6 +7,7 @@ recorded as ignored rather than refused, so Codat never retries (and never disab
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from handlers.events import ConnectionStatus, SourceType
@@ -25,6 +26,7 @@ from processor import clock
 from processor.codat.connections import clean, connection_fields, text
 from store import NewEvent
 
+log = logging.getLogger(__name__)
 CURRENT = "current"
 LEGACY = "legacy"
 UNKNOWN = "unknown"
@@ -67,7 +69,45 @@ def webhook_event(
     headers: dict[str, str],
     received_at: str,
 ) -> NewEvent:
-    """The log entry for one verified webhook."""
+    """The log entry for one verified webhook.
+
+    A body this mapping cannot read (a shape no test foresaw) is still stored, as an ignored
+    event of type "unknown" with its raw body, and the error logged: a 5xx would have Codat
+    retry it for 28 hours, then drop it."""
+    try:
+        return _mapped(
+            data,
+            body=body,
+            message_id=message_id,
+            timestamp=timestamp,
+            headers=headers,
+            received_at=received_at,
+        )
+    except Exception:
+        log.exception("webhook %s: its body could not be read; stored as ignored", message_id)
+        return NewEvent(
+            message_id=message_id,
+            event_type=UNKNOWN,
+            body_format=UNKNOWN,
+            source="webhook",
+            generated_date=clock.from_timestamp(timestamp),
+            received_at=received_at,
+            body=body,
+            headers=headers,
+            fields={},
+            outcome=IGNORED,
+        )
+
+
+def _mapped(
+    data: dict[str, Any],
+    *,
+    body: bytes,
+    message_id: str,
+    timestamp: int,
+    headers: dict[str, str],
+    received_at: str,
+) -> NewEvent:
     fields: dict[str, Any]
     if isinstance(data.get("eventType"), str):
         body_format = CURRENT
@@ -81,7 +121,7 @@ def webhook_event(
         # Legacy bodies carry no generatedDate: the first delivery's timestamp stands in.
         generated = clock.from_timestamp(timestamp)
         event_type, fields = _legacy_fields(data)
-    elif data.get("RuleType") in LEGACY_SYNC_RULES and _is_expense_sync(data):
+    elif _legacy_sync_rule(data.get("RuleType")) and _is_expense_sync(data):
         body_format = LEGACY
         event_id = text(data.get("AlertId"))
         generated = clock.from_timestamp(timestamp)
@@ -109,6 +149,11 @@ def webhook_event(
         fields=fields,
         outcome=None if company_id else IGNORED,
     )
+
+
+def _legacy_sync_rule(rule: Any) -> bool:
+    """A legacy rule that reports an expense sync (a RuleType that is no text is none)."""
+    return isinstance(rule, str) and rule in LEGACY_SYNC_RULES
 
 
 def _current_fields(event_type: str, payload: Any) -> dict[str, Any]:

@@ -349,3 +349,45 @@ def test_content_type_is_not_checked_because_the_signature_covers_the_raw_bytes(
     headers["content-type"] = "text/plain"
     assert_error(send(http, forged_raw, headers), 401, "no signature in webhook-signature matches")
     assert_not_stored(server, before, forged["id"])
+
+
+@pytest.mark.parametrize(
+    "rule_type",
+    [["Sync Completed"], {"Sync Failed": 1}, 7, None],
+    ids=["a-list", "an-object", "a-number", "null"],
+)
+def test_a_legacy_rule_type_that_is_no_text_is_stored_as_ignored(
+    http: httpx.Client, server: Serve, rule_type: Any
+) -> None:
+    """A signed legacy body whose RuleType is no text (a list cannot be looked up among the
+    known rules) is stored as ignored, never a 5xx that Codat would retry for 28 hours."""
+    alert = f"alert-{uuid.uuid4()}"
+    raw, message_id = encode({"RuleType": rule_type, "AlertId": alert}), new_message_id()
+    response = send(http, raw, signed(raw, message_id))
+    assert response.status_code == 200, response.text
+    assert response.json() == {"status": "stored", "messageId": message_id}
+    (stored,) = events(server, message_id)
+    assert stored.outcome == "ignored"
+    assert stored.event_id == alert
+    assert_still_serving(http, server)
+
+
+def test_escaped_nul_characters_are_stored_made_storable(http: httpx.Client, server: Serve) -> None:
+    """`\\u0000` is valid JSON escaping, and PostgreSQL's text cannot hold it: the ids and the
+    event type are stored with U+FFFD in its place (as a lone surrogate is), on either backend;
+    never a 503 that every redelivery would get again."""
+    tag = uuid.uuid4().hex[:8]
+    raw = (
+        f'{{"id": "evt\\u0000{tag}", "eventType": "company.created\\u0000", '
+        f'"generatedDate": "{utc_now()}", '
+        f'"payload": {{"id": "co\\u0000{tag}", "name": "Nul\\u0000 Ltd"}}}}'
+    ).encode()
+    message_id = new_message_id()
+    response = send(http, raw, signed(raw, message_id))
+    assert response.status_code == 200, response.text
+    assert response.json() == {"status": "stored", "messageId": message_id}
+    (stored,) = events(server, message_id)
+    assert stored.event_id == f"evt\ufffd{tag}"
+    assert stored.event_type == "company.created\ufffd"
+    assert stored.company_id == f"co\ufffd{tag}"
+    assert_still_serving(http, server)
