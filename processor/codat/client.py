@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import email.utils
+import math
 import time
 import uuid
 from dataclasses import dataclass
@@ -248,19 +249,27 @@ def _error(method: str, path: str, response: httpx.Response) -> CodatError:
 
 
 def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
-    """`Retry-After` as seconds from now: a number of seconds or an HTTP date."""
+    """`Retry-After` as seconds from now: a number of seconds or an HTTP date, at most
+    MAX_RETRY_AFTER (a larger value, "inf" or a date in year 9999, would overflow the dates
+    computed from it); None when it is neither, or not a number ("nan")."""
     if not value:
         return None
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        pass
-    try:
-        moment = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        try:
+            moment = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, OverflowError):
+            return None
+        seconds = moment.timestamp() - (time.time() if now is None else now)
+    if math.isnan(seconds):
         return None
-    return max(0.0, moment.timestamp() - (time.time() if now is None else now))
+    return min(MAX_RETRY_AFTER, max(0.0, seconds))
+
+
+# The longest wait a Retry-After is taken for: a day (Codat's quota is a daily one).
+MAX_RETRY_AFTER = 24 * 3600.0
 
 
 def _int(value: str | None) -> int | None:
