@@ -36,8 +36,14 @@ MAX_READ_CONNECTIONS = 10
 MAX_READ_DATA_TYPES = 100
 # A sync lists its transactions; more than this many are left out of the log (the count stays).
 MAX_SYNC_TRANSACTIONS = 500
-# The legacy rules that report an expense sync, and the outcome each stands for.
-LEGACY_SYNC_RULES = {"Sync Completed": SYNC_SUCCESSFUL, "Sync Failed": SYNC_UNSUCCESSFUL}
+# The legacy rules that report an expense sync, and the outcome each stands for, by name (the
+# bodies' examples) and by id (Codat's Expenses guide still names them so).
+LEGACY_SYNC_RULES = {
+    "Sync Completed": SYNC_SUCCESSFUL,
+    "Sync Failed": SYNC_UNSUCCESSFUL,
+    "SyncCompleted": SYNC_SUCCESSFUL,
+    "SyncFailed": SYNC_UNSUCCESSFUL,
+}
 SYNC_OUTCOME_OF = {SYNC_SUCCESSFUL: SUCCESSFUL, SYNC_UNSUCCESSFUL: FAILED}
 # Codat's notices about the client's rate limit (no company: stored as ignored, read by the
 # worker, processor/work/ratelimits.py).

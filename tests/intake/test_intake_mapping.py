@@ -760,6 +760,24 @@ def test_legacy_sync_bodies_map_to_the_current_types(
     }
 
 
+@pytest.mark.parametrize(
+    ("rule", "stage", "event_type"),
+    [
+        ("SyncCompleted", None, "expenses.sync.successful"),
+        ("SyncFailed", "Pushing", "expenses.sync.unsuccessful"),
+    ],
+)
+def test_legacy_sync_rules_under_their_ids_map_as_under_their_names(
+    company: dict[str, Any], rule: str, stage: str | None, event_type: str
+) -> None:
+    """CODAT.md: Codat's Expenses guide still names the legacy rules by their ids."""
+    body = {**legacy_sync_event(company, "sync-1", failure_stage=stage), "RuleType": rule}
+    event = intake(body)
+    assert (event.body_format, event.event_type) == (LEGACY, event_type)
+    assert event.fields["sync"]["syncId"] == "sync-1"
+    assert event.fields["sync"]["failureStage"] == stage
+
+
 def test_legacy_sync_of_another_type_is_stored_and_ignored(company: dict[str, Any]) -> None:
     body = legacy_sync_event(company, "sync-1")
     body["Data"]["syncType"] = "Commerce"
