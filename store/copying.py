@@ -95,6 +95,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "claim_expires_at",
         "created_at",
         "updated_at",
+        "requeued_at",
     ),
     # The snapshot of each company's configuration choices (`codat-expenses options`).
     "expense_options": ("company_id", "fetched_at", "data"),

@@ -99,6 +99,9 @@ class Effect:
     result: dict[str, Any] | None
     created_at: str
     updated_at: str
+    # When it was last put back in line after failing (`replay --failed`, a redelivery): its
+    # retries have until the retry horizon from then, not from `created_at`.
+    requeued_at: str | None = None
 
 
 @dataclass(frozen=True)

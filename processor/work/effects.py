@@ -196,7 +196,8 @@ def record_failure(
     horizon: float,
 ) -> bool:
     """Schedule a retry, or close the effect as failed; returns True if it will be retried."""
-    age = (clock.parse(now) - clock.parse(effect.created_at)).total_seconds()
+    # The retries' window opens when the effect was created, or last put back in line.
+    age = (clock.parse(now) - clock.parse(effect.requeued_at or effect.created_at)).total_seconds()
     if error.retryable and age < horizon:
         delay = max(backoff(effect.attempts + 1, initial, maximum), error.retry_after or 0.0)
         store.retry_effect(

@@ -211,9 +211,9 @@ class PostgresEffects(Connected):
         """Put a failed effect back in line, unless another one is already open for it."""
         cursor = self.conn.execute(
             "UPDATE effects SET status = %s, attempts = 0, next_attempt_at = %s, "
-            "claimed_by = NULL, claim_expires_at = NULL, updated_at = %s "
+            "claimed_by = NULL, claim_expires_at = NULL, updated_at = %s, requeued_at = %s "
             f"WHERE id = %s AND status = %s AND {NO_OTHER_OPEN}",
-            [EFFECT_PENDING, now, now, effect_id, EFFECT_FAILED, EFFECT_PENDING],
+            [EFFECT_PENDING, now, now, now, effect_id, EFFECT_FAILED, EFFECT_PENDING],
         )
         return cursor.rowcount == 1
 

@@ -153,9 +153,9 @@ class SqliteEffects(Connected):
         """Put a failed effect back in line, unless another one is already open for it."""
         cursor = self.conn.execute(
             "UPDATE OR IGNORE effects SET status = ?, attempts = 0, next_attempt_at = ?, "
-            "claimed_by = NULL, claim_expires_at = NULL, updated_at = ? "
+            "claimed_by = NULL, claim_expires_at = NULL, updated_at = ?, requeued_at = ? "
             "WHERE id = ? AND status = ?",
-            [EFFECT_PENDING, now, now, effect_id, EFFECT_FAILED],
+            [EFFECT_PENDING, now, now, now, effect_id, EFFECT_FAILED],
         )
         return cursor.rowcount == 1
 

@@ -15,7 +15,7 @@ EVENT_COLUMNS = (
 )
 EFFECT_COLUMNS = (
     "id, company_id, kind, connection_id, idempotency_key, caused_by, status, attempts, "
-    "next_attempt_at, last_error, result, created_at, updated_at"
+    "next_attempt_at, last_error, result, created_at, updated_at, requeued_at"
 )
 # Ids bound in one `IN (...)` at most (SQLite's limit is 32,766 since 3.32; kept well below).
 MAX_PARAMETERS = 500
@@ -82,6 +82,7 @@ def effect(row: Sequence[Any]) -> Effect:
         result=loads(row[10]) if row[10] else None,
         created_at=row[11],
         updated_at=row[12],
+        requeued_at=row[13],
     )
 
 

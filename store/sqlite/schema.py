@@ -184,4 +184,10 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         CREATE INDEX codat_calls_company ON codat_calls(company_id, id);
         """,
     ),
+    (
+        9,
+        """
+        ALTER TABLE effects ADD COLUMN requeued_at TEXT;
+        """,
+    ),
 )

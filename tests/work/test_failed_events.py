@@ -163,3 +163,23 @@ def test_redelivery_of_the_webhook_behind_a_failed_command_requeues_it(
     assert len(partner_connections(codat.state(), company_id)) == 1
     # A ready company whose command finally succeeded is not reported with the old failure.
     assert document["lastError"] is None, document["lastError"]
+
+
+def test_a_requeued_command_gets_a_new_retry_window(
+    codat: Codat, short_horizon: ServeProcess
+) -> None:
+    """`replay --failed` puts a dead letter back in line with the whole retry horizon ahead of
+    it, counted from the requeue: a command first opened longer ago than the horizon once gave
+    up at its first retryable failure after the requeue ("gave up after N s")."""
+    serve = short_horizon
+    company_id = failed_company(codat, serve, "Second Window Ltd")["company"]["id"]
+    # Codat still fails for a while after the requeue, less than the horizon (2 s).
+    codat.admin("DELETE", "/faults")
+    codat.faults([{"method": "POST", "path": PARTNER_EXPENSE_PATH, "status": 500, "forSeconds": 1}])
+    cli = Cli.beside(serve, codat.url)
+    cli.run("replay", "--failed", "--company", company_id)
+
+    document = serve.wait_state(company_id, "ready")
+    assert document["failed"] == [] and document["pending"] == []
+    [partner] = partner_connections(codat.state(), company_id)
+    assert document["expenseConnection"]["id"] == partner["id"]
