@@ -11,6 +11,16 @@ class StoreError(Exception):
         self.transient = transient
 
 
+def behind(database: str, version: int, latest: int) -> str:
+    """Why a reader refuses a database an older version of codat-expenses left behind (only
+    writers migrate: a reader would find columns and tables missing)."""
+    return (
+        f"database {database} is at schema version {version}; this codat-expenses reads version "
+        f"{latest}: start `codat-expenses serve` of this version once (it migrates the database), "
+        "then try again"
+    )
+
+
 def is_unavailable(error: BaseException) -> bool:
     """Whether an error says the store cannot be used now (disk full, locked, connection lost),
     as opposed to something wrong with one piece of data."""

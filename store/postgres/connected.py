@@ -36,8 +36,8 @@ from typing import Any, Self
 import psycopg
 from psycopg.pq import TransactionStatus
 
-from store.errors import StoreError
-from store.postgres.schema import MIGRATIONS
+from store.errors import StoreError, behind
+from store.postgres.schema import LATEST_VERSION, MIGRATIONS
 from store.urls import redact_url, scrub
 
 log = logging.getLogger(__name__)
@@ -75,11 +75,14 @@ class Connected:
         store = cls(_connect(url, timeout, readonly), url, readonly=readonly, timeout=timeout)
         try:
             if readonly:
-                if store.schema_version() == 0:
+                version = store.schema_version()
+                if version == 0:
                     raise StoreError(
                         f"database {redact_url(url)!r} has no codat-expenses tables yet; "
                         "expected a database `codat-expenses serve` has opened once"
                     )
+                if version < LATEST_VERSION:
+                    raise StoreError(behind(repr(redact_url(url)), version, LATEST_VERSION))
             else:
                 store.migrate()
                 # Fail now, not at the first webhook, if the database cannot be written.

@@ -203,3 +203,5 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         """,
     ),
 )
+# The schema this code reads: a reader refuses a database an older version left behind.
+LATEST_VERSION = max(version for version, _ in MIGRATIONS)

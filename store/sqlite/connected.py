@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Self
 
-from store.errors import StoreError
-from store.sqlite.schema import MIGRATIONS
+from store.errors import StoreError, behind
+from store.sqlite.schema import LATEST_VERSION, MIGRATIONS
 
 
 class Connected:
@@ -48,6 +48,9 @@ class Connected:
                 conn.execute("PRAGMA synchronous=FULL")
             conn.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
             store = cls(conn, path, readonly=readonly, timeout=timeout)
+            if readonly and (version := store.schema_version()) < LATEST_VERSION:
+                conn.close()
+                raise StoreError(behind(repr(str(path)), version, LATEST_VERSION))
             if not readonly:
                 store.migrate()
                 # Fail now, not at the first webhook, if the file cannot be written.

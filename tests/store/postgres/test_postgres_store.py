@@ -265,3 +265,21 @@ def test_a_database_with_synchronous_commit_off_is_warned_about(
     with caplog.at_level("WARNING", logger="store.postgres.connected"):
         open_postgres(postgres_url).close()
     assert [r for r in caplog.records if r.levelname == "WARNING"] == []
+
+
+def test_a_reader_refuses_a_database_an_older_version_left_behind(postgres_url: str) -> None:
+    """Only writers migrate: a reader of an older schema says so, and what to do."""
+    writer = PostgresStore.open(postgres_url)
+    try:
+        with writer.transaction():
+            # As version 8 left it: the last migration (a column of effects) not applied.
+            writer.conn.execute("ALTER TABLE effects DROP COLUMN requeued_at")
+            writer.conn.execute("DELETE FROM schema_migrations WHERE version = %s", [LATEST])
+    finally:
+        writer.close()
+    behind = f"is at schema version {LATEST - 1}; this codat-expenses reads version {LATEST}"
+    with pytest.raises(StoreError, match=behind) as refused:
+        PostgresStore.open(postgres_url, readonly=True)
+    assert "start `codat-expenses serve` of this version once" in str(refused.value)
+    PostgresStore.open(postgres_url).close()  # a writer migrates it
+    PostgresStore.open(postgres_url, readonly=True).close()

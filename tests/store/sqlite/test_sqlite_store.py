@@ -124,3 +124,25 @@ def test_a_redelivery_is_one_row_stamped_with_its_time_in_last_delivered_at(path
         assert [e.seq for e in store.pending_events(COMPANY)] == [first.seq]
     finally:
         store.close()
+
+
+def test_a_reader_refuses_a_store_an_older_version_left_behind(tmp_path: Path) -> None:
+    """Only writers migrate: a reader of an older schema would find columns missing (a
+    `status` before `serve` of the new version ran once); it says so, and what to do."""
+    path = tmp_path / "processor.db"
+    SqliteStore.open(path).close()
+    latest = max(version for version, _ in MIGRATIONS)
+    with sqlite3.connect(path) as conn:
+        # As version 8 left it: the last migration (a column of effects) not applied.
+        conn.execute("ALTER TABLE effects DROP COLUMN requeued_at")
+        conn.execute("DELETE FROM schema_migrations WHERE version = ?", [latest])
+    conn.close()
+    with pytest.raises(StoreError) as refused:
+        SqliteStore.open(path, readonly=True)
+    assert str(refused.value) == (
+        f"database {str(path)!r} is at schema version {latest - 1}; this codat-expenses reads "
+        f"version {latest}: start `codat-expenses serve` of this version once (it migrates the "
+        "database), then try again"
+    )
+    SqliteStore.open(path).close()  # a writer migrates it
+    SqliteStore.open(path, readonly=True).close()
