@@ -15,6 +15,7 @@ from handlers.events import ConnectionStatus, SourceType
 from handlers.transitions import COMPANY_CREATED, CONNECTION_CREATED, CONNECTION_DISCONNECTED
 from processor import clock
 from processor.codat.client import CodatClient, CodatError
+from processor.codat.names import kept_name
 from processor.work.folding import fold_pending, load_state
 from processor.work.synthetic import about_connection, synthetic_event
 from store import Store
@@ -78,10 +79,13 @@ async def onboard(
     PendingAuth or Linked accounting connection: a second one is rarely what was meant.
     """
     if company_id is None:
-        named = store.companies_named(name)
+        # The stored names are Codat's, stripped of what it does not allow: compared as such.
+        kept = kept_name(name)
+        named = store.companies_named(kept)
         if named and not force:
+            as_kept = "" if kept == name else f" (as Codat keeps it: {kept!r})"
             raise OnboardingError(
-                f"a company named {name!r} is already in the store ({', '.join(named)}); "
+                f"a company named {name!r}{as_kept} is already in the store ({', '.join(named)}); "
                 "run again with --force to create another one, or with --company ID to continue",
                 existing={"companyIds": named},
             )

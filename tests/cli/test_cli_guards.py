@@ -240,3 +240,20 @@ def test_onboard_refuses_a_name_already_in_the_store_unless_forced(cli: Cli, cod
     both = cli.run("onboard", "--name", "Twice Named Ltd", "--platform", "gbol", "--json")
     assert both.returncode == 1, both.describe()
     assert both.json()["existing"] == {"companyIds": sorted(named)}
+
+
+def test_onboard_compares_names_as_codat_keeps_them(cli: Cli, codat: Codat) -> None:
+    """Codat strips what it does not allow in a company name ("Acme (UK)" is kept as "Acme UK"):
+    the stored name is Codat's, so the guard compares the name as Codat will keep it."""
+    first = cli.onboard("Brackets (UK) Ltd")["companyId"]
+    [company] = [c for c in codat.state()["companies"] if c["id"] == first]
+    assert company["name"] == "Brackets UK Ltd"
+
+    refused = cli.run("onboard", "--name", "Brackets (UK) Ltd", "--platform", "gbol")
+    assert refused.returncode == 1, refused.describe()
+    assert (
+        "a company named 'Brackets (UK) Ltd' (as Codat keeps it: 'Brackets UK Ltd') "
+        "is already in the store"
+    ) in refused.stderr, refused.describe()
+    assert first in refused.stderr, refused.describe()
+    assert len(exact_requests(codat, "POST", "/companies")) == 1, "no second company was asked for"
