@@ -55,7 +55,10 @@ def company_document(
     document["pending"] = [_effect(e) for e in effects if e.status == EFFECT_PENDING]
     document["failed"] = [_effect(e) for e in effects if e.status == EFFECT_FAILED]
     document["pendingEvents"] = sum(1 for e in events if e.processed_at is None)
-    document["events"] = [_event(e) for e in events]
+    # An event whose command failed says so (PRODUCT: an event's outcome is applied, stale,
+    # duplicate, ignored or failed); requeued, it is applied again.
+    failed = {e.caused_by for e in effects if e.status == EFFECT_FAILED}
+    document["events"] = [_event(e, e.seq in failed) for e in events]
     document["codatCalls"] = [_call(c) for c in calls]
     return document
 
@@ -205,7 +208,7 @@ def _call(call: CodatCall) -> dict[str, Any]:
     }
 
 
-def _event(event: StoredEvent) -> dict[str, Any]:
+def _event(event: StoredEvent, failed: bool = False) -> dict[str, Any]:
     return {
         "seq": event.seq,
         "id": event.event_id,
@@ -217,5 +220,5 @@ def _event(event: StoredEvent) -> dict[str, Any]:
         "generatedDate": event.generated_date,
         "receivedAt": event.received_at,
         "deliveries": event.deliveries,
-        "outcome": event.outcome or "pending",
+        "outcome": "failed" if failed else event.outcome or "pending",
     }

@@ -330,7 +330,7 @@ SCHEMAS: dict[str, Schema] = {
             "generatedDate": STRING,
             "receivedAt": STRING,
             "deliveries": {"type": "integer", "minimum": 1},
-            "outcome": {"enum": ["applied", "stale", "duplicate", "ignored", "pending"]},
+            "outcome": {"enum": ["applied", "stale", "duplicate", "ignored", "failed", "pending"]},
         },
         "additionalProperties": False,
     },

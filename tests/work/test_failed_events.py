@@ -63,6 +63,10 @@ def test_a_command_failing_past_the_horizon_is_a_dead_letter_then_replay_failed_
 
     [failed] = document["failed"]
     assert failed["command"] == "create_partner_expense_connection"
+    # The event that called for it says it failed, and only that one.
+    assert [e["seq"] for e in document["events"] if e["outcome"] == "failed"] == [
+        failed["causedBy"]
+    ], document["events"]
     assert failed["status"] == "failed"
     assert failed["attempts"] >= 2
     assert "500" in failed["lastError"]
@@ -99,6 +103,7 @@ def test_a_command_failing_past_the_horizon_is_a_dead_letter_then_replay_failed_
 
     document = serve.wait_state(company_id, "ready")
     assert document["failed"] == [] and document["pending"] == []
+    assert not [e for e in document["events"] if e["outcome"] == "failed"], document["events"]
     [partner] = partner_connections(codat.state(), company_id)
     assert document["expenseConnection"]["id"] == partner["id"]
     assert cli.ok("status", "--failed", "--json").json() == {"companies": []}
