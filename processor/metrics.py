@@ -127,6 +127,21 @@ class Metrics:
             "When the current rate-limit pause ends (Unix seconds; 0 when there is none).",
             registry=r,
         )
+        self.codat_quota_remaining = Gauge(
+            f"{PREFIX}_codat_quota_remaining",
+            "Requests left in Codat's daily quota, from the X-Rate-Limit-Remaining header of "
+            "the latest answer that had one (NaN until then).",
+            registry=r,
+        )
+        self.codat_quota_limit = Gauge(
+            f"{PREFIX}_codat_quota_limit",
+            "Codat's daily quota, from the X-Rate-Limit-Limit header of the latest answer that "
+            "had one (NaN until then).",
+            registry=r,
+        )
+        # Not 0 before any answer said so: an alert on a low quota must not fire at start-up.
+        self.codat_quota_remaining.set(float("nan"))
+        self.codat_quota_limit.set(float("nan"))
         self.rate_limit_paused_seconds = Counter(
             f"{PREFIX}_rate_limit_paused_seconds",
             "Seconds this process's worker spent with the non-urgent Codat calls paused by "

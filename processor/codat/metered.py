@@ -62,6 +62,7 @@ class MeteredTransport(httpx.AsyncBaseTransport):
         except httpx.TransportError as error:
             self._record(request, name, "connection_error", started, logging.WARNING, str(error))
             raise
+        self._note_quota(response)
         correlation = None
         if response.status_code >= 400:
             await response.aread()
@@ -69,6 +70,16 @@ class MeteredTransport(httpx.AsyncBaseTransport):
         level = logging.WARNING if response.status_code >= 400 else logging.INFO
         self._record(request, name, str(response.status_code), started, level, None, correlation)
         return response
+
+    def _note_quota(self, response: httpx.Response) -> None:
+        """Codat's daily quota and what is left of it, as its answer's headers say."""
+        for header, gauge in (
+            ("X-Rate-Limit-Remaining", self.metrics.codat_quota_remaining),
+            ("X-Rate-Limit-Limit", self.metrics.codat_quota_limit),
+        ):
+            value = response.headers.get(header, "")
+            if value.isdigit():
+                gauge.set(int(value))
 
     def _record(
         self,

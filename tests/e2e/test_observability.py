@@ -104,6 +104,10 @@ def test_the_metrics_count_what_the_scenario_did(scenario: Scenario) -> None:
     assert value(samples, f"{p}codat_calls_total", operation=post, status="200") == 2
     assert value(samples, f"{p}codat_call_seconds_count", operation=post) == 2
     assert value(samples, f"{p}state_transitions_total", from_state="linked", to_state="ready") == 2
+    # Codat's daily quota, as the stand-in's X-Rate-Limit-* headers said on serve's last call.
+    limit = value(samples, f"{p}codat_quota_limit")
+    assert limit >= 1000, samples
+    assert 0 < value(samples, f"{p}codat_quota_remaining") < limit, samples
     # From the store, at the scrape.
     assert value(samples, f"{p}companies", state="ready") == 2
     assert value(samples, f"{p}companies", state="pending_auth") == 1
