@@ -137,6 +137,9 @@ class Sandbox:
         # answer carries: kept up to date at each change of a company's connections.
         self._active: set[str] = set()
         self._sending = asyncio.Semaphore(WEBHOOKS_IN_FLIGHT)
+        # The sourceType of the partner expense connections it creates: CODAT.md says "most
+        # likely Expense" and leaves it unknown; a test sets another to check both cases.
+        self.partner_source_type = "Expense"
 
     def authorized(self, header: str | None) -> bool:
         return hmac.compare_digest((header or "").encode(), self.authorization.encode())
@@ -194,7 +197,7 @@ class Sandbox:
             record.company["id"],
             PARTNER_EXPENSE_KEY,
             platform_name=PARTNER_EXPENSE_NAME,
-            source_type="Expense",
+            source_type=self.partner_source_type,
             status="Linked",
         )
         return self._add_connection(record, connection)

@@ -99,13 +99,56 @@ async def create_partner_expense_connection(codat: CodatClient, effect: Effect) 
         connections = await listing
     finally:
         await _settled(listing)
-    for connection in connections:
-        if connection.get("sourceType") == SourceType.EXPENSE:
-            return Attempt(PARTNER_CONNECTION_CREATED, connection, EFFECT_DONE, "adopted")
+    found = existing_partner_connection(connections, opened_at=effect.created_at)
+    if found is not None:
+        connection, how = found
+        return Attempt(PARTNER_CONNECTION_CREATED, connection, EFFECT_DONE, how)
     created = await codat.create_partner_expense_connection(
         company_id, idempotency_key=effect.idempotency_key
     )
     return Attempt(PARTNER_CONNECTION_CREATED, created, EFFECT_DONE, "created")
+
+
+# The sourceTypes of connections that are certainly not a partner expense connection.
+NOT_PARTNER_EXPENSE = frozenset({"Accounting", "Banking", "BankFeed", "Commerce"})
+
+
+def existing_partner_connection(
+    connections: list[dict[str, Any]], *, opened_at: str
+) -> tuple[dict[str, Any], str] | None:
+    """The partner expense connection Codat already holds for the company, and how it was
+    recognised; None if there is none (then it is created).
+
+    One of sourceType `Expense`, a Linked one first. CODAT.md leaves the partner connection's
+    sourceType unknown ("most likely Expense"; build for both cases), and Codat replays an
+    Idempotency-Key's answer for 90 minutes only: failing that, a connection of another type
+    than the four certainly not it, created since this command was opened (`opened_at`), is
+    taken for the one an earlier attempt created and never heard back from.
+    """
+    expense = [c for c in connections if c.get("sourceType") == SourceType.EXPENSE]
+    if expense:
+        linked = [c for c in expense if c.get("status") == ConnectionStatus.LINKED]
+        return (linked or expense)[0], "adopted"
+    since = [
+        c
+        for c in connections
+        if c.get("sourceType") not in NOT_PARTNER_EXPENSE and _created_since(c, opened_at)
+    ]
+    if since:
+        kind = since[0].get("sourceType")
+        return since[0], f"adopted (sourceType {kind!r}, created since this command was opened)"
+    return None
+
+
+def _created_since(connection: dict[str, Any], opened_at: str) -> bool:
+    created = connection.get("created")
+    if not isinstance(created, str):
+        return False
+    try:
+        # To the second: Codat's `created` may carry no fraction of it.
+        return clock.normalize(created)[:19] >= opened_at[:19]
+    except clock.InvalidDate:
+        return False
 
 
 async def _settled(task: asyncio.Future[Any]) -> None:
