@@ -19,7 +19,7 @@ from store.contract import (
     SyncChecks,
     WorkerReads,
 )
-from store.errors import StoreError, is_unavailable
+from store.errors import StoreBehind, StoreError, is_unavailable
 from store.opening import (
     check_url,
     describe_url,
@@ -72,6 +72,7 @@ __all__ = [
     "RateLimits",
     "ReaderPool",
     "Store",
+    "StoreBehind",
     "StoreError",
     "StoredEvent",
     "SyncChecks",

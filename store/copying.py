@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, cast, runtime_checkable
 
 from store.contract import Store
-from store.errors import StoreError
+from store.errors import StoreBehind, StoreError
 from store.opening import describe_url, missing_store, open_store
 
 # The tables copied, in an order that keeps every reference to an earlier row (effects name
@@ -164,11 +164,16 @@ class CopyResult:
 class TargetNotEmpty(Exception):
     """The target already holds rows: `found` per table."""
 
-    def __init__(self, where: str, found: dict[str, int]) -> None:
+    def __init__(self, where: str, found: dict[str, int], *, version: int | None = None) -> None:
         listed = ", ".join(f"{count} {table}" for table, count in found.items() if count)
+        holds = (
+            f"an earlier codat-expenses wrote it (schema version {version})"
+            if version is not None
+            else f"it holds {listed}"
+        )
         super().__init__(
-            f"the target, {where}, is not empty: it holds {listed}; "
-            "store copy only copies into an empty store"
+            f"the target, {where}, is not empty: {holds}; store copy only copies into an empty "
+            "store"
         )
         self.found = found
 
@@ -202,6 +207,9 @@ def open_empty_target(url: str, *, timeout: float = 5.0) -> CopyStore:
         # which creates them or says why it cannot.
         try:
             probe = copyable(open_store(url, readonly=True, timeout=timeout))
+        except StoreBehind as behind:
+            # Written by an earlier version: not empty, and not to be migrated to find out.
+            raise TargetNotEmpty(describe_url(url), {}, version=behind.version) from None
         except StoreError:
             pass
         else:

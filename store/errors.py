@@ -11,14 +11,17 @@ class StoreError(Exception):
         self.transient = transient
 
 
-def behind(database: str, version: int, latest: int) -> str:
-    """Why a reader refuses a database an older version of codat-expenses left behind (only
+class StoreBehind(StoreError):
+    """A reader refuses a database an older version of codat-expenses left behind (only
     writers migrate: a reader would find columns and tables missing)."""
-    return (
-        f"database {database} is at schema version {version}; this codat-expenses reads version "
-        f"{latest}: start `codat-expenses serve` of this version once (it migrates the database), "
-        "then try again"
-    )
+
+    def __init__(self, database: str, version: int, latest: int) -> None:
+        super().__init__(
+            f"database {database} is at schema version {version}; this codat-expenses reads "
+            f"version {latest}: start `codat-expenses serve` of this version once (it migrates "
+            "the database), then try again"
+        )
+        self.version = version
 
 
 def is_unavailable(error: BaseException) -> bool:

@@ -36,7 +36,7 @@ from typing import Any, Self
 import psycopg
 from psycopg.pq import TransactionStatus
 
-from store.errors import StoreError, behind
+from store.errors import StoreBehind, StoreError
 from store.postgres.schema import LATEST_VERSION, MIGRATIONS
 from store.urls import redact_url, scrub
 
@@ -82,7 +82,7 @@ class Connected:
                         "expected a database `codat-expenses serve` has opened once"
                     )
                 if version < LATEST_VERSION:
-                    raise StoreError(behind(repr(redact_url(url)), version, LATEST_VERSION))
+                    raise StoreBehind(repr(redact_url(url)), version, LATEST_VERSION)
             else:
                 store.migrate()
                 # Fail now, not at the first webhook, if the database cannot be written.

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Self
 
-from store.errors import StoreError, behind
+from store.errors import StoreBehind, StoreError
 from store.sqlite.schema import LATEST_VERSION, MIGRATIONS
 
 
@@ -50,7 +50,7 @@ class Connected:
             store = cls(conn, path, readonly=readonly, timeout=timeout)
             if readonly and (version := store.schema_version()) < LATEST_VERSION:
                 conn.close()
-                raise StoreError(behind(repr(str(path)), version, LATEST_VERSION))
+                raise StoreBehind(repr(str(path)), version, LATEST_VERSION)
             if not readonly:
                 store.migrate()
                 # Fail now, not at the first webhook, if the file cannot be written.

@@ -420,3 +420,26 @@ def test_every_table_of_the_schema_is_copied_or_named_as_left_out(
         )
         for table in TABLES:
             assert tables[table] == set(COLUMNS[table]), (backend, table)
+
+
+def test_a_target_an_earlier_version_wrote_is_refused_and_not_migrated(
+    source: Source, tmp_path: Path
+) -> None:
+    """A target at an older schema is not empty (an earlier `serve` opened it): refused as the
+    reader finds it, not migrated by a writer to count its rows."""
+    behind = tmp_path / "earlier.db"
+    open_store(f"sqlite:///{behind}").close()
+    with closing(sqlite3.connect(behind)) as conn, conn:
+        # As version 8 left it: the last migration (a column of effects) not applied.
+        conn.execute("ALTER TABLE effects DROP COLUMN requeued_at")
+        latest = conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()[0]
+        conn.execute("DELETE FROM schema_migrations WHERE version = ?", [latest])
+    before = behind.read_bytes()
+
+    result = store_cli("copy", "--from", source.url, "--to", f"sqlite:///{behind}")
+    assert result.returncode == 1, result.describe()
+    assert (
+        f"is not empty: an earlier codat-expenses wrote it (schema version {latest - 1}); "
+        "store copy only copies into an empty store (nothing was written)"
+    ) in result.stderr, result.describe()
+    assert behind.read_bytes() == before
