@@ -109,8 +109,9 @@ async def create_partner_expense_connection(codat: CodatClient, effect: Effect) 
     return Attempt(PARTNER_CONNECTION_CREATED, created, EFFECT_DONE, "created")
 
 
-# The sourceTypes of connections that are certainly not a partner expense connection.
-NOT_PARTNER_EXPENSE = frozenset({"Accounting", "Banking", "BankFeed", "Commerce"})
+# The sourceTypes a partner expense connection may have besides Expense: CODAT.md lists seven,
+# and Accounting, Banking, BankFeed and Commerce are certainly not it.
+MAYBE_PARTNER_EXPENSE = frozenset({"Other", "Unknown"})
 
 
 def existing_partner_connection(
@@ -121,9 +122,10 @@ def existing_partner_connection(
 
     One of sourceType `Expense`, a Linked one first. CODAT.md leaves the partner connection's
     sourceType unknown ("most likely Expense"; build for both cases), and Codat replays an
-    Idempotency-Key's answer for 90 minutes only: failing that, a connection of another type
-    than the four certainly not it, created since this command was opened (`opened_at`), is
-    taken for the one an earlier attempt created and never heard back from.
+    Idempotency-Key's answer for 90 minutes only: failing that, one of type `Other` or `Unknown`
+    (the types left once the four certainly not it are set aside) created since this command
+    was opened (`opened_at`) is taken for the one an earlier attempt created and never heard
+    back from.
     """
     expense = [c for c in connections if c.get("sourceType") == SourceType.EXPENSE]
     if expense:
@@ -132,7 +134,7 @@ def existing_partner_connection(
     since = [
         c
         for c in connections
-        if c.get("sourceType") not in NOT_PARTNER_EXPENSE and _created_since(c, opened_at)
+        if c.get("sourceType") in MAYBE_PARTNER_EXPENSE and _created_since(c, opened_at)
     ]
     if since:
         kind = since[0].get("sourceType")

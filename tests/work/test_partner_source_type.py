@@ -75,6 +75,7 @@ def listed(source_type: str | None, created: str, status: str = "Linked") -> dic
         ([listed("Other", "2026-12-07T10:00:00Z")], "Other-2026-12-07T10:00:00Z"),  # same second
         ([listed("Unknown", "2026-12-07T10:00:01")], "Unknown-2026-12-07T10:00:01"),  # no zone
         ([listed("Other", "soon")], None),
+        ([listed(None, "2026-12-07T10:00:01Z")], None),  # no type: not one of Codat's
         (
             [
                 listed("Expense", "2026-12-07T09:00:00Z", "Unlinked"),
@@ -91,6 +92,7 @@ def listed(source_type: str | None, created: str, status: str = "Linked") -> dic
         "other-same-second",
         "unknown-after",
         "unreadable-date",
+        "no-type",
         "expense-linked-first",
     ],
 )
