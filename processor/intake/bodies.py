@@ -81,39 +81,32 @@ def webhook_event(
     event of type "unknown" with its raw body, and the error logged: a 5xx would have Codat
     retry it for 28 hours, then drop it."""
     try:
-        return _mapped(
-            data,
-            body=body,
-            message_id=message_id,
-            timestamp=timestamp,
-            headers=headers,
-            received_at=received_at,
-        )
+        body_format, event_type, event_id, generated, fields = _read(data, timestamp)
     except Exception:
         log.exception("webhook %s: its body could not be read; stored as ignored", message_id)
-        return NewEvent(
-            message_id=message_id,
-            event_type=UNKNOWN,
-            body_format=UNKNOWN,
-            source="webhook",
-            generated_date=clock.from_timestamp(timestamp),
-            received_at=received_at,
-            body=body,
-            headers=headers,
-            fields={},
-            outcome=IGNORED,
-        )
+        body_format = event_type = UNKNOWN
+        event_id, generated, fields = None, clock.from_timestamp(timestamp), {}
+    company_id = fields.get("company_id")
+    connection = fields.get("connection") or {}
+    return NewEvent(
+        message_id=message_id,
+        event_id=event_id,
+        event_type=event_type[:200],
+        body_format=body_format,
+        source="webhook",
+        company_id=company_id,
+        connection_id=connection.get("id"),
+        generated_date=generated,
+        received_at=received_at,
+        body=body,
+        headers=headers,
+        fields=fields,
+        outcome=None if company_id else IGNORED,
+    )
 
 
-def _mapped(
-    data: dict[str, Any],
-    *,
-    body: bytes,
-    message_id: str,
-    timestamp: int,
-    headers: dict[str, str],
-    received_at: str,
-) -> NewEvent:
+def _read(data: dict[str, Any], timestamp: int) -> tuple[str, str, str | None, str, dict[str, Any]]:
+    """What a body says: its format, event type, event id, generated date and fields."""
     fields: dict[str, Any]
     if isinstance(data.get("eventType"), str):
         body_format = CURRENT
@@ -138,23 +131,7 @@ def _mapped(
         generated = clock.from_timestamp(timestamp)
         event_type = clean(f"legacy.{data['RuleType']}") if "RuleType" in data else "unknown"
         fields = {"company_id": text(data.get("CompanyId") or data.get("companyId"))}
-    company_id = fields.get("company_id")
-    connection = fields.get("connection") or {}
-    return NewEvent(
-        message_id=message_id,
-        event_id=event_id,
-        event_type=event_type[:200],
-        body_format=body_format,
-        source="webhook",
-        company_id=company_id,
-        connection_id=connection.get("id"),
-        generated_date=generated,
-        received_at=received_at,
-        body=body,
-        headers=headers,
-        fields=fields,
-        outcome=None if company_id else IGNORED,
-    )
+    return body_format, event_type, event_id, generated, fields
 
 
 def _legacy_sync_rule(rule: Any) -> bool:
