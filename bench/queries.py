@@ -20,8 +20,9 @@ from processor.sandbox.sender import generate_secret
 
 
 def measure(folder: Path, database: Path, ids: list[str], seconds: float) -> dict[str, Any]:
-    token = secrets.token_hex(16)
-    cookie = f"{session.COOKIE}={session.issue(token, int(time.time()))}"
+    token, secret = secrets.token_hex(16), generate_secret()
+    key = session.server_key((secret,))
+    cookie = f"{session.COOKIE}={session.issue(key, token, int(time.time()))}"
     sample = random.Random(12).sample(ids, min(len(ids), 2000))
     queries = {
         "company": ([f"/companies/{c}" for c in sample], "Authorization", f"Bearer {token}"),
@@ -35,7 +36,7 @@ def measure(folder: Path, database: Path, ids: list[str], seconds: float) -> dic
     }
     results: dict[str, Any] = {"companies": len(ids)}
     extra = {"STATUS_API_TOKEN": token}
-    process, url = start("intake", folder, generate_secret(), database, extra_env=extra)
+    process, url = start("intake", folder, secret, database, extra_env=extra)
     try:
         for name, (paths, header, value) in queries.items():
             listed = folder / f"paths-{name}.txt"

@@ -79,8 +79,10 @@ def _problem(request: Request, status: int, message: str) -> Response:
 
 
 def _signed_in(request: Request) -> bool:
-    tokens = services(request).settings.status_tokens
-    return session.valid(request.cookies.get(session.COOKIE), tokens, int(time.time()))
+    settings = services(request).settings
+    key = session.server_key(settings.webhook_secrets)
+    cookie = request.cookies.get(session.COOKIE)
+    return session.valid(cookie, key, settings.status_tokens, int(time.time()))
 
 
 def _to_sign_in() -> Response:
@@ -209,7 +211,9 @@ async def sign_in(request: Request) -> Response:
     answer = RedirectResponse("/", status_code=303, headers=HEADERS)
     answer.set_cookie(
         session.COOKIE,
-        session.issue(token, int(time.time())),
+        session.issue(
+            session.server_key(services(request).settings.webhook_secrets), token, int(time.time())
+        ),
         max_age=session.LIFETIME,
         httponly=True,
         samesite="strict",
