@@ -190,8 +190,21 @@ def _sign_in_form(request: Request, status: int = 200, message: str | None = Non
     return _page(request, "sign_in.html", status, message=message, enabled=enabled)
 
 
+def _from_another_site(request: Request) -> Response | None:
+    """403 for a form a browser sent from another site (its own `Sec-Fetch-Site` header): no
+    page elsewhere can sign an operator in or out. Clients that send no such header (scripts)
+    are not browsers, and are let through."""
+    site = request.headers.get("sec-fetch-site")
+    if site is None or site in ("same-origin", "none"):
+        return None
+    message = f"expected a form sent from this dashboard, found one from a {site} page"
+    return _problem(request, 403, message)
+
+
 async def sign_in(request: Request) -> Response:
     """Check the token of the form; on success, the session cookie and back to the funnel."""
+    if (refused := _from_another_site(request)) is not None:
+        return refused
     tokens = services(request).settings.status_tokens
     if not tokens:
         return _sign_in_form(request, 403, "the dashboard is disabled: STATUS_API_TOKEN is empty")
@@ -223,6 +236,8 @@ async def sign_in(request: Request) -> Response:
 
 
 async def sign_out(request: Request) -> Response:
+    if (refused := _from_another_site(request)) is not None:
+        return refused
     answer = _to_sign_in()
     answer.delete_cookie(
         session.COOKIE, httponly=True, samesite="strict", secure=request.url.scheme == "https"

@@ -574,7 +574,10 @@ PATHS: dict[str, Schema] = {
                 "303": _redirect("signed in: an HttpOnly, SameSite=Strict session cookie"),
                 "400": _html("no token in the form"),
                 "401": _html("the token is not one of STATUS_API_TOKEN"),
-                "403": _html("the query API, and so the dashboard, is disabled"),
+                "403": _html(
+                    "the query API, and so the dashboard, is disabled; or the form came from "
+                    "another site (Sec-Fetch-Site)"
+                ),
                 "413": _html("a form over 4096 bytes"),
             },
         }
@@ -583,7 +586,10 @@ PATHS: dict[str, Schema] = {
         "post": {
             "operationId": "signOut",
             "summary": "Forget the session cookie",
-            "responses": {"303": _redirect("signed out: to the sign-in form")},
+            "responses": {
+                "303": _redirect("signed out: to the sign-in form"),
+                "403": _html("the form came from another site (Sec-Fetch-Site)"),
+            },
         }
     },
     "/dashboard/companies": {

@@ -191,6 +191,10 @@ def test_every_documented_status_code_is_seen_and_answers_as_documented(
         httpx.post(f"{url}/sign-in", data={"token": "not-the-token"}),
         httpx.post(f"{url}/sign-in", content=b"token=" + b"x" * 5000),
         httpx.post(f"{url}/sign-out"),
+        httpx.post(f"{url}/sign-out", headers={"Sec-Fetch-Site": "cross-site"}),
+        httpx.post(
+            f"{url}/sign-in", data={"token": TOKEN}, headers={"Sec-Fetch-Site": "same-site"}
+        ),
         httpx.get(f"{url}/dashboard/companies"),
         httpx.get(f"{url}/dashboard/companies/{company}"),
     ]
@@ -338,3 +342,28 @@ def test_schemathesis_finds_nothing_against_the_live_app(server: Serve, tmp_path
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
     assert "No issues found" in run.stdout or "passed" in run.stdout, run.stdout[-3000:]
     assert json.dumps(TOKEN) not in server.logs()
+
+
+def test_a_form_from_another_site_cannot_sign_in_or_out(server: Serve) -> None:
+    """A page elsewhere cannot sign an operator in (with its own token) or out: browsers say
+    where a form comes from (Sec-Fetch-Site). This dashboard's own forms, and clients that are
+    no browsers, are let through."""
+    for site in ("cross-site", "same-site"):
+        refused = httpx.post(
+            f"{server.url}/sign-in", data={"token": TOKEN}, headers={"Sec-Fetch-Site": site}
+        )
+        assert refused.status_code == 403, refused.text
+        assert f"expected a form sent from this dashboard, found one from a {site} page" in (
+            refused.text
+        )
+        assert "set-cookie" not in refused.headers
+    with _signed_in(server) as person:
+        kept = person.post("/sign-out", headers={"Sec-Fetch-Site": "cross-site"})
+        assert kept.status_code == 403 and "set-cookie" not in kept.headers
+        assert person.get("/").status_code == 200, "still signed in"
+        own = person.post("/sign-out", headers={"Sec-Fetch-Site": "same-origin"})
+        assert own.status_code == 303 and "set-cookie" in own.headers
+    typed = httpx.post(
+        f"{server.url}/sign-in", data={"token": TOKEN}, headers={"Sec-Fetch-Site": "none"}
+    )
+    assert typed.status_code == 303 and "set-cookie" in typed.headers
