@@ -212,12 +212,15 @@ class EffectRecord(Protocol):
         now: str,
         result: dict[str, Any] | None = None,
         error: str | None = None,
-    ) -> None:
-        """Close an effect: done, failed (a dead letter) or cancelled."""
+    ) -> bool:
+        """Close a pending effect: done, failed (a dead letter) or cancelled. False, and nothing
+        changed, when it is no longer pending (another process closed it meanwhile: a late
+        attempt does not overwrite how it ended)."""
         ...
 
-    def retry_effect(self, effect_id: int, *, error: str, next_attempt_at: str, now: str) -> None:
-        """Count a failed attempt and schedule the next one."""
+    def retry_effect(self, effect_id: int, *, error: str, next_attempt_at: str, now: str) -> bool:
+        """Count a failed attempt of a pending effect and schedule the next one; False, and
+        nothing changed, when it is no longer pending."""
         ...
 
     def requeue_effect(self, effect_id: int, now: str) -> bool:

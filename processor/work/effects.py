@@ -250,12 +250,13 @@ def record_failure(
         )
         return True
     reason = error.message if not error.retryable else f"gave up after {age:.0f} s: {error}"
-    if effect.kind == CREATE_PARTNER_EXPENSE_CONNECTION:
+    closed = store.finish_effect(effect.id, status=EFFECT_FAILED, now=now, error=reason)
+    if closed and effect.kind == CREATE_PARTNER_EXPENSE_CONNECTION:
         # The company stays linked: its state says why. Other commands' failures show in the
-        # status document's `failed` list.
+        # status document's `failed` list. (Not when another process closed the effect
+        # meanwhile, done perhaps: its failure is no news.)
         fields = {"company_id": effect.company_id, "error": reason}
         store.append_events([_event(effect, PARTNER_CONNECTION_FAILED, fields, None, now)])
-    store.finish_effect(effect.id, status=EFFECT_FAILED, now=now, error=reason)
     return False
 
 

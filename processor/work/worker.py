@@ -263,9 +263,11 @@ class Worker:
         """A non-urgent intent waits for the end of Codat's rate-limit pause."""
         error = f"postponed: non-urgent Codat calls are {ratelimits.describe(pause)}"
         log.info("company %s: %s %s", effect.company_id, effect.kind, error)
-        return lambda store: store.retry_effect(
-            effect.id, error=error, next_attempt_at=pause.until, now=clock.now()
-        )
+
+        def postpone(store: Store) -> None:
+            store.retry_effect(effect.id, error=error, next_attempt_at=pause.until, now=clock.now())
+
+        return postpone
 
     async def _carry_out(self, effect: Effect) -> None:
         try:

@@ -187,25 +187,30 @@ class PostgresEffects(Connected):
         now: str,
         result: dict[str, Any] | None = None,
         error: str | None = None,
-    ) -> None:
-        """Close an effect: done, failed (a dead letter) or cancelled."""
-        self.conn.execute(
+    ) -> bool:
+        """Close a pending effect: done, failed (a dead letter) or cancelled; False if it was
+        no longer pending."""
+        cursor = self.conn.execute(
             "UPDATE effects SET status = %s, result = %s, "
             "last_error = COALESCE(%s, last_error), attempts = attempts + 1, "
-            "claimed_by = NULL, claim_expires_at = NULL, updated_at = %s WHERE id = %s",
-            [status, rows.json_or_none(result), error, now, effect_id],
+            "claimed_by = NULL, claim_expires_at = NULL, updated_at = %s "
+            "WHERE id = %s AND status = %s",
+            [status, rows.json_or_none(result), error, now, effect_id, EFFECT_PENDING],
         )
         self._release_claim(effect_id)
+        return cursor.rowcount == 1
 
-    def retry_effect(self, effect_id: int, *, error: str, next_attempt_at: str, now: str) -> None:
-        """Count a failed attempt and schedule the next one."""
-        self.conn.execute(
+    def retry_effect(self, effect_id: int, *, error: str, next_attempt_at: str, now: str) -> bool:
+        """Count a failed attempt and schedule the next one; False if it was no longer
+        pending."""
+        cursor = self.conn.execute(
             "UPDATE effects SET attempts = attempts + 1, last_error = %s, "
             "next_attempt_at = %s, claimed_by = NULL, claim_expires_at = NULL, updated_at = %s "
-            "WHERE id = %s",
-            [error, next_attempt_at, now, effect_id],
+            "WHERE id = %s AND status = %s",
+            [error, next_attempt_at, now, effect_id, EFFECT_PENDING],
         )
         self._release_claim(effect_id)
+        return cursor.rowcount == 1
 
     def requeue_effect(self, effect_id: int, now: str) -> bool:
         """Put a failed effect back in line, unless another one is already open for it."""

@@ -132,22 +132,27 @@ class SqliteEffects(Connected):
         now: str,
         result: dict[str, Any] | None = None,
         error: str | None = None,
-    ) -> None:
-        """Close an effect: done, failed (a dead letter) or cancelled."""
-        self.conn.execute(
+    ) -> bool:
+        """Close a pending effect: done, failed (a dead letter) or cancelled; False if it was
+        no longer pending."""
+        cursor = self.conn.execute(
             "UPDATE effects SET status = ?, result = ?, last_error = COALESCE(?, last_error), "
             "attempts = attempts + 1, claimed_by = NULL, claim_expires_at = NULL, "
-            "updated_at = ? WHERE id = ?",
-            [status, rows.json_or_none(result), error, now, effect_id],
+            "updated_at = ? WHERE id = ? AND status = ?",
+            [status, rows.json_or_none(result), error, now, effect_id, EFFECT_PENDING],
         )
+        return cursor.rowcount == 1
 
-    def retry_effect(self, effect_id: int, *, error: str, next_attempt_at: str, now: str) -> None:
-        """Count a failed attempt and schedule the next one."""
-        self.conn.execute(
+    def retry_effect(self, effect_id: int, *, error: str, next_attempt_at: str, now: str) -> bool:
+        """Count a failed attempt and schedule the next one; False if it was no longer
+        pending."""
+        cursor = self.conn.execute(
             "UPDATE effects SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?, "
-            "claimed_by = NULL, claim_expires_at = NULL, updated_at = ? WHERE id = ?",
-            [error, next_attempt_at, now, effect_id],
+            "claimed_by = NULL, claim_expires_at = NULL, updated_at = ? WHERE id = ? "
+            "AND status = ?",
+            [error, next_attempt_at, now, effect_id, EFFECT_PENDING],
         )
+        return cursor.rowcount == 1
 
     def requeue_effect(self, effect_id: int, now: str) -> bool:
         """Put a failed effect back in line, unless another one is already open for it."""

@@ -275,6 +275,27 @@ def test_retry_releases_the_claim_and_a_closed_effect_cannot_be_claimed(store: S
     assert done.attempts == 2
 
 
+@pytest.mark.parametrize("closed", [EFFECT_DONE, EFFECT_CANCELLED])
+def test_a_late_attempt_does_not_overwrite_how_an_effect_ended(store: Store, closed: str) -> None:
+    """An attempt that ran on after its claim was lost (its holder's connection reset, or a
+    rebuild cancelled the intent) records nothing over the end another process gave it."""
+    with store.transaction():
+        effect_id = opened_intent(store, "key-1")
+        assert store.finish_effect(effect_id, status=closed, now=T1, result={"connectionId": "a"})
+    with store.transaction():
+        assert not store.retry_effect(effect_id, error="503", next_attempt_at=T3, now=T2)
+        assert not store.finish_effect(effect_id, status=EFFECT_FAILED, now=T2, error="gave up")
+        assert not store.finish_effect(effect_id, status=EFFECT_DONE, now=T2, result={"x": 1})
+    ended = store.effect(effect_id)
+    assert ended is not None
+    assert (ended.status, ended.result, ended.last_error, ended.attempts) == (
+        closed,
+        {"connectionId": "a"},
+        None,
+        1,
+    )
+
+
 def _failed_effect_caused_by(store: Store, message_id: str) -> tuple[int, int]:
     with store.transaction():
         [stored] = store.append_events([new_event(message_id)])
