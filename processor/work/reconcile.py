@@ -247,6 +247,9 @@ def _sync_observed(
 
 async def _check(writer: Writes, codat: CodatClient, company_id: str) -> int:
     state = await writer.call(lambda store: load_state(store, company_id))
+    # What Codat answers is dated when it was asked, not when the answer came: a webhook
+    # generated while the listing was under way is newer, and wins over it.
+    asked_at = clock.now()
     try:
         connections = await _with_rate_limit(
             writer, lambda: codat.list_connections(company_id), "the connections listing"
@@ -254,10 +257,11 @@ async def _check(writer: Writes, codat: CodatClient, company_id: str) -> int:
     except CodatError as error:
         if error.status != 404:
             raise
-        events = [] if state and state.deleted else [_synthetic(company_id, COMPANY_DELETED, None)]
+        deleted = _synthetic(company_id, COMPANY_DELETED, None, asked_at)
+        events = [] if state and state.deleted else [deleted]
         return await _record(writer, company_id, events)
     known = state or CompanyState(company_id=company_id)
-    events = _differences(known, connections)
+    events = _differences(known, connections, asked_at)
     if known.state in CONFIGURATION_STATES:
         ids = await _with_rate_limit(
             writer, lambda: observe_configuration(codat, company_id), "the configuration"
@@ -276,7 +280,9 @@ def _configuration_differs(state: CompanyState, ids: dict[str, str]) -> bool:
     return {name: value for name, value in known.items() if value} != ids
 
 
-def _differences(state: CompanyState, connections: list[dict[str, Any]]) -> list[NewEvent]:
+def _differences(
+    state: CompanyState, connections: list[dict[str, Any]], asked_at: str
+) -> list[NewEvent]:
     company_id = state.company_id
     events = []
     accounting = _newest(
@@ -285,13 +291,14 @@ def _differences(state: CompanyState, connections: list[dict[str, Any]]) -> list
     stored = state.accounting_connection
     if accounting is not None:
         if stored is None or stored.id != accounting["id"] or stored.status != accounting["status"]:
-            events.append(_synthetic(company_id, CONNECTION_OBSERVED, accounting))
+            events.append(_synthetic(company_id, CONNECTION_OBSERVED, accounting, asked_at))
     elif stored is not None:
-        events.append(_synthetic(company_id, CONNECTION_DELETED, {"id": stored.id, "status": ""}))
+        gone = {"id": stored.id, "status": ""}
+        events.append(_synthetic(company_id, CONNECTION_DELETED, gone, asked_at))
     expense = _newest(c for c in connections if c.get("sourceType") == SourceType.EXPENSE)
     known = state.expense_connection
     if expense is not None and (known is None or known.id != expense["id"]):
-        events.append(_synthetic(company_id, CONNECTION_OBSERVED, expense))
+        events.append(_synthetic(company_id, CONNECTION_OBSERVED, expense, asked_at))
     return events
 
 
@@ -300,7 +307,9 @@ def _newest(connections: Any) -> dict[str, Any] | None:
     return found[-1] if found else None
 
 
-def _synthetic(company_id: str, event_type: str, connection: dict[str, Any] | None) -> NewEvent:
+def _synthetic(
+    company_id: str, event_type: str, connection: dict[str, Any] | None, asked_at: str
+) -> NewEvent:
     return synthetic_event(
         message_id=f"reconcile:{company_id}:{uuid.uuid4().hex}",
         event_type=event_type,
@@ -308,6 +317,7 @@ def _synthetic(company_id: str, event_type: str, connection: dict[str, Any] | No
         company_id=company_id,
         fields=about_connection(connection),
         body={"eventType": event_type, "codat": connection},
+        generated_date=asked_at,
     )
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from processor import clock
 from tests.cli_support import Cli, requests_to, stored_state
 from tests.conftest import Codat
 from tests.support import Serve, ServeThread, partner_connections, wait_for
@@ -114,6 +115,23 @@ def test_reconcile_command_heals_a_lost_connected_webhook(codat: Codat, unswept:
     assert "1 companies against Codat: 0 corrected, 0 errors" in again.stdout, again.describe()
     assert serve.wait_state(company_id, "ready")["pendingEvents"] == 0
     assert len(partner_connections(codat.state(), company_id)) == 1
+
+
+def test_an_observation_is_dated_when_codat_was_asked(codat: Codat, unswept: Serve) -> None:
+    """What the listing answered is dated when it was asked, not when the answer came: a
+    webhook generated while a slow listing was under way is newer and wins over it (a sweep's
+    stale Linked once brought a company that had just been disconnected back to ready)."""
+    serve = unswept
+    company_id = authorized_silently(codat, serve, "Slow Listing Ltd")["company"]["id"]
+    listing = f"/companies/{company_id}/connections"
+    codat.faults([{"method": "GET", "path": listing, "delay": 1.0, "times": 1}])
+    asked = clock.now()
+    Cli.beside(serve, codat.url).ok("reconcile", "--company", company_id)
+
+    document = serve.wait_state(company_id, "ready")
+    [observed] = [e for e in document["events"] if e["source"] == "reconcile"]
+    answered = clock.after(1.0, clock.parse(asked))
+    assert asked <= observed["generatedDate"] < answered, (asked, observed, answered)
 
 
 def test_serve_sweep_heals_a_lost_connected_webhook(codat: Codat, sweeping: Serve) -> None:
