@@ -16,7 +16,7 @@ import os
 import random
 import socket
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, TypeVar
 
 from handlers.commands import (
@@ -66,6 +66,9 @@ class Attempt:
     note: str
     fields: dict[str, Any] = field(default_factory=dict)
     options: dict[str, Any] | None = None
+    # For an observation of Codat's state: when Codat was asked (its event is dated then, so
+    # that a webhook generated while the call was under way is newer and wins).
+    asked_at: str | None = None
 
 
 async def create_partner_expense_connection(codat: CodatClient, effect: Effect) -> Attempt:
@@ -77,6 +80,7 @@ async def create_partner_expense_connection(codat: CodatClient, effect: Effect) 
     first, whatever the listing answered; only then does the listing count.
     """
     company_id = effect.company_id
+    asked_at = clock.now()
     listing = asyncio.ensure_future(codat.list_connections(company_id))
     try:
         if effect.connection_id:
@@ -87,7 +91,11 @@ async def create_partner_expense_connection(codat: CodatClient, effect: Effect) 
                     raise
                 gone = {"id": effect.connection_id, "status": "Deleted"}
                 return Attempt(
-                    CONNECTION_DELETED, gone, EFFECT_CANCELLED, "accounting connection gone"
+                    CONNECTION_DELETED,
+                    gone,
+                    EFFECT_CANCELLED,
+                    "accounting connection gone",
+                    asked_at=asked_at,
                 )
             if accounting.get("status") != ConnectionStatus.LINKED:
                 return Attempt(
@@ -95,6 +103,7 @@ async def create_partner_expense_connection(codat: CodatClient, effect: Effect) 
                     accounting,
                     EFFECT_CANCELLED,
                     f"accounting connection is {accounting.get('status')}, not Linked",
+                    asked_at=asked_at,
                 )
         connections = await listing
     finally:
@@ -223,7 +232,10 @@ def record_attempt(store: Store, effect: Effect, attempt: Attempt, now: str) -> 
             "note": attempt.note,
             **attempt.fields,
         }
-        store.append_events([_event(effect, attempt.event_type, fields, attempt.connection, now)])
+        event = _event(effect, attempt.event_type, fields, attempt.connection, now)
+        if attempt.asked_at is not None:
+            event = replace(event, generated_date=attempt.asked_at)
+        store.append_events([event])
     if attempt.options is not None:
         store.save_options(effect.company_id, attempt.options, now)
     result = {"note": attempt.note, "connectionId": connection and connection["id"]}
