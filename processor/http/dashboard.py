@@ -78,11 +78,13 @@ def _problem(request: Request, status: int, message: str) -> Response:
     return _page(request, "problem.html", status, status=status, message=message)
 
 
+def _session_key(request: Request) -> bytes:
+    return session.server_key(services(request).settings.webhook_secrets)
+
+
 def _signed_in(request: Request) -> bool:
-    settings = services(request).settings
-    key = session.server_key(settings.webhook_secrets)
-    cookie = request.cookies.get(session.COOKIE)
-    return session.valid(cookie, key, settings.status_tokens, int(time.time()))
+    cookie, tokens = request.cookies.get(session.COOKIE), services(request).settings.status_tokens
+    return session.valid(cookie, _session_key(request), tokens, int(time.time()))
 
 
 def _to_sign_in() -> Response:
@@ -224,9 +226,7 @@ async def sign_in(request: Request) -> Response:
     answer = RedirectResponse("/", status_code=303, headers=HEADERS)
     answer.set_cookie(
         session.COOKIE,
-        session.issue(
-            session.server_key(services(request).settings.webhook_secrets), token, int(time.time())
-        ),
+        session.issue(_session_key(request), token, int(time.time())),
         max_age=session.LIFETIME,
         httponly=True,
         samesite="strict",

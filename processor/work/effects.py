@@ -16,7 +16,7 @@ import os
 import random
 import socket
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from handlers.commands import (
@@ -232,9 +232,9 @@ def record_attempt(store: Store, effect: Effect, attempt: Attempt, now: str) -> 
             "note": attempt.note,
             **attempt.fields,
         }
-        event = _event(effect, attempt.event_type, fields, attempt.connection, now)
-        if attempt.asked_at is not None:
-            event = replace(event, generated_date=attempt.asked_at)
+        event = _event(
+            effect, attempt.event_type, fields, attempt.connection, now, asked_at=attempt.asked_at
+        )
         store.append_events([event])
     if attempt.options is not None:
         store.save_options(effect.company_id, attempt.options, now)
@@ -355,7 +355,11 @@ def _event(
     fields: dict[str, Any],
     answer: dict[str, Any] | None,
     now: str,
+    *,
+    asked_at: str | None = None,
 ) -> NewEvent:
+    """The event of an attempt, received `now`; generated then, or when Codat was asked
+    (`asked_at`) for an observation of its state."""
     return synthetic_event(
         message_id=f"effect:{effect.id}:{effect.attempts + 1}:{event_type}",
         event_type=event_type,
@@ -363,6 +367,7 @@ def _event(
         company_id=effect.company_id,
         fields=fields,
         body={"effect": effect.id, "eventType": event_type, "codat": answer},
+        generated_date=asked_at,
         now=now,
     )
 
