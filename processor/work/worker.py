@@ -239,8 +239,12 @@ class Worker:
         """Of due effects (the longest due first), claim one per company, in the caller's
         transaction; the non-urgent ones a rate-limit pause holds back are postponed instead.
         Returns the effects claimed: not those another worker holds, or that are closed. Each
-        claim is its own conditional UPDATE; all of them share one commit."""
-        until = clock.after(claim_seconds(self.settings))
+        claim is its own conditional UPDATE; all of them share one commit.
+
+        A claim lasts for its attempt and for its wait for a free slot: those claimed beyond
+        the slots wait for the attempts before them (one claim's length per round of slots)."""
+        attempt = claim_seconds(self.settings)
+        slots = self.settings.worker_concurrency
 
         def claim(store: Store, due: list[Effect]) -> list[Effect]:
             now = clock.now()
@@ -249,18 +253,23 @@ class Worker:
             for effect in due:
                 if effect.company_id in companies:
                     continue
+                rounds = 1 + (len(self._tasks) + len(claimed)) // slots
+                until = clock.after(attempt * rounds)
+                if not store.claim_effect(effect.id, self.owner, until, now):
+                    continue
                 if pause is not None and effect.kind in ratelimits.NON_URGENT:
+                    # Claimed first, so that only a free intent is put off (the postponement
+                    # releases the claim).
                     self._postpone(effect, pause)(store)
                     continue
-                if store.claim_effect(effect.id, self.owner, until, now):
-                    claimed.append(effect)
-                    companies.add(effect.company_id)
+                claimed.append(effect)
+                companies.add(effect.company_id)
             return claimed
 
         return claim
 
     def _postpone(self, effect: Effect, pause: RateLimitPause) -> Callable[[Store], None]:
-        """A non-urgent intent waits for the end of Codat's rate-limit pause."""
+        """A non-urgent intent (claimed) waits for the end of Codat's rate-limit pause."""
         error = f"postponed: non-urgent Codat calls are {ratelimits.describe(pause)}"
         log.info("company %s: %s %s", effect.company_id, effect.kind, error)
 

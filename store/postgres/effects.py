@@ -20,10 +20,32 @@ NO_OTHER_OPEN = (
 
 # Whether a session holds the effect's claim lock (in this database: advisory locks are per
 # database, and so are their rows in pg_locks).
-CLAIM_HELD = (
-    "EXISTS (SELECT 1 FROM pg_locks AS l WHERE l.locktype = 'advisory' AND l.granted "
-    "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
-    "AND l.classid = %s::oid AND l.objid = effects.id::oid AND l.objsubid = 2)"
+def claim_held(alias: str) -> str:
+    return (
+        "EXISTS (SELECT 1 FROM pg_locks AS l WHERE l.locktype = 'advisory' AND l.granted "
+        "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+        f"AND l.classid = %s::oid AND l.objid = {alias}.id::oid AND l.objsubid = 2)"
+    )
+
+
+CLAIM_HELD = claim_held("effects")
+
+# A live claim on another intent of the same company and kind: one the state cancelled while
+# an attempt at it was under way (its row keeps the claim, its holder the lock). No attempt at
+# its replacement starts before that one ends, its claim expires or its holder dies: two
+# creates at once, under two Idempotency-Keys, would make two partner expense connections.
+NO_SIBLING_CLAIMED = (
+    "NOT EXISTS (SELECT 1 FROM effects AS other WHERE other.company_id = effects.company_id "
+    "AND other.kind = effects.kind AND other.id <> effects.id "
+    "AND other.claimed_by IS NOT NULL AND other.claim_expires_at > %s "
+    f"AND {claim_held('other')})"
+)
+
+# When the newest claim on a sibling (as above) expires; '' if there is none.
+SIBLING_CLAIM_ENDS = (
+    "COALESCE((SELECT MAX(other.claim_expires_at) FROM effects AS other "
+    "WHERE other.company_id = effects.company_id AND other.kind = effects.kind "
+    "AND other.id <> effects.id AND other.claimed_by IS NOT NULL), '')"
 )
 
 
@@ -35,7 +57,8 @@ HELD_HERE = (
 
 
 class PostgresEffects(Connected):
-    """One open intent per company and kind; claims so two workers never run one at once."""
+    """One open intent per company and kind; claims so two workers never run one at once,
+    nor an intent and the one it replaced."""
 
     def _requeue_failed(self, seq: int, now: str) -> bool:
         """A new delivery of an event whose effect failed puts that effect back in line."""
@@ -111,21 +134,23 @@ class PostgresEffects(Connected):
         return self._effects(
             "WHERE status = %s AND next_attempt_at <= %s "
             f"AND (claim_expires_at IS NULL OR claim_expires_at <= %s OR NOT {CLAIM_HELD}) "
-            "ORDER BY next_attempt_at, id LIMIT %s",
-            [EFFECT_PENDING, now, now, EFFECT_LOCKS, limit],
+            f"AND {NO_SIBLING_CLAIMED} ORDER BY next_attempt_at, id LIMIT %s",
+            [EFFECT_PENDING, now, now, EFFECT_LOCKS, now, EFFECT_LOCKS, limit],
         )
 
     def next_effect_due(self) -> str | None:
-        """When the next pending effect is due: its next attempt, or when its claim expires."""
+        """When the next pending effect is due: its next attempt, or when its claim (or the
+        claim on the intent it replaced) expires."""
         row = self.conn.execute(
-            "SELECT MIN(GREATEST(next_attempt_at, COALESCE(claim_expires_at, ''))) "
-            "FROM effects WHERE status = %s",
+            "SELECT MIN(GREATEST(next_attempt_at, COALESCE(claim_expires_at, ''), "
+            f"{SIBLING_CLAIM_ENDS})) FROM effects WHERE status = %s",
             [EFFECT_PENDING],
         ).fetchone()
         return row[0] if row else None
 
     def claim_effect(self, effect_id: int, owner: str, until: str, now: str) -> bool:
-        """Take an effect for one attempt; False if another worker holds it or it is closed.
+        """Take an effect for one attempt; False if another worker holds it or it is closed,
+        or while an attempt at an intent it replaced may still be under way.
 
         The claim is a session lock on the effect, which the server releases if this
         connection dies, and the row's `claimed_by` for everyone to see. Taking the lock from
@@ -152,8 +177,17 @@ class PostgresEffects(Connected):
         )
         cursor = self.conn.execute(
             "UPDATE effects SET claimed_by = %s, claim_expires_at = %s WHERE id = %s "
-            f"AND status = %s AND next_attempt_at <= %s AND {unclaimed}",
-            [owner, until, effect_id, EFFECT_PENDING, now, *([] if stale_claims else [now])],
+            f"AND status = %s AND next_attempt_at <= %s AND {unclaimed} AND {NO_SIBLING_CLAIMED}",
+            [
+                owner,
+                until,
+                effect_id,
+                EFFECT_PENDING,
+                now,
+                *([] if stale_claims else [now]),
+                now,
+                EFFECT_LOCKS,
+            ],
         )
         return cursor.rowcount == 1
 
@@ -162,20 +196,19 @@ class PostgresEffects(Connected):
         self._unlock(EFFECT_LOCKS, "%s::int", effect_id)
 
     def claim_owners(self) -> list[str]:
-        """Owners of the claims not released yet (expired ones included)."""
+        """Owners of the claims not released yet (expired ones included, and those on
+        intents closed while their attempt ran)."""
         found = self.conn.execute(
-            "SELECT DISTINCT claimed_by FROM effects "
-            "WHERE status = %s AND claimed_by IS NOT NULL ORDER BY claimed_by",
-            [EFFECT_PENDING],
+            "SELECT DISTINCT claimed_by FROM effects WHERE claimed_by IS NOT NULL "
+            "ORDER BY claimed_by"
         )
         return [row[0] for row in found]
 
     def release_claims(self, owner: str) -> int:
         """Release every claim of an owner known to be dead, so its work need not wait."""
         cursor = self.conn.execute(
-            "UPDATE effects SET claimed_by = NULL, claim_expires_at = NULL "
-            "WHERE claimed_by = %s AND status = %s",
-            [owner, EFFECT_PENDING],
+            "UPDATE effects SET claimed_by = NULL, claim_expires_at = NULL WHERE claimed_by = %s",
+            [owner],
         )
         return cursor.rowcount
 
@@ -197,8 +230,9 @@ class PostgresEffects(Connected):
             "WHERE id = %s AND status = %s",
             [status, rows.json_or_none(result), error, now, effect_id, EFFECT_PENDING],
         )
+        closed = cursor.rowcount == 1 or self._end_claim(effect_id)
         self._release_claim(effect_id)
-        return cursor.rowcount == 1
+        return closed
 
     def retry_effect(self, effect_id: int, *, error: str, next_attempt_at: str, now: str) -> bool:
         """Count a failed attempt and schedule the next one; False if it was no longer
@@ -209,8 +243,20 @@ class PostgresEffects(Connected):
             "WHERE id = %s AND status = %s",
             [error, next_attempt_at, now, effect_id, EFFECT_PENDING],
         )
+        retried = cursor.rowcount == 1 or self._end_claim(effect_id)
         self._release_claim(effect_id)
-        return cursor.rowcount == 1
+        return retried
+
+    def _end_claim(self, effect_id: int) -> bool:
+        """The attempt at an effect closed meanwhile has ended: its claim, kept so that no
+        attempt at a replacement would start before, is released. Always False (the effect
+        was not pending)."""
+        self.conn.execute(
+            "UPDATE effects SET claimed_by = NULL, claim_expires_at = NULL "
+            "WHERE id = %s AND claimed_by IS NOT NULL",
+            [effect_id],
+        )
+        return False
 
     def requeue_effect(self, effect_id: int, now: str) -> bool:
         """Put a failed effect back in line, unless another one is already open for it."""
@@ -223,13 +269,13 @@ class PostgresEffects(Connected):
         return cursor.rowcount == 1
 
     def close_effect(self, effect_id: int, status: str, now: str) -> None:
-        """Close an open effect the state no longer calls for (cancelled)."""
+        """Close an open effect the state no longer calls for (cancelled). Its claim (the
+        row's, and the lock of its holder, this connection perhaps) stays until the attempt
+        under way, if any, ends (see `NO_SIBLING_CLAIMED`)."""
         self.conn.execute(
-            "UPDATE effects SET status = %s, claimed_by = NULL, claim_expires_at = NULL, "
-            "updated_at = %s WHERE id = %s AND status = %s",
+            "UPDATE effects SET status = %s, updated_at = %s WHERE id = %s AND status = %s",
             [status, now, effect_id, EFFECT_PENDING],
         )
-        self._release_claim(effect_id)
 
     def _effects(self, where: str, params: Sequence[Any]) -> list[Effect]:
         found = self.conn.execute(

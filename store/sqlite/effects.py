@@ -9,9 +9,27 @@ from store.records import EFFECT_FAILED, EFFECT_PENDING, Effect
 from store.sqlite import rows
 from store.sqlite.connected import Connected
 
+# A live claim on another intent of the same company and kind: one the state cancelled while
+# an attempt at it was under way. No attempt at its replacement starts before that one ends
+# (or its claim expires): two creates at once, under two Idempotency-Keys, would make two
+# partner expense connections.
+NO_SIBLING_CLAIMED = (
+    "NOT EXISTS (SELECT 1 FROM effects AS other WHERE other.company_id = effects.company_id "
+    "AND other.kind = effects.kind AND other.id != effects.id "
+    "AND other.claimed_by IS NOT NULL AND other.claim_expires_at > ?)"
+)
+
+# When the newest live claim on a sibling (as above) expires; '' if there is none.
+SIBLING_CLAIM_ENDS = (
+    "COALESCE((SELECT MAX(other.claim_expires_at) FROM effects AS other "
+    "WHERE other.company_id = effects.company_id AND other.kind = effects.kind "
+    "AND other.id != effects.id AND other.claimed_by IS NOT NULL), '')"
+)
+
 
 class SqliteEffects(Connected):
-    """One open intent per company and kind; claims so two workers never run one at once."""
+    """One open intent per company and kind; claims so two workers never run one at once,
+    nor an intent and the one it replaced."""
 
     def _requeue_failed(self, seq: int, now: str) -> bool:
         """A new delivery of an event whose effect failed puts that effect back in line."""
@@ -83,44 +101,46 @@ class SqliteEffects(Connected):
         """Pending effects whose next attempt is due and that no live worker has claimed."""
         return self._effects(
             "WHERE status = ? AND next_attempt_at <= ? "
-            "AND (claim_expires_at IS NULL OR claim_expires_at <= ?) "
+            f"AND (claim_expires_at IS NULL OR claim_expires_at <= ?) AND {NO_SIBLING_CLAIMED} "
             "ORDER BY next_attempt_at LIMIT ?",
-            [EFFECT_PENDING, now, now, limit],
+            [EFFECT_PENDING, now, now, now, limit],
         )
 
     def next_effect_due(self) -> str | None:
-        """When the next pending effect is due: its next attempt, or when its claim expires."""
+        """When the next pending effect is due: its next attempt, or when its claim (or the
+        claim on the intent it replaced) expires."""
         row = self.conn.execute(
-            "SELECT MIN(MAX(next_attempt_at, COALESCE(claim_expires_at, ''))) "
-            "FROM effects WHERE status = ?",
+            "SELECT MIN(MAX(next_attempt_at, COALESCE(claim_expires_at, ''), "
+            f"{SIBLING_CLAIM_ENDS})) FROM effects WHERE status = ?",
             [EFFECT_PENDING],
         ).fetchone()
         return row[0] if row else None
 
     def claim_effect(self, effect_id: int, owner: str, until: str, now: str) -> bool:
-        """Take an effect for one attempt; False if another worker holds it or it is closed."""
+        """Take an effect for one attempt; False if another worker holds it or it is closed,
+        or while an attempt at an intent it replaced may still be under way."""
         cursor = self.conn.execute(
             "UPDATE effects SET claimed_by = ?, claim_expires_at = ? WHERE id = ? "
             "AND status = ? AND next_attempt_at <= ? "
-            "AND (claim_expires_at IS NULL OR claim_expires_at <= ?)",
-            [owner, until, effect_id, EFFECT_PENDING, now, now],
+            f"AND (claim_expires_at IS NULL OR claim_expires_at <= ?) AND {NO_SIBLING_CLAIMED}",
+            [owner, until, effect_id, EFFECT_PENDING, now, now, now],
         )
         return cursor.rowcount == 1
 
     def claim_owners(self) -> list[str]:
-        """Owners of the claims not released yet (expired ones included)."""
+        """Owners of the claims not released yet (expired ones included, and those on
+        intents closed while their attempt ran)."""
         found = self.conn.execute(
-            "SELECT DISTINCT claimed_by FROM effects WHERE status = ? AND claimed_by IS NOT NULL",
-            [EFFECT_PENDING],
+            "SELECT DISTINCT claimed_by FROM effects WHERE claimed_by IS NOT NULL "
+            "ORDER BY claimed_by"
         )
         return [row[0] for row in found]
 
     def release_claims(self, owner: str) -> int:
         """Release every claim of an owner known to be dead, so its work need not wait."""
         cursor = self.conn.execute(
-            "UPDATE effects SET claimed_by = NULL, claim_expires_at = NULL "
-            "WHERE claimed_by = ? AND status = ?",
-            [owner, EFFECT_PENDING],
+            "UPDATE effects SET claimed_by = NULL, claim_expires_at = NULL WHERE claimed_by = ?",
+            [owner],
         )
         return cursor.rowcount
 
@@ -141,7 +161,7 @@ class SqliteEffects(Connected):
             "updated_at = ? WHERE id = ? AND status = ?",
             [status, rows.json_or_none(result), error, now, effect_id, EFFECT_PENDING],
         )
-        return cursor.rowcount == 1
+        return cursor.rowcount == 1 or self._end_claim(effect_id)
 
     def retry_effect(self, effect_id: int, *, error: str, next_attempt_at: str, now: str) -> bool:
         """Count a failed attempt and schedule the next one; False if it was no longer
@@ -152,7 +172,18 @@ class SqliteEffects(Connected):
             "AND status = ?",
             [error, next_attempt_at, now, effect_id, EFFECT_PENDING],
         )
-        return cursor.rowcount == 1
+        return cursor.rowcount == 1 or self._end_claim(effect_id)
+
+    def _end_claim(self, effect_id: int) -> bool:
+        """The attempt at an effect closed meanwhile has ended: its claim, kept so that no
+        attempt at a replacement would start before, is released. Always False (the effect
+        was not pending)."""
+        self.conn.execute(
+            "UPDATE effects SET claimed_by = NULL, claim_expires_at = NULL "
+            "WHERE id = ? AND claimed_by IS NOT NULL",
+            [effect_id],
+        )
+        return False
 
     def requeue_effect(self, effect_id: int, now: str) -> bool:
         """Put a failed effect back in line, unless another one is already open for it."""
@@ -165,10 +196,10 @@ class SqliteEffects(Connected):
         return cursor.rowcount == 1
 
     def close_effect(self, effect_id: int, status: str, now: str) -> None:
-        """Close an open effect the state no longer calls for (cancelled)."""
+        """Close an open effect the state no longer calls for (cancelled). Its claim stays
+        until the attempt under way, if any, ends (see `NO_SIBLING_CLAIMED`)."""
         self.conn.execute(
-            "UPDATE effects SET status = ?, claimed_by = NULL, claim_expires_at = NULL, "
-            "updated_at = ? WHERE id = ? AND status = ?",
+            "UPDATE effects SET status = ?, updated_at = ? WHERE id = ? AND status = ?",
             [status, now, effect_id, EFFECT_PENDING],
         )
 

@@ -366,6 +366,57 @@ def test_close_effect_cancels_an_open_effect_and_frees_its_slot(store: Store) ->
     assert not store.claim_effect(effect_id, "worker-b", until=T4, now=T3)
 
 
+def test_the_replacement_of_an_intent_cancelled_mid_attempt_waits_for_that_attempt(
+    store: Store,
+) -> None:
+    """A fold cancels an intent while an attempt at it is under way, then opens another of the
+    same kind (the connection unlinked and linked again). Two creates at once, under two
+    Idempotency-Keys, would make two partner expense connections: the replacement is not
+    claimed until the first attempt ends."""
+    with store.transaction():
+        first = opened_intent(store, "key-1")
+        assert store.claim_effect(first, "worker-a", until=T4, now=T0)
+    with store.transaction():
+        store.close_effect(first, EFFECT_CANCELLED, T1)
+        second = opened_intent(store, "key-2")
+    assert store.due_effects(T1) == []
+    assert store.next_effect_due() == T4
+    with store.transaction():
+        assert not store.claim_effect(second, "worker-b", until=T4, now=T1)
+    # The first attempt ends (its result recorded against a closed intent: nothing changes
+    # but its claim).
+    with store.transaction():
+        assert not store.finish_effect(first, status=EFFECT_DONE, now=T2, result={"x": 1})
+    cancelled = store.effect(first)
+    assert cancelled is not None
+    assert (cancelled.status, cancelled.result) == (EFFECT_CANCELLED, None)
+    assert store.claim_owners() == []
+    assert [e.id for e in store.due_effects(T2)] == [second]
+    with store.transaction():
+        assert store.claim_effect(second, "worker-b", until=T4, now=T2)
+
+
+@pytest.mark.parametrize("end", ["expires", "released", "retried"])
+def test_the_claim_on_a_cancelled_intent_ends_like_any_claim(store: Store, end: str) -> None:
+    with store.transaction():
+        first = opened_intent(store, "key-1")
+        assert store.claim_effect(first, "serve:elsewhere:1", until=T3, now=T0)
+        store.close_effect(first, EFFECT_CANCELLED, T1)
+        second = opened_intent(store, "key-2")
+    assert store.claim_owners() == ["serve:elsewhere:1"]
+    now = T1
+    if end == "expires":
+        now = T3
+    elif end == "released":
+        assert store.release_claims("serve:elsewhere:1") == 1
+    else:
+        with store.transaction():
+            assert not store.retry_effect(first, error="503", next_attempt_at=T2, now=T1)
+    assert [e.id for e in store.due_effects(now)] == [second]
+    with store.transaction():
+        assert store.claim_effect(second, "worker-b", until=T4, now=now)
+
+
 def test_a_failed_savepoint_is_undone_alone(store: Store) -> None:
     with store.transaction():
         store.append_events([new_event("msg-1", event_id="evt-1")])

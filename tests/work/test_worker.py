@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -24,6 +25,7 @@ from processor.intake.bodies import webhook_event
 from processor.intake.writer import Writer
 from processor.sandbox.sender import new_message_id
 from processor.sandbox.webhook_bodies import encode
+from processor.work.effects import claim_seconds
 from processor.work.folding import fold_companies
 from processor.work.worker import Worker
 from store import Store
@@ -402,6 +404,51 @@ def test_a_command_claimed_by_another_worker_is_not_attempted_twice(
     asyncio.run(scenario())
 
 
+def test_an_intent_replaced_while_its_create_is_under_way_does_not_create_again(
+    database: Path, quiet_codat: Codat
+) -> None:
+    """Worker A is creating the partner connection (Codat slow to answer) when the customer
+    unlinks and relinks: worker B folds both, which cancels A's intent and opens another under
+    a new Idempotency-Key. B waits for A's attempt to end, then adopts what A created: one
+    POST, one partner connection."""
+    codat = quiet_codat
+    company_id, connection_id, bodies = linked_in_codat(codat, "Relinked Mid Create Ltd")
+    codat.faults([{"method": "POST", "path": PARTNER_PATH.format("*"), "delay": 1.0, "times": 1}])
+
+    async def scenario() -> None:
+        async with harness(database, codat) as first, harness(database, codat) as second:
+            second.worker.owner = "serve:elsewhere.example:1"
+            first.start()
+            await first.feed(bodies)
+            await first.until(lambda: posts(codat, company_id), "the first worker's POST")
+            seen = len(codat.state()["events"])
+            unlinked = codat.http.patch(
+                f"/companies/{company_id}/connections/{connection_id}", json={"status": "Unlinked"}
+            )
+            assert unlinked.status_code == 200, unlinked.text
+            await second.feed(bodies_for(codat, company_id)[3:])
+            await second.worker.step()
+            seen = len(bodies_for(codat, company_id))
+            codat.authorize(company_id, connection_id)
+            await second.feed(bodies_for(codat, company_id)[seen:])
+            for _ in range(10):
+                await second.worker.step()
+                await asyncio.sleep(0.02)
+            await first.settled(company_id, "ready")
+            for _ in range(20):
+                second.worker.wake()
+                await second.worker.step()
+                await second.worker.drain()
+            await second.settled(company_id, "ready")
+            keys = [p["idempotencyKey"] for p in posts(codat, company_id)]
+            assert len(keys) == 1, f"expected one create, found {keys}"
+            assert len(partner_connections(codat.state(), company_id)) == 1
+            effects = second.reads.company_effects(company_id)
+            assert effects[0].status == "cancelled", effects
+
+    asyncio.run(scenario())
+
+
 def test_at_start_the_claims_of_dead_processes_on_this_host_are_released(
     database: Path, quiet_codat: Codat
 ) -> None:
@@ -441,6 +488,40 @@ def test_at_start_the_claims_of_dead_processes_on_this_host_are_released(
             assert run.reads.claim_owners() == [owners[remote]]
             assert posts(codat, remote) == []
             assert run.document(remote)["pending"][0]["attempts"] == 0
+
+    asyncio.run(scenario())
+
+
+def test_intents_claimed_beyond_the_free_slots_hold_their_claims_for_their_wait(
+    database: Path, quiet_codat: Codat
+) -> None:
+    """One slot and three intents claimed at once: the second and third wait for the attempts
+    before theirs, and their claims last that much longer, so that they do not expire (and let
+    another process start the same attempt) while they wait."""
+    codat = quiet_codat
+    linked = [linked_in_codat(codat, f"Queued Claim {n} Ltd") for n in range(3)]
+
+    async def scenario() -> None:
+        async with harness(database, codat, WORKER_CONCURRENCY="1") as run:
+            await run.feed([body for _, _, bodies in linked for body in bodies])
+            started = clock.now()
+            await run.worker.step()
+            with sqlite3.connect(database) as raw:
+                expiries = [
+                    row[0]
+                    for row in raw.execute(
+                        "SELECT claim_expires_at FROM effects WHERE claimed_by IS NOT NULL "
+                        "ORDER BY claim_expires_at"
+                    )
+                ]
+            await run.worker.drain()
+            assert len(expiries) == 3, expiries
+            lasting = claim_seconds(run.settings)
+            waits = [
+                (clock.parse(expiry) - clock.parse(started)).total_seconds() for expiry in expiries
+            ]
+            for rounds, wait in enumerate(waits, start=1):
+                assert rounds * lasting <= wait < rounds * lasting + 2, waits
 
     asyncio.run(scenario())
 

@@ -93,6 +93,28 @@ def test_the_claim_of_an_instance_that_dies_is_released_at_once(
     assert b.claim_owners() == ["b"]
 
 
+def test_an_intent_another_instance_cancelled_keeps_its_replacement_waiting(
+    postgres_url: str, instances: tuple[Store, Store]
+) -> None:
+    """A is creating the partner connection when B's fold cancels the intent and opens a new
+    one (unlinked, linked again): B does not start a second create until A's attempt ends,
+    here by A dying (its lock with it), at once."""
+    a, b = instances
+    with a.transaction():
+        first = opened_intent(a, "key-1")
+        assert a.claim_effect(first, "a", until=T3, now=T0)
+    with b.transaction():
+        b.close_effect(first, "cancelled", T0)
+        second = opened_intent(b, "key-2")
+    assert b.due_effects(T1) == []
+    with b.transaction():
+        assert not b.claim_effect(second, "b", until=T3, now=T1)
+    terminate(postgres_url, a)
+    assert [e.id for e in b.due_effects(T1)] == [second]
+    with b.transaction():
+        assert b.claim_effect(second, "b", until=T3, now=T1)
+
+
 def test_a_finished_effect_cannot_be_claimed_by_an_instance_that_waited_for_it(
     instances: tuple[Store, Store],
 ) -> None:
