@@ -68,6 +68,9 @@ class Connected:
         self._closed = False
         self._open = False  # BEGIN sent and neither COMMIT nor ROLLBACK since
         self._savepoints = 0
+        # Effects whose claim lock (a session lock) the open transaction took: a rollback
+        # undoes their rows' claims, and so releases their locks too.
+        self._claims_taken: list[int] = []
 
     @classmethod
     def open(cls, url: str, *, readonly: bool = False, timeout: float = 5.0) -> Self:
@@ -190,11 +193,17 @@ class Connected:
             self.rollback()
             raise
         self._open = False
+        self._claims_taken.clear()
 
     def rollback(self) -> None:
         self._open = False
-        if not self._conn.broken and not self._conn.closed and self.in_transaction:
+        taken, self._claims_taken = self._claims_taken, []
+        if self._conn.broken or self._conn.closed:
+            return  # the server ended the session, and its locks with it
+        if self.in_transaction:
             self._conn.execute("ROLLBACK")
+        for effect_id in taken:
+            self._unlock(EFFECT_LOCKS, "%s::int", effect_id)
 
     @contextmanager
     def savepoint(self) -> Iterator[Self]:

@@ -165,6 +165,8 @@ class PostgresEffects(Connected):
         if not (taken and taken[0]):
             return False
         if self._claim_row(effect_id, owner, until, now, stale_claims=True):
+            if self._open:
+                self._claims_taken.append(effect_id)
             return True
         self._release_claim(effect_id)
         return False

@@ -115,6 +115,20 @@ def test_an_intent_another_instance_cancelled_keeps_its_replacement_waiting(
         assert b.claim_effect(second, "b", until=T3, now=T1)
 
 
+def test_a_claim_rolled_back_leaves_no_lock_behind(instances: tuple[Store, Store]) -> None:
+    """The claim's lock is a session lock, which a rollback does not undo by itself: the
+    store releases it with the row's claim, so other instances need not wait for this one."""
+    a, b = instances
+    with a.transaction():
+        effect_id = opened_intent(a, "key-1")
+    with pytest.raises(RuntimeError), a.transaction():
+        assert a.claim_effect(effect_id, "a", until=T3, now=T0)
+        raise RuntimeError("the rest of the fold failed")
+    assert [e.id for e in b.due_effects(T1)] == [effect_id]
+    with b.transaction():
+        assert b.claim_effect(effect_id, "b", until=T3, now=T1)
+
+
 def test_a_finished_effect_cannot_be_claimed_by_an_instance_that_waited_for_it(
     instances: tuple[Store, Store],
 ) -> None:
