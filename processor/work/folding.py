@@ -135,7 +135,8 @@ def _write(store: Store, folds: Sequence[_Fold], now: str) -> None:
     for done in folds:
         record_syncs(store, done.final.company_id, done.reported, now)
         if done.settles_effects:
-            _settle_effects(store, done.final, done.causes, now, done.report)
+            needed = needed_commands(done.final)
+            _settle_effects(store, done.final.company_id, needed, done.causes, now, done.report)
 
 
 def fold_pending(store: Store, company_id: str, now: str) -> FoldReport:
@@ -202,13 +203,35 @@ def rebuild_companies(
     """
     for company_id in sorted(company_ids):  # one order for every rebuild: no deadlock
         store.lock_company(company_id, wait=True)
+    return apply_rebuilds(store, plan_rebuilds(store, company_ids, key_range=key_range), now)
+
+
+@dataclass
+class Rebuilt:
+    """One company's rebuild, computed from its log and stored state, nothing written yet:
+    what `apply_rebuilds` writes. Small, so that a replay's helper process can hand it over."""
+
+    report: FoldReport
+    # The commands the rebuilt state calls for, and the event they are dated by (the last).
+    needed: list[Command]
+    last_seq: int | None
+    # Folded events whose outcome the rebuild changes, and the pending ones it folds now.
+    outcomes: list[tuple[int, str]]
+    folded_now: list[tuple[int, str]]
+    # The rebuilt state, when it differs from the stored one.
+    state: tuple[str, str, dict[str, Any]] | None
+    # The events that report a sync, with their outcomes (for the table of syncs).
+    reported: list[tuple[LoggedEvent, str]]
+
+
+def plan_rebuilds(
+    store: Store, company_ids: Sequence[str], *, key_range: bool = False
+) -> list[Rebuilt]:
+    """Each company's log folded from an empty state, and compared with its stored state:
+    reads only (two statements for the batch)."""
     stored_states = store.replay_states_of(company_ids, key_range=key_range)
     logs = store.replay_logs_of(company_ids, key_range=key_range)
-    open_effects = store.open_effects_of(company_ids)
-    outcomes: list[tuple[int, str]] = []
-    folded_now: list[tuple[int, str]] = []
-    states: list[tuple[str, str, dict[str, Any]]] = []
-    reports = []
+    found = []
     for company_id in company_ids:
         folded, pending = logs[company_id]
         events = folded + pending if pending else folded
@@ -219,20 +242,25 @@ def rebuild_companies(
         report = FoldReport(company_id, stored_state[0] if stored_state else None, after)
         report.events = len(events)
         results = [step.outcome for step in steps]
-        for stored, outcome in zip(folded, results, strict=False):
-            if stored.outcome != outcome:
-                outcomes.append((stored.seq, outcome))
-        if pending:
-            folded_now += [
-                (e.seq, outcome) for e, outcome in zip(pending, results[len(folded) :], strict=True)
-            ]
+        outcomes = [
+            (stored.seq, outcome)
+            for stored, outcome in zip(folded, results, strict=False)
+            if stored.outcome != outcome
+        ]
+        folded_now = (
+            [(e.seq, outcome) for e, outcome in zip(pending, results[len(folded) :], strict=True)]
+            if pending
+            else []
+        )
         counts = report.outcomes
         for outcome in results:
             counts[outcome] = counts.get(outcome, 0) + 1
+        state = None
+        reported: list[tuple[LoggedEvent, str]] = []
         if events:
             data = final.to_dict()
             if stored_state is None or stored_state[0] != after or stored_state[1] != data:
-                states.append((company_id, after, data))
+                state = (company_id, after, data)
             # The events that name a sync (their Event has one when it is well formed; the
             # others record nothing), with their outcomes, for the table of syncs.
             reported = [
@@ -240,33 +268,45 @@ def rebuild_companies(
                 for e, event, outcome in zip(events, handled, results, strict=True)
                 if event.sync is not None
             ]
-            if reported:
-                record_syncs(store, company_id, reported, now)
         last = events[-1].seq if events else None
-        causes = [(command, last) for command in needed_commands(final)]
+        found.append(
+            Rebuilt(report, needed_commands(final), last, outcomes, folded_now, state, reported)
+        )
+    return found
+
+
+def apply_rebuilds(store: Store, rebuilt: Sequence[Rebuilt], now: str) -> list[FoldReport]:
+    """Write what `plan_rebuilds` found (in the caller's transaction), and open or close the
+    intents the rebuilt states call for (the open ones read here, in the transaction)."""
+    open_effects = store.open_effects_of([done.report.company_id for done in rebuilt])
+    for done in rebuilt:
+        company_id = done.report.company_id
+        if done.reported:
+            record_syncs(store, company_id, done.reported, now)
+        causes = [(command, done.last_seq) for command in done.needed]
         effects = open_effects[company_id]
         if causes or effects:
-            _settle_effects(store, final, causes, now, report, effects)
-        reports.append(report)
-    store.set_outcomes(outcomes)
-    store.mark_folded(folded_now, now)
-    store.save_companies(states, now)
-    return reports
+            _settle_effects(store, company_id, done.needed, causes, now, done.report, effects)
+    store.set_outcomes([outcome for done in rebuilt for outcome in done.outcomes])
+    store.mark_folded([outcome for done in rebuilt for outcome in done.folded_now], now)
+    store.save_companies([done.state for done in rebuilt if done.state is not None], now)
+    return [done.report for done in rebuilt]
 
 
 def _settle_effects(
     store: Store,
-    final: CompanyState,
+    company_id: str,
+    needed: Sequence[Command],
     causes: Sequence[tuple[Command, int | None]],
     now: str,
     report: FoldReport,
     open_effects: Sequence[Effect] | None = None,
 ) -> None:
-    """Open the intents the final state calls for; close those it no longer does."""
-    wanted = {(c.kind, c.accounting_connection_id) for c in needed_commands(final)}
+    """Open the intents the final state calls for (`needed`); close those it no longer does."""
+    wanted = {(c.kind, c.accounting_connection_id) for c in needed}
     open_kinds = set()
     if open_effects is None:
-        open_effects = store.open_effects(final.company_id)
+        open_effects = store.open_effects(company_id)
     for effect in open_effects:
         if (effect.kind, effect.connection_id) in wanted:
             open_kinds.add(effect.kind)
