@@ -2,4 +2,5 @@
 
 from processor.cli import main
 
-main(prog_name="codat-expenses")
+if __name__ == "__main__":  # not when a replay's helper process imports it
+    main(prog_name="codat-expenses")

@@ -48,6 +48,8 @@ class Settings:
     retry_horizon: float = 24 * 3600.0
     reconcile_interval: float = 15 * 60.0
     worker_concurrency: int = 8
+    # Helper processes of a full replay: 0 chooses (one per CPU, for a large store), 1 none.
+    replay_processes: int = 0
     busy_timeout: float = 5.0
     pool_size: int = 4
     connect_timeout: float = 30.0
@@ -131,6 +133,7 @@ def load(
         retry_horizon=number("RETRY_HORIZON_SECONDS", 86400.0, float, 0.1, 30 * 86400),
         reconcile_interval=number("RECONCILE_INTERVAL_SECONDS", 900.0, float, 0, 7 * 86400),
         worker_concurrency=number("WORKER_CONCURRENCY", 8, int, 1, 256),
+        replay_processes=number("REPLAY_PROCESSES", 0, int, 0, 64),
         busy_timeout=number("DATABASE_BUSY_TIMEOUT_SECONDS", 5.0, float, 0.01, 60),
         pool_size=number("DATABASE_POOL_SIZE", 4, int, 1, 100),
         connect_timeout=number("DATABASE_CONNECT_TIMEOUT_SECONDS", 30.0, float, 0, 3600),

@@ -363,6 +363,12 @@ class ReplayReads(Protocol):
         without the data)."""
         ...
 
+    def commits_elsewhere(self) -> int | None:
+        """A number that changes when another connection commits to the store, and only then
+        (not for this connection's own commits); None where the backend cannot tell
+        (PostgreSQL). Equal before and inside a transaction: no one else wrote in between."""
+        ...
+
 
 class CodatCalls(Protocol):
     """The calls made to Codat about each company (the newest CALLS_KEPT of each are kept)."""

@@ -6,7 +6,7 @@ import gc
 import logging
 import sys
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING
 
@@ -14,6 +14,7 @@ import click
 
 from processor import clock
 from processor.cli.common import API_KEY, CliError, company_option, example, opened
+from processor.work.planning import Planners, helpers_for
 from processor.work.replay import (
     Matched,
     Plan,
@@ -31,6 +32,7 @@ from store import Store
 
 if TYPE_CHECKING:
     from processor.codat.client import CodatClient
+    from processor.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -94,13 +96,15 @@ def _replay(selection: Selection, dry_run: bool) -> None:
         if not matched.companies and (reason := unknown_selector(reader.store, selection)):
             raise CliError(reason)
         if dry_run:
-            _dry_run(reader.store, selection, matched)
+            with _planners(reader.store, reader.settings, selection, matched) as planners:
+                _dry_run(reader.store, selection, matched, planners)
             return
     if not matched.companies:
         click.echo(f"no stored events match ({matched.events} events, 0 companies); nothing to do")
         return
     with (
         opened(readonly=False, settings=reader.settings) as session,
+        _planners(session.store, session.settings, selection, matched) as planners,
         _progress(matched.companies) as advance,
     ):
         summary = run_replay(
@@ -111,6 +115,7 @@ def _replay(selection: Selection, dry_run: bool) -> None:
             failed=failed,
             key_range=selection.everything,
             progress=advance,
+            planners=planners,
         )
     log.info(
         "replay: %d events of %d companies, %d changed state, %d commands, %d failures",
@@ -127,11 +132,29 @@ def _replay(selection: Selection, dry_run: bool) -> None:
             "changed": summary.changed,
             "commands": summary.commands,
             "failures": len(summary.failures),
+            # Helper processes, the pages they planned that were used, and those read again
+            # because something else wrote to the store meanwhile.
+            "helpers": planners.processes if planners else 0,
+            "pages_planned": planners.applied if planners else 0,
+            "pages_reread": planners.reread if planners else 0,
         },
     )
     _print_summary(summary)
     if summary.failures:
         sys.exit(1)
+
+
+@contextmanager
+def _planners(
+    store: Store, settings: Settings, selection: Selection, matched: Matched
+) -> Iterator[Planners | None]:
+    """Helper processes for a full replay of a large SQLite store (REPLAY_PROCESSES)."""
+    processes = helpers_for(settings.replay_processes, matched.companies)
+    if not (processes and selection.everything and store.commits_elsewhere() is not None):
+        yield None
+        return
+    with Planners(settings.database_url, processes) as planners:
+        yield planners
 
 
 def _iso_date(since: str | None) -> str | None:
@@ -176,7 +199,9 @@ TABLE_LIMIT = 200
 LISTED_CHANGES = 1000
 
 
-def _dry_run(store: Store, selection: Selection, matched: Matched) -> None:
+def _dry_run(
+    store: Store, selection: Selection, matched: Matched, planners: Planners | None
+) -> None:
     """Plan every selected company, a batch at a time, reading only."""
     if matched.companies <= TABLE_LIMIT:
         everything = plans(store, list(selected_companies(store, selection)))
@@ -184,7 +209,13 @@ def _dry_run(store: Store, selection: Selection, matched: Matched) -> None:
         changes = sum(1 for p in everything if p.state_now != p.state_after)
         companies = len(everything)
     else:
-        companies, changes = _print_changes(store, selection)
+        pages = batches(selected_companies(store, selection))
+        if planners is not None:
+            planned = (found for _, _, found in planners.ahead(_whole_pages, pages))
+        else:
+            key_range = selection.everything
+            planned = (plans(store, page, key_range=key_range) for page in pages)
+        companies, changes = _print_changes(planned)
     click.echo(
         f"dry run: {matched.events} matching events, {companies} companies, {changes} would change"
     )
@@ -206,13 +237,18 @@ def _print_plans(found: list[Plan]) -> None:
     Console().print(table)
 
 
-def _print_changes(store: Store, selection: Selection) -> tuple[int, int]:
+def _whole_pages(store: Store, page: list[str]) -> list[Plan]:
+    """The plans of a page of every company (in a helper process)."""
+    return plans(store, page, key_range=True)
+
+
+def _print_changes(planned: Iterable[list[Plan]]) -> tuple[int, int]:
     """Plain lines for the companies a replay would change or run commands for; the totals."""
     companies = changes = listed = 0
     moves: Counter[tuple[str, str]] = Counter()
     click.echo("company  state now -> after replay  events  commands it would run")
-    for chunk in batches(selected_companies(store, selection)):
-        for item in plans(store, chunk, key_range=selection.everything):
+    for page in planned:
+        for item in page:
             companies += 1
             now = item.state_now or "-"
             if item.state_now != item.state_after:

@@ -21,6 +21,7 @@ from handlers.commands import needed_commands
 from handlers.transitions import fold, initial_state
 from processor import clock
 from processor.work.folding import FoldReport, load_state, rebuild, rebuild_companies, to_event
+from processor.work.planning import Planners, Rebuild
 from store import EFFECT_FAILED, EFFECT_PENDING, Store
 
 if TYPE_CHECKING:
@@ -161,13 +162,15 @@ def replay(
     failed: bool = False,
     key_range: bool = False,
     progress: Callable[[str], Any] = lambda _: None,
+    planners: Planners | None = None,
 ) -> Summary:
     """Rebuild each company from its log, then carry out the commands it still needs.
 
     `company_ids` may be a lazy iterable (`selected_companies`): it is read a batch at a time.
     `key_range`: they are every company, in order of id (`Selection.everything`): each batch is
     read as one range of ids. `run` gives a Codat client to the commands of a batch that has
-    some: a replay with nothing to carry out opens none (nor loads httpx).
+    some: a replay with nothing to carry out opens none (nor loads httpx). `planners`: helper
+    processes that plan the pages of a full replay (`key_range`) ahead.
     """
     owner = f"replay:{socket.gethostname()}:{os.getpid()}"
     summary = Summary()
@@ -179,20 +182,29 @@ def replay(
 
             release_dead_claims(store)
     done = _Done(store, settings, owner, summary, started, failed, progress)
-    for chunk in batches(company_ids):
+    pages: Iterable[tuple[list[str], Rebuild]]
+    if planners is not None and key_range and not failed:
+        pages = planners.rebuilds(store, batches(company_ids))
+    else:
+        pages = ((chunk, partial(_rebuild, chunk, key_range)) for chunk in batches(company_ids))
+    for chunk, rebuild_page in pages:
         # Rebuilds are shared out in transactions of many companies (one commit each); the
         # commands then run company by company, each attempt claimed and recorded on its own.
         with store.transaction():
             if failed:
                 for company_id in chunk:
                     _requeue_failed(store, company_id)
-            reports = rebuild_companies(store, chunk, clock.now(), key_range=key_range)
+            reports = rebuild_page(store, clock.now())
         if any(report.commands or report.kept_effects for report in reports):
             run(partial(done.carry_out, reports=reports))
         else:
             for report in reports:
                 done.count(report, report.after)
     return summary
+
+
+def _rebuild(chunk: list[str], key_range: bool, store: Store, now: str) -> list[FoldReport]:
+    return rebuild_companies(store, chunk, now, key_range=key_range)
 
 
 @dataclass

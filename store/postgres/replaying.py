@@ -63,6 +63,10 @@ class PostgresReplaying(Connected):
         )
         return {row[0]: row[1] for row in found}
 
+    def commits_elsewhere(self) -> int | None:
+        """None: PostgreSQL keeps no count of other sessions' commits to compare."""
+        return None
+
 
 def _which(company_ids: Sequence[str], key_range: bool) -> tuple[str, list[Any]]:
     """The WHERE clause (and its parameters) that picks these companies' rows."""

@@ -126,3 +126,8 @@ class SqliteReplaying(Connected):
                 ).fetchall()
             )
         return found
+
+    def commits_elsewhere(self) -> int | None:
+        """SQLite's `data_version`: it changes when another connection commits."""
+        row = self.conn.execute("PRAGMA data_version").fetchone()
+        return int(row[0]) if row else None

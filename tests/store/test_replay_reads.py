@@ -3,7 +3,7 @@ read it stands for (`folded_events` + `pending_events`, `open_effects`, `find_ev
 
 from __future__ import annotations
 
-from store import EFFECT_CANCELLED, Store, StoredEvent
+from store import EFFECT_CANCELLED, Store, StoredEvent, open_store
 from store.records import LoggedEvent
 from tests.store.samples import COMPANY, T0, T1, T2, T3, new_event, opened_intent
 
@@ -164,3 +164,31 @@ def test_open_effects_of_is_each_companys_open_effects(store: Store) -> None:
         assert sorted(found[company_id], key=lambda e: e.id) == sorted(
             store.open_effects(company_id), key=lambda e: e.id
         )
+
+
+def test_commits_elsewhere_changes_with_another_connections_commit_only(
+    store: Store, store_url: str
+) -> None:
+    """What lets a replay trust a plan read outside its write transaction: SQLite tells when
+    another connection committed since; PostgreSQL cannot, and says so (None)."""
+    reader = open_store(store_url, readonly=True)
+    other = open_store(store_url)
+    try:
+        before = store.commits_elsewhere()
+        if store_url.startswith("postgres"):
+            assert before is None
+            return
+        assert before is not None
+        with store.transaction():
+            store.append_events([new_event("msg-own", event_id="evt-own")])
+        assert reader.count_events() == 1  # committed, and seen by others
+        with store.transaction():
+            assert store.commits_elsewhere() == before  # its own commit does not count
+        with other.transaction():
+            other.append_events([new_event("msg-other", event_id="evt-other")])
+        with store.transaction():
+            assert store.commits_elsewhere() != before
+        assert reader.commits_elsewhere() is not None
+    finally:
+        reader.close()
+        other.close()
