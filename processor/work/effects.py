@@ -376,12 +376,18 @@ def release_dead_claims(store: Store) -> list[str]:
     """Release claims of processes on this host that no longer run (a crashed `serve`).
 
     Their attempts died with them; without this the restarted worker would wait for the
-    claims to expire. Claims of other hosts are left to expire.
+    claims to expire. Claims of other hosts are left to expire. Called as a process starts,
+    before it claims anything: a claim under its own pid is an earlier process's that had the
+    same pid (a container restarted under the same host name runs as the same pid).
     """
     released = []
     for owner in store.claim_owners():
         _, host, pid = [*owner.split(":"), "", ""][:3]
-        if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
+        if (
+            host == socket.gethostname()
+            and pid.isdigit()
+            and (int(pid) == os.getpid() or not _alive(int(pid)))
+        ):
             store.release_claims(owner)
             released.append(owner)
     if released:

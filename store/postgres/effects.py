@@ -20,25 +20,32 @@ NO_OTHER_OPEN = (
 
 # Whether a session holds the effect's claim lock (in this database: advisory locks are per
 # database, and so are their rows in pg_locks).
-def claim_held(alias: str) -> str:
+def claim_held(alias: str, *, elsewhere: bool = False) -> str:
+    """Whether a session holds the claim lock of the effect `alias` names (`elsewhere`: a
+    session other than this one)."""
+    other_session = " AND l.pid <> pg_backend_pid()" if elsewhere else ""
     return (
         "EXISTS (SELECT 1 FROM pg_locks AS l WHERE l.locktype = 'advisory' AND l.granted "
         "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
-        f"AND l.classid = %s::oid AND l.objid = {alias}.id::oid AND l.objsubid = 2)"
+        f"AND l.classid = %s::oid AND l.objid = {alias}.id::oid AND l.objsubid = 2"
+        f"{other_session})"
     )
 
 
 CLAIM_HELD = claim_held("effects")
 
-# A live claim on another intent of the same company and kind: one the state cancelled while
-# an attempt at it was under way (its row keeps the claim, its holder the lock). No attempt at
-# its replacement starts before that one ends, its claim expires or its holder dies: two
-# creates at once, under two Idempotency-Keys, would make two partner expense connections.
+# A claim on another intent of the same company and kind: one the state cancelled while an
+# attempt at it was under way. No attempt at its replacement starts before the row's claim
+# expires, nor while another session's lock says that attempt is under way (however long it
+# takes; within one process, the worker never runs two attempts for a company at once): two
+# creates at once, under two Idempotency-Keys, would make two partner expense connections, and
+# an attempt that ended without an answer (a timeout), or whose holder died, may still be
+# acted on by Codat.
 NO_SIBLING_CLAIMED = (
     "NOT EXISTS (SELECT 1 FROM effects AS other WHERE other.company_id = effects.company_id "
     "AND other.kind = effects.kind AND other.id <> effects.id "
-    "AND other.claimed_by IS NOT NULL AND other.claim_expires_at > %s "
-    f"AND {claim_held('other')})"
+    "AND other.claimed_by IS NOT NULL "
+    f"AND (other.claim_expires_at > %s OR {claim_held('other', elsewhere=True)}))"
 )
 
 # When the newest claim on a sibling (as above) expires; '' if there is none.
@@ -245,14 +252,16 @@ class PostgresEffects(Connected):
             "WHERE id = %s AND status = %s",
             [error, next_attempt_at, now, effect_id, EFFECT_PENDING],
         )
-        retried = cursor.rowcount == 1 or self._end_claim(effect_id)
+        # Not pending any more (closed while the attempt ran): the row's claim is kept until
+        # it expires (see NO_SIBLING_CLAIMED), since an attempt that failed (a timeout, say)
+        # may still be acted on by Codat.
         self._release_claim(effect_id)
-        return retried
+        return cursor.rowcount == 1
 
     def _end_claim(self, effect_id: int) -> bool:
-        """The attempt at an effect closed meanwhile has ended: its claim, kept so that no
-        attempt at a replacement would start before, is released. Always False (the effect
-        was not pending)."""
+        """The attempt at an effect closed meanwhile has ended with an answer: its claim,
+        kept so that no attempt at a replacement would start before, is released. Always
+        False (the effect was not pending)."""
         self.conn.execute(
             "UPDATE effects SET claimed_by = NULL, claim_expires_at = NULL "
             "WHERE id = %s AND claimed_by IS NOT NULL",

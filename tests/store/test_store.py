@@ -396,7 +396,7 @@ def test_the_replacement_of_an_intent_cancelled_mid_attempt_waits_for_that_attem
         assert store.claim_effect(second, "worker-b", until=T4, now=T2)
 
 
-@pytest.mark.parametrize("end", ["expires", "released", "retried"])
+@pytest.mark.parametrize("end", ["expires", "released"])
 def test_the_claim_on_a_cancelled_intent_ends_like_any_claim(store: Store, end: str) -> None:
     with store.transaction():
         first = opened_intent(store, "key-1")
@@ -407,14 +407,31 @@ def test_the_claim_on_a_cancelled_intent_ends_like_any_claim(store: Store, end: 
     now = T1
     if end == "expires":
         now = T3
-    elif end == "released":
-        assert store.release_claims("serve:elsewhere:1") == 1
     else:
-        with store.transaction():
-            assert not store.retry_effect(first, error="503", next_attempt_at=T2, now=T1)
+        assert store.release_claims("serve:elsewhere:1") == 1
     assert [e.id for e in store.due_effects(now)] == [second]
     with store.transaction():
         assert store.claim_effect(second, "worker-b", until=T4, now=now)
+
+
+def test_an_attempt_at_a_cancelled_intent_that_failed_keeps_its_claim_until_it_expires(
+    store: Store,
+) -> None:
+    """An attempt that ended without an answer (a timeout) may still be acted on by Codat: its
+    replacement waits for the claim to expire, not only for the attempt to end."""
+    with store.transaction():
+        first = opened_intent(store, "key-1")
+        assert store.claim_effect(first, "worker-a", until=T3, now=T0)
+        store.close_effect(first, EFFECT_CANCELLED, T1)
+        second = opened_intent(store, "key-2")
+    with store.transaction():
+        assert not store.retry_effect(first, error="timed out", next_attempt_at=T2, now=T1)
+    assert store.due_effects(T2) == []
+    with store.transaction():
+        assert not store.claim_effect(second, "worker-b", until=T4, now=T2)
+    assert [e.id for e in store.due_effects(T3)] == [second]
+    with store.transaction():
+        assert store.claim_effect(second, "worker-b", until=T4, now=T3)
 
 
 def test_a_failed_savepoint_is_undone_alone(store: Store) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 import sqlite3
 import subprocess
@@ -463,18 +464,21 @@ def test_at_start_the_claims_of_dead_processes_on_this_host_are_released(
         capture_output=True,
         text=True,
     )
+    restarted, _, restarted_bodies = linked_in_codat(codat, "Same Pid Ltd")
     owners = {
         crashed: f"serve:{socket.gethostname()}:{int(gone.stdout)}",
         # The same pid, gone here too: only the host tells the two apart.
         remote: f"serve:another-host.example:{int(gone.stdout)}",
+        # A process before this one, under this one's pid (a container restarted as pid 1).
+        restarted: f"serve:{socket.gethostname()}:{os.getpid()}",
     }
 
     async def scenario() -> None:
         async with harness(database, codat) as run:
-            await run.feed(crashed_bodies + remote_bodies)
+            await run.feed(crashed_bodies + remote_bodies + restarted_bodies)
 
             def fold_and_claim(store: Store) -> None:
-                fold_companies(store, [crashed, remote], clock.now())
+                fold_companies(store, [crashed, remote, restarted], clock.now())
                 for company_id, owner in owners.items():
                     [effect] = store.open_effects(company_id)
                     assert store.claim_effect(effect.id, owner, clock.after(3600), clock.now())
@@ -484,6 +488,7 @@ def test_at_start_the_claims_of_dead_processes_on_this_host_are_released(
             started = time.monotonic()
             run.start()
             await run.settled(crashed, "ready")
+            await run.settled(restarted, "ready")
             assert time.monotonic() - started < 5, "the dead claim was waited out, not released"
             assert run.reads.claim_owners() == [owners[remote]]
             assert posts(codat, remote) == []

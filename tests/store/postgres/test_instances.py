@@ -97,12 +97,13 @@ def test_an_intent_another_instance_cancelled_keeps_its_replacement_waiting(
     postgres_url: str, instances: tuple[Store, Store]
 ) -> None:
     """A is creating the partner connection when B's fold cancels the intent and opens a new
-    one (unlinked, linked again): B does not start a second create until A's attempt ends,
-    here by A dying (its lock with it), at once."""
+    one (unlinked, linked again): B does not start a second create until A's attempt ends.
+    If A dies, its POST may have reached Codat: B waits for A's claim to expire (the intent
+    itself would be free at once; see test_the_claim_of_an_instance_that_dies...)."""
     a, b = instances
     with a.transaction():
         first = opened_intent(a, "key-1")
-        assert a.claim_effect(first, "a", until=T3, now=T0)
+        assert a.claim_effect(first, "a", until=T2, now=T0)
     with b.transaction():
         b.close_effect(first, "cancelled", T0)
         second = opened_intent(b, "key-2")
@@ -110,9 +111,31 @@ def test_an_intent_another_instance_cancelled_keeps_its_replacement_waiting(
     with b.transaction():
         assert not b.claim_effect(second, "b", until=T3, now=T1)
     terminate(postgres_url, a)
-    assert [e.id for e in b.due_effects(T1)] == [second]
+    assert b.due_effects(T1) == []
+    assert [e.id for e in b.due_effects(T2)] == [second]
     with b.transaction():
-        assert b.claim_effect(second, "b", until=T3, now=T1)
+        assert b.claim_effect(second, "b", until=T3, now=T2)
+
+
+def test_an_attempt_running_past_its_claim_still_keeps_the_replacement_waiting(
+    instances: tuple[Store, Store],
+) -> None:
+    """The holder's lock says its attempt is under way, however long it runs: the intent that
+    replaced it is not claimed even after the row's claim has expired."""
+    a, b = instances
+    with a.transaction():
+        first = opened_intent(a, "key-1")
+        assert a.claim_effect(first, "a", until=T1, now=T0)
+    with b.transaction():
+        b.close_effect(first, "cancelled", T0)
+        second = opened_intent(b, "key-2")
+    assert b.due_effects(T3) == []
+    with b.transaction():
+        assert not b.claim_effect(second, "b", until=T3, now=T2)
+    with a.transaction():
+        assert not a.finish_effect(first, status="done", now=T2)
+    with b.transaction():
+        assert b.claim_effect(second, "b", until=T3, now=T2)
 
 
 def test_a_claim_rolled_back_leaves_no_lock_behind(instances: tuple[Store, Store]) -> None:
