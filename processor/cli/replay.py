@@ -8,6 +8,7 @@ import sys
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from functools import partial
 from typing import TYPE_CHECKING
 
 import click
@@ -211,7 +212,11 @@ def _dry_run(
     else:
         pages = batches(selected_companies(store, selection))
         if planners is not None:
-            planned = (found for _, _, found in planners.ahead(_whole_pages, pages))
+            whole = partial(plans, key_range=True)  # (sent to the helpers by name)
+            planned = (
+                found if found is not None else whole(store, page)
+                for page, _, found in planners.ahead(whole, pages)
+            )
         else:
             key_range = selection.everything
             planned = (plans(store, page, key_range=key_range) for page in pages)
@@ -235,11 +240,6 @@ def _print_plans(found: list[Plan]) -> None:
             ", ".join(item.commands) or "-",
         )
     Console().print(table)
-
-
-def _whole_pages(store: Store, page: list[str]) -> list[Plan]:
-    """The plans of a page of every company (in a helper process)."""
-    return plans(store, page, key_range=True)
 
 
 def _print_changes(planned: Iterable[list[Plan]]) -> tuple[int, int]:

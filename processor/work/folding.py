@@ -222,15 +222,19 @@ class Rebuilt:
     state: tuple[str, str, dict[str, Any]] | None
     # The events that report a sync, with their outcomes (for the table of syncs).
     reported: list[tuple[LoggedEvent, str]]
+    # The company's open intents, when read with the plan (see `plan_rebuilds`).
+    open_effects: list[Effect] | None = None
 
 
 def plan_rebuilds(
-    store: Store, company_ids: Sequence[str], *, key_range: bool = False
+    store: Store, company_ids: Sequence[str], *, key_range: bool = False, effects: bool = False
 ) -> list[Rebuilt]:
     """Each company's log folded from an empty state, and compared with its stored state:
-    reads only (two statements for the batch)."""
+    reads only (two statements for the batch). `effects`: the open intents are read too (a
+    third), for a plan applied only if nothing was written since it was read."""
     stored_states = store.replay_states_of(company_ids, key_range=key_range)
     logs = store.replay_logs_of(company_ids, key_range=key_range)
+    open_effects = store.open_effects_of(company_ids) if effects else None
     found = []
     for company_id in company_ids:
         folded, pending = logs[company_id]
@@ -270,21 +274,32 @@ def plan_rebuilds(
             ]
         last = events[-1].seq if events else None
         found.append(
-            Rebuilt(report, needed_commands(final), last, outcomes, folded_now, state, reported)
+            Rebuilt(
+                report,
+                needed_commands(final),
+                last,
+                outcomes,
+                folded_now,
+                state,
+                reported,
+                open_effects[company_id] if open_effects is not None else None,
+            )
         )
     return found
 
 
 def apply_rebuilds(store: Store, rebuilt: Sequence[Rebuilt], now: str) -> list[FoldReport]:
     """Write what `plan_rebuilds` found (in the caller's transaction), and open or close the
-    intents the rebuilt states call for (the open ones read here, in the transaction)."""
-    open_effects = store.open_effects_of([done.report.company_id for done in rebuilt])
+    intents the rebuilt states call for (the open ones read here, in the transaction, unless
+    the plan read them)."""
+    unread = [done.report.company_id for done in rebuilt if done.open_effects is None]
+    open_effects = store.open_effects_of(unread) if unread else {}
     for done in rebuilt:
         company_id = done.report.company_id
         if done.reported:
             record_syncs(store, company_id, done.reported, now)
         causes = [(command, done.last_seq) for command in done.needed]
-        effects = open_effects[company_id]
+        effects = done.open_effects if done.open_effects is not None else open_effects[company_id]
         if causes or effects:
             _settle_effects(store, company_id, done.needed, causes, now, done.report, effects)
     store.set_outcomes([outcome for done in rebuilt for outcome in done.outcomes])

@@ -20,11 +20,14 @@ connections, and closing one there would release this process's locks on the fil
 from __future__ import annotations
 
 import gc
+import logging
 import multiprocessing
 import os
+import signal
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from functools import partial
 from types import TracebackType
 from typing import TypeVar
@@ -38,6 +41,7 @@ from processor.work.folding import (
 )
 from store import Store, open_store
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 # Pages planned ahead of the one being applied, per helper.
 AHEAD_PER_HELPER = 2
@@ -75,6 +79,8 @@ class Planners:
         # Pages whose plans were used, and pages rebuilt in the transaction instead.
         self.applied = 0
         self.reread = 0
+        # Why the helpers stopped planning, if they did.
+        self.failure: str | None = None
 
     def __enter__(self) -> Planners:
         return self
@@ -89,40 +95,68 @@ class Planners:
 
     def ahead(
         self, read: Callable[[Store, list[str]], T], pages: Iterable[list[str]]
-    ) -> Iterator[tuple[list[str], int | None, T]]:
+    ) -> Iterator[tuple[list[str], int | None, T | None]]:
         """`read(store, page)` of each page, in order, computed by the helpers a few pages
         ahead; with each, the store's count of commits elsewhere read before it was asked.
-        `read` must be a module's function (or a partial of one): it is sent by name."""
+        None for a page a helper could not read (it failed, or died): the caller reads that
+        one itself. `read` must be a module's function (or a partial of one): it is sent by
+        name."""
         pages = iter(pages)
-        waiting: deque[tuple[list[str], int | None, Future[T]]] = deque()
+        waiting: deque[tuple[list[str], int | None, Future[T] | None]] = deque()
 
         def ask() -> None:
             page = next(pages, None)
-            if page is not None:
-                # Read before the helper reads (it starts once handed the page).
-                version = self._store.commits_elsewhere() if self._store else None
-                waiting.append((page, version, self._pool.submit(_read, read, page)))
+            if page is None:
+                return
+            # Read before the helper reads (it starts once handed the page).
+            version = self._store.commits_elsewhere() if self._store else None
+            asked = None
+            if self.failure is None:
+                try:
+                    asked = self._pool.submit(_read, read, page)
+                except BrokenProcessPool as error:
+                    self._failed(error)
+            waiting.append((page, version, asked))
 
         for _ in range(self.processes * AHEAD_PER_HELPER):
             ask()
         while waiting:
             page, version, asked = waiting.popleft()
-            found = asked.result()
+            found = None
+            if asked is not None:
+                try:
+                    found = asked.result()
+                except Exception as error:
+                    self._failed(error)
             ask()
             yield page, version, found
+
+    def _failed(self, error: Exception) -> None:
+        """A helper failed: said once, and the pages it did not read are read here."""
+        if self.failure is None:
+            log.warning(
+                "a replay helper failed (%s); its pages are read by the replay itself", error
+            )
+            self.failure = str(error) or type(error).__name__
 
     def rebuilds(
         self, store: Store, pages: Iterable[list[str]]
     ) -> Iterator[tuple[list[str], Rebuild]]:
         """Each page, in order, with how to rebuild it in the caller's transaction."""
         self._store = store
-        for page, version, plan in self.ahead(partial(plan_rebuilds, key_range=True), pages):
+        read = partial(plan_rebuilds, key_range=True, effects=True)
+        for page, version, plan in self.ahead(read, pages):
             yield page, partial(self._rebuild, page, version, plan)
 
     def _rebuild(
-        self, page: list[str], version: int | None, plan: list[Rebuilt], store: Store, now: str
+        self,
+        page: list[str],
+        version: int | None,
+        plan: list[Rebuilt] | None,
+        store: Store,
+        now: str,
     ) -> list[FoldReport]:
-        if version is not None and store.commits_elsewhere() == version:
+        if plan is not None and version is not None and store.commits_elsewhere() == version:
             self.applied += 1
             return apply_rebuilds(store, plan, now)
         self.reread += 1
@@ -134,6 +168,8 @@ def _start_helper(database_url: str) -> None:
     # As in the replay's own process: no cycles are made, and the collector's passes over
     # what a page allocates cost a tenth of the time.
     gc.disable()
+    # Ctrl-C is the replay's to handle (it stops the helpers); not each helper's to report.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _reads = open_store(database_url, readonly=True)
 
 

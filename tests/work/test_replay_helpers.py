@@ -174,3 +174,23 @@ def _rebuilt_alone(url: str, company_id: str) -> int:
         return report.events
     finally:
         store.close()
+
+
+def test_pages_a_failed_helper_did_not_plan_are_rebuilt_by_the_replay(tmp_path: Path) -> None:
+    """Helpers that cannot work (here: their store is not where they look) stop planning, and
+    the replay rebuilds every page itself, with one warning."""
+    database = tmp_path / "processor.db"
+    ids = filled(database, 30)
+    store = open_store(f"sqlite:///{database}")
+    try:
+        with Planners(f"sqlite:///{tmp_path / 'elsewhere' / 'missing.db'}", 2) as planners:
+            reports = []
+            for _, rebuild_page in planners.rebuilds(store, batches(ids, size=10)):
+                with store.transaction():
+                    reports += rebuild_page(store, clock.now())
+        assert planners.failure is not None
+        assert (planners.applied, planners.reread) == (0, 3)
+        assert sorted(report.company_id for report in reports) == ids
+        assert sum(report.events for report in reports) == sum(1 + (n % 3 > 0) for n in range(30))
+    finally:
+        store.close()
