@@ -102,6 +102,9 @@ class Effect:
     # When it was last put back in line after failing (`replay --failed`, a redelivery): its
     # retries have until the retry horizon from then, not from `created_at`.
     requeued_at: str | None = None
+    # When the company's first intent of this kind was opened (`created_at`, if this is the
+    # first): an earlier one, cancelled or failed, may have made what this one would.
+    first_of_kind_at: str | None = None
 
 
 @dataclass(frozen=True)

@@ -108,7 +108,10 @@ async def create_partner_expense_connection(codat: CodatClient, effect: Effect) 
         connections = await listing
     finally:
         await _settled(listing)
-    found = existing_partner_connection(connections, opened_at=effect.created_at)
+    # Since the company's first create command: an earlier one, cancelled or failed (the
+    # customer unlinked and relinked meanwhile), may have created it and never heard back.
+    opened_at = effect.first_of_kind_at or effect.created_at
+    found = existing_partner_connection(connections, opened_at=opened_at)
     if found is not None:
         connection, how = found
         return Attempt(PARTNER_CONNECTION_CREATED, connection, EFFECT_DONE, how)
@@ -132,9 +135,9 @@ def existing_partner_connection(
     One of sourceType `Expense`, a Linked one first. CODAT.md leaves the partner connection's
     sourceType unknown ("most likely Expense"; build for both cases), and Codat replays an
     Idempotency-Key's answer for 90 minutes only: failing that, one of type `Other` or `Unknown`
-    (the types left once the four certainly not it are set aside) created since this command
-    was opened (`opened_at`) is taken for the one an earlier attempt created and never heard
-    back from.
+    (the types left once the four certainly not it are set aside) created since the company's
+    first command to create it was opened (`opened_at`) is taken for the one an earlier attempt
+    created and never heard back from.
     """
     expense = [c for c in connections if c.get("sourceType") == SourceType.EXPENSE]
     if expense:

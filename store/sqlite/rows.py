@@ -15,7 +15,10 @@ EVENT_COLUMNS = (
 )
 EFFECT_COLUMNS = (
     "id, company_id, kind, connection_id, idempotency_key, caused_by, status, attempts, "
-    "next_attempt_at, last_error, result, created_at, updated_at, requeued_at"
+    "next_attempt_at, last_error, result, created_at, updated_at, requeued_at, "
+    # (read FROM effects: the company's first intent of the kind)
+    "(SELECT MIN(earliest.created_at) FROM effects AS earliest "
+    "WHERE earliest.company_id = effects.company_id AND earliest.kind = effects.kind)"
 )
 # Ids bound in one `IN (...)` at most (SQLite's limit is 32,766 since 3.32; kept well below).
 MAX_PARAMETERS = 500
@@ -83,6 +86,7 @@ def effect(row: Sequence[Any]) -> Effect:
         created_at=row[11],
         updated_at=row[12],
         requeued_at=row[13],
+        first_of_kind_at=row[14],
     )
 
 

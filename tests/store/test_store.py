@@ -434,6 +434,35 @@ def test_an_attempt_at_a_cancelled_intent_that_failed_keeps_its_claim_until_it_e
         assert store.claim_effect(second, "worker-b", until=T4, now=T3)
 
 
+def test_an_intent_knows_when_the_first_of_its_kind_was_opened(store: Store) -> None:
+    with store.transaction():
+        first = opened_intent(store, "key-1")
+        store.close_effect(first, EFFECT_CANCELLED, T1)
+        second = store.open_effect(
+            company_id=COMPANY,
+            kind=KIND,
+            connection_id="conn-1",
+            idempotency_key="key-2",
+            caused_by=None,
+            now=T2,
+        )
+        other_kind = store.open_effect(
+            company_id=COMPANY,
+            kind="read_expense_configuration",
+            connection_id=None,
+            idempotency_key="key-3",
+            caused_by=None,
+            now=T3,
+        )
+    assert second is not None and other_kind is not None
+    found = {e.id: e for e in store.company_effects(COMPANY)}
+    assert (found[second].created_at, found[second].first_of_kind_at) == (T2, T0)
+    assert found[first].first_of_kind_at == T0
+    assert found[other_kind].first_of_kind_at == T3
+    [opened] = store.open_effects_of([COMPANY])[COMPANY][:1]
+    assert opened.first_of_kind_at == T0
+
+
 def test_a_failed_savepoint_is_undone_alone(store: Store) -> None:
     with store.transaction():
         store.append_events([new_event("msg-1", event_id="evt-1")])
