@@ -218,9 +218,19 @@ class EffectRecord(Protocol):
         attempt does not overwrite how it ended)."""
         ...
 
-    def retry_effect(self, effect_id: int, *, error: str, next_attempt_at: str, now: str) -> bool:
-        """Count a failed attempt of a pending effect and schedule the next one; False, and
-        nothing changed, when it is no longer pending."""
+    def retry_effect(
+        self,
+        effect_id: int,
+        *,
+        error: str,
+        next_attempt_at: str,
+        now: str,
+        hold_until: str | None = None,
+    ) -> bool:
+        """Count a failed attempt of a pending effect and schedule the next one. False when it
+        is no longer pending (closed while the attempt ran): then nothing changes but its
+        claim, which ends, or with `hold_until` (an attempt that got no answer, which Codat may
+        still act on) lasts until then at most, keeping its replacement waiting."""
         ...
 
     def requeue_effect(self, effect_id: int, now: str) -> bool:

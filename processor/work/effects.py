@@ -254,14 +254,23 @@ def record_failure(
     initial: float,
     maximum: float,
     horizon: float,
+    hold: float = 0.0,
 ) -> bool:
-    """Schedule a retry, or close the effect as failed; returns True if it will be retried."""
+    """Schedule a retry, or close the effect as failed; returns True if it will be retried.
+
+    `hold`: if the effect was closed meanwhile and the call got no answer (a timeout, a lost
+    connection), Codat may still act on it: its claim keeps a replacement waiting that long."""
     # The retries' window opens when the effect was created, or last put back in line.
     age = (clock.parse(now) - clock.parse(effect.requeued_at or effect.created_at)).total_seconds()
     if error.retryable and age < horizon:
         delay = max(backoff(effect.attempts + 1, initial, maximum), error.retry_after or 0.0)
+        unanswered = error.status is None and hold > 0
         store.retry_effect(
-            effect.id, error=error.message, next_attempt_at=clock.after(delay), now=now
+            effect.id,
+            error=error.message,
+            next_attempt_at=clock.after(delay),
+            now=now,
+            hold_until=clock.after(hold) if unanswered else None,
         )
         return True
     reason = error.message if not error.retryable else f"gave up after {age:.0f} s: {error}"
@@ -331,6 +340,7 @@ async def attempt_and_record(
                 initial=settings.retry_initial,
                 maximum=settings.retry_max,
                 horizon=settings.retry_horizon,
+                hold=settings.codat_timeout,
             )
 
         retried = await writer.call(record)

@@ -36,11 +36,11 @@ CLAIM_HELD = claim_held("effects")
 
 # A claim on another intent of the same company and kind: one the state cancelled while an
 # attempt at it was under way. No attempt at its replacement starts before the row's claim
-# expires, nor while another session's lock says that attempt is under way (however long it
-# takes; within one process, the worker never runs two attempts for a company at once): two
-# creates at once, under two Idempotency-Keys, would make two partner expense connections, and
-# an attempt that ended without an answer (a timeout), or whose holder died, may still be
-# acted on by Codat.
+# ends (when the attempt does, a while later if it got no answer: see `retry_effect`; or when
+# the claim expires, if its holder died), nor while another session's lock says the attempt is
+# under way (however long it takes; within one process, the worker never runs two attempts for
+# a company at once): two creates at once, under two Idempotency-Keys, would make two partner
+# expense connections.
 NO_SIBLING_CLAIMED = (
     "NOT EXISTS (SELECT 1 FROM effects AS other WHERE other.company_id = effects.company_id "
     "AND other.kind = effects.kind AND other.id <> effects.id "
@@ -243,25 +243,40 @@ class PostgresEffects(Connected):
         self._release_claim(effect_id)
         return closed
 
-    def retry_effect(self, effect_id: int, *, error: str, next_attempt_at: str, now: str) -> bool:
+    def retry_effect(
+        self,
+        effect_id: int,
+        *,
+        error: str,
+        next_attempt_at: str,
+        now: str,
+        hold_until: str | None = None,
+    ) -> bool:
         """Count a failed attempt and schedule the next one; False if it was no longer
-        pending."""
+        pending (see `Store.retry_effect` for its claim)."""
         cursor = self.conn.execute(
             "UPDATE effects SET attempts = attempts + 1, last_error = %s, "
             "next_attempt_at = %s, claimed_by = NULL, claim_expires_at = NULL, updated_at = %s "
             "WHERE id = %s AND status = %s",
             [error, next_attempt_at, now, effect_id, EFFECT_PENDING],
         )
-        # Not pending any more (closed while the attempt ran): the row's claim is kept until
-        # it expires (see NO_SIBLING_CLAIMED), since an attempt that failed (a timeout, say)
-        # may still be acted on by Codat.
+        retried = cursor.rowcount == 1
+        if not retried and hold_until is None:
+            self._end_claim(effect_id)
+        elif not retried:
+            # The row's claim alone keeps the replacement waiting once the lock is released.
+            self.conn.execute(
+                "UPDATE effects SET claim_expires_at = LEAST(claim_expires_at, %s) "
+                "WHERE id = %s AND claimed_by IS NOT NULL",
+                [hold_until, effect_id],
+            )
         self._release_claim(effect_id)
-        return cursor.rowcount == 1
+        return retried
 
     def _end_claim(self, effect_id: int) -> bool:
-        """The attempt at an effect closed meanwhile has ended with an answer: its claim,
-        kept so that no attempt at a replacement would start before, is released. Always
-        False (the effect was not pending)."""
+        """The attempt at an effect closed meanwhile has ended: its claim, kept so that no
+        attempt at a replacement would start before, is released. Always False (the effect
+        was not pending)."""
         self.conn.execute(
             "UPDATE effects SET claimed_by = NULL, claim_expires_at = NULL "
             "WHERE id = %s AND claimed_by IS NOT NULL",

@@ -11,9 +11,8 @@ from store.sqlite.connected import Connected
 
 # A live claim on another intent of the same company and kind: one the state cancelled while
 # an attempt at it was under way. No attempt at its replacement starts before that one ends
-# with an answer, or its claim expires: two creates at once, under two Idempotency-Keys, would
-# make two partner expense connections, and an attempt that ended without an answer (a
-# timeout) may still be acted on by Codat.
+# (and a while longer if it got no answer: see `retry_effect`), or its claim expires: two
+# creates at once, under two Idempotency-Keys, would make two partner expense connections.
 NO_SIBLING_CLAIMED = (
     "NOT EXISTS (SELECT 1 FROM effects AS other WHERE other.company_id = effects.company_id "
     "AND other.kind = effects.kind AND other.id != effects.id "
@@ -164,24 +163,38 @@ class SqliteEffects(Connected):
         )
         return cursor.rowcount == 1 or self._end_claim(effect_id)
 
-    def retry_effect(self, effect_id: int, *, error: str, next_attempt_at: str, now: str) -> bool:
+    def retry_effect(
+        self,
+        effect_id: int,
+        *,
+        error: str,
+        next_attempt_at: str,
+        now: str,
+        hold_until: str | None = None,
+    ) -> bool:
         """Count a failed attempt and schedule the next one; False if it was no longer
-        pending."""
+        pending (see `Store.retry_effect` for its claim)."""
         cursor = self.conn.execute(
             "UPDATE effects SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?, "
             "claimed_by = NULL, claim_expires_at = NULL, updated_at = ? WHERE id = ? "
             "AND status = ?",
             [error, next_attempt_at, now, effect_id, EFFECT_PENDING],
         )
-        # Not pending any more (closed while the attempt ran): its claim is kept until it
-        # expires, since an attempt that failed (a timeout, say) may still be acted on by
-        # Codat, and its replacement must not create a second connection meanwhile.
-        return cursor.rowcount == 1
+        if cursor.rowcount == 1:
+            return True
+        if hold_until is None:
+            return self._end_claim(effect_id)
+        self.conn.execute(
+            "UPDATE effects SET claim_expires_at = MIN(claim_expires_at, ?) "
+            "WHERE id = ? AND claimed_by IS NOT NULL",
+            [hold_until, effect_id],
+        )
+        return False
 
     def _end_claim(self, effect_id: int) -> bool:
-        """The attempt at an effect closed meanwhile has ended with an answer: its claim,
-        kept so that no attempt at a replacement would start before, is released. Always
-        False (the effect was not pending)."""
+        """The attempt at an effect closed meanwhile has ended: its claim, kept so that no
+        attempt at a replacement would start before, is released. Always False (the effect
+        was not pending)."""
         self.conn.execute(
             "UPDATE effects SET claimed_by = NULL, claim_expires_at = NULL "
             "WHERE id = ? AND claimed_by IS NOT NULL",

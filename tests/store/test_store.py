@@ -414,24 +414,42 @@ def test_the_claim_on_a_cancelled_intent_ends_like_any_claim(store: Store, end: 
         assert store.claim_effect(second, "worker-b", until=T4, now=now)
 
 
-def test_an_attempt_at_a_cancelled_intent_that_failed_keeps_its_claim_until_it_expires(
-    store: Store,
+@pytest.mark.parametrize("answered", [True, False])
+def test_a_failed_attempt_at_a_cancelled_intent_ends_its_claim_or_holds_it_a_while(
+    store: Store, answered: bool
 ) -> None:
-    """An attempt that ended without an answer (a timeout) may still be acted on by Codat: its
-    replacement waits for the claim to expire, not only for the attempt to end."""
+    """An attempt that failed with Codat's answer ends its claim at once; one that got no
+    answer (a timeout) may still be acted on by Codat: its replacement waits until
+    `hold_until` (within the claim)."""
     with store.transaction():
         first = opened_intent(store, "key-1")
-        assert store.claim_effect(first, "worker-a", until=T3, now=T0)
+        assert store.claim_effect(first, "worker-a", until=T4, now=T0)
         store.close_effect(first, EFFECT_CANCELLED, T1)
         second = opened_intent(store, "key-2")
     with store.transaction():
-        assert not store.retry_effect(first, error="timed out", next_attempt_at=T2, now=T1)
-    assert store.due_effects(T2) == []
-    with store.transaction():
-        assert not store.claim_effect(second, "worker-b", until=T4, now=T2)
-    assert [e.id for e in store.due_effects(T3)] == [second]
+        assert not store.retry_effect(
+            first,
+            error="timed out" if not answered else "503",
+            next_attempt_at=T2,
+            now=T1,
+            hold_until=None if answered else T3,
+        )
+    if answered:
+        assert [e.id for e in store.due_effects(T1)] == [second]
+    else:
+        assert store.due_effects(T2) == []
+        with store.transaction():
+            assert not store.claim_effect(second, "worker-b", until=T4, now=T2)
+        assert [e.id for e in store.due_effects(T3)] == [second]
     with store.transaction():
         assert store.claim_effect(second, "worker-b", until=T4, now=T3)
+    cancelled = store.effect(first)
+    assert cancelled is not None
+    assert (cancelled.status, cancelled.attempts, cancelled.last_error) == (
+        EFFECT_CANCELLED,
+        0,
+        None,
+    )
 
 
 def test_an_intent_knows_when_the_first_of_its_kind_was_opened(store: Store) -> None:
