@@ -275,8 +275,10 @@ def test_codat_timeouts_408_and_dropped_connections_are_retried(
     ]
     [effect] = effects_of(tmp_path / "processor.db", company_id)
     # The two look-ups are asked at once: the GET's timeout and the listing's 408 end the first
-    # attempt together, the dropped POST the second; the third creates.
-    assert (effect.status, effect.attempts) == ("done", 3), made
+    # attempt together, the dropped POST the second; the third creates. (A fourth when the
+    # machine is so busy that a call without a fault also outlasts the 0.3 s timeout.)
+    assert effect.status == "done", made
+    assert effect.attempts >= 3, made
     faults = [
         r["fault"] for r in codat.state()["requests"] if company_id in r["path"] and r["fault"]
     ]
