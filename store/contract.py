@@ -212,10 +212,12 @@ class EffectRecord(Protocol):
         now: str,
         result: dict[str, Any] | None = None,
         error: str | None = None,
+        owner: str | None = None,
     ) -> bool:
         """Close a pending effect: done, failed (a dead letter) or cancelled. False, and nothing
         changed, when it is no longer pending (another process closed it meanwhile: a late
-        attempt does not overwrite how it ended)."""
+        attempt does not overwrite how it ended), but its claim, which ends if `owner` (the
+        attempt's claimant, when given) still holds it."""
         ...
 
     def retry_effect(
@@ -226,11 +228,13 @@ class EffectRecord(Protocol):
         next_attempt_at: str,
         now: str,
         hold_until: str | None = None,
+        owner: str | None = None,
     ) -> bool:
         """Count a failed attempt of a pending effect and schedule the next one. False when it
         is no longer pending (closed while the attempt ran): then nothing changes but its
-        claim, which ends, or with `hold_until` (an attempt that got no answer, which Codat may
-        still act on) lasts until then at most, keeping its replacement waiting."""
+        claim, if `owner` (the attempt's claimant, when given) still holds it: it ends, or with
+        `hold_until` (an attempt that got no answer, which Codat may still act on) lasts until
+        then at most, keeping its replacement waiting."""
         ...
 
     def requeue_effect(self, effect_id: int, now: str) -> bool:

@@ -223,8 +223,11 @@ ATTEMPTS: dict[str, Callable[[CodatClient, Effect], Awaitable[Attempt]]] = {
 }
 
 
-def record_attempt(store: Store, effect: Effect, attempt: Attempt, now: str) -> None:
-    """Record what an attempt found, and close the effect, in one transaction."""
+def record_attempt(
+    store: Store, effect: Effect, attempt: Attempt, now: str, owner: str | None = None
+) -> None:
+    """Record what an attempt found, and close the effect, in one transaction. `owner`: the
+    attempt's claimant (whose claim ends with it)."""
     connection = connection_fields(attempt.connection) if attempt.connection else None
     if connection is not None and attempt.event_type == PARTNER_CONNECTION_CREATED:
         connection["source_type"] = SourceType.EXPENSE
@@ -242,7 +245,9 @@ def record_attempt(store: Store, effect: Effect, attempt: Attempt, now: str) -> 
     if attempt.options is not None:
         store.save_options(effect.company_id, attempt.options, now)
     result = {"note": attempt.note, "connectionId": connection and connection["id"]}
-    store.finish_effect(effect.id, status=attempt.effect_status, now=now, result=result)
+    store.finish_effect(
+        effect.id, status=attempt.effect_status, now=now, result=result, owner=owner
+    )
 
 
 def record_failure(
@@ -255,6 +260,7 @@ def record_failure(
     maximum: float,
     horizon: float,
     hold: float = 0.0,
+    owner: str | None = None,
 ) -> bool:
     """Schedule a retry, or close the effect as failed; returns True if it will be retried.
 
@@ -271,10 +277,13 @@ def record_failure(
             next_attempt_at=clock.after(delay),
             now=now,
             hold_until=clock.after(hold) if unanswered else None,
+            owner=owner,
         )
         return True
     reason = error.message if not error.retryable else f"gave up after {age:.0f} s: {error}"
-    closed = store.finish_effect(effect.id, status=EFFECT_FAILED, now=now, error=reason)
+    closed = store.finish_effect(
+        effect.id, status=EFFECT_FAILED, now=now, error=reason, owner=owner
+    )
     if closed and effect.kind == CREATE_PARTNER_EXPENSE_CONNECTION:
         # The company stays linked: its state says why. Other commands' failures show in the
         # status document's `failed` list. (Not when another process closed the effect
@@ -301,9 +310,11 @@ class Done:
     note: str | None = None
 
 
-async def carry_out(writer: Writes, codat: CodatClient, effect: Effect, settings: Settings) -> str:
-    """One attempt at an effect, recorded; returns the effect's status afterwards."""
-    return (await attempt_and_record(writer, codat, effect, settings)).status
+async def carry_out(
+    writer: Writes, codat: CodatClient, effect: Effect, settings: Settings, owner: str
+) -> str:
+    """One attempt at an effect `owner` claimed, recorded; returns its status afterwards."""
+    return (await attempt_and_record(writer, codat, effect, settings, owner=owner)).status
 
 
 async def attempt_and_record(
@@ -313,6 +324,7 @@ async def attempt_and_record(
     settings: Settings,
     *,
     calls: contextlib.AbstractAsyncContextManager[Any] | None = None,
+    owner: str | None = None,
 ) -> Done:
     """One attempt at an effect, recorded. `calls` (a semaphore) is held for the Codat calls
     only, not while the result waits to be written."""
@@ -341,6 +353,7 @@ async def attempt_and_record(
                 maximum=settings.retry_max,
                 horizon=settings.retry_horizon,
                 hold=settings.codat_timeout,
+                owner=owner,
             )
 
         retried = await writer.call(record)
@@ -348,7 +361,7 @@ async def attempt_and_record(
         outcome = "will retry" if retried else "gave up"
         log.log(level, "company %s: %s (%s)", effect.company_id, error, outcome)
         return Done("pending" if retried else EFFECT_FAILED, str(error))
-    await writer.call(lambda store: record_attempt(store, effect, attempt, clock.now()))
+    await writer.call(lambda store: record_attempt(store, effect, attempt, clock.now(), owner))
     if effect.kind == CREATE_PARTNER_EXPENSE_CONNECTION:
         log.info("company %s: partner expense connection %s", effect.company_id, attempt.note)
     else:

@@ -281,7 +281,7 @@ async def _run_effects(
                 return
             await asyncio.sleep(0.2)
             continue
-        status = await carry_out(writer, codat, effect, settings)
+        status = await carry_out(writer, codat, effect, settings, owner)
         summary.commands += 1
         if status == EFFECT_PENDING:
             refreshed = store.effect(effect.id)

@@ -277,7 +277,13 @@ class Worker:
         log.info("company %s: %s %s", effect.company_id, effect.kind, error)
 
         def postpone(store: Store) -> None:
-            store.retry_effect(effect.id, error=error, next_attempt_at=pause.until, now=clock.now())
+            store.retry_effect(
+                effect.id,
+                error=error,
+                next_attempt_at=pause.until,
+                now=clock.now(),
+                owner=self.owner,
+            )
 
         return postpone
 
@@ -307,7 +313,7 @@ class Worker:
         # The slot is held for the Codat calls; the company stays busy until the result is
         # recorded, so a second attempt for it cannot start before.
         done = await attempt_and_record(
-            self.writer, self.codat, effect, self.settings, calls=self._slots
+            self.writer, self.codat, effect, self.settings, calls=self._slots, owner=self.owner
         )
         result = "retry" if done.status == EFFECT_PENDING else done.status
         self.metrics.command_attempts.labels(effect.kind, result).inc()

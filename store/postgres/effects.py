@@ -63,6 +63,10 @@ HELD_HERE = (
 )
 
 
+# A claim its attempt's claimant still holds (any claim, when no claimant is given).
+_HELD_BY = "claimed_by IS NOT NULL AND (%s::text IS NULL OR claimed_by = %s)"
+
+
 class PostgresEffects(Connected):
     """One open intent per company and kind; claims so two workers never run one at once,
     nor an intent and the one it replaced."""
@@ -229,6 +233,7 @@ class PostgresEffects(Connected):
         now: str,
         result: dict[str, Any] | None = None,
         error: str | None = None,
+        owner: str | None = None,
     ) -> bool:
         """Close a pending effect: done, failed (a dead letter) or cancelled; False if it was
         no longer pending."""
@@ -239,7 +244,7 @@ class PostgresEffects(Connected):
             "WHERE id = %s AND status = %s",
             [status, rows.json_or_none(result), error, now, effect_id, EFFECT_PENDING],
         )
-        closed = cursor.rowcount == 1 or self._end_claim(effect_id)
+        closed = cursor.rowcount == 1 or self._end_claim(effect_id, owner)
         self._release_claim(effect_id)
         return closed
 
@@ -251,6 +256,7 @@ class PostgresEffects(Connected):
         next_attempt_at: str,
         now: str,
         hold_until: str | None = None,
+        owner: str | None = None,
     ) -> bool:
         """Count a failed attempt and schedule the next one; False if it was no longer
         pending (see `Store.retry_effect` for its claim)."""
@@ -262,25 +268,25 @@ class PostgresEffects(Connected):
         )
         retried = cursor.rowcount == 1
         if not retried and hold_until is None:
-            self._end_claim(effect_id)
+            self._end_claim(effect_id, owner)
         elif not retried:
             # The row's claim alone keeps the replacement waiting once the lock is released.
             self.conn.execute(
                 "UPDATE effects SET claim_expires_at = LEAST(claim_expires_at, %s) "
-                "WHERE id = %s AND claimed_by IS NOT NULL",
-                [hold_until, effect_id],
+                f"WHERE id = %s AND {_HELD_BY}",
+                [hold_until, effect_id, owner, owner],
             )
         self._release_claim(effect_id)
         return retried
 
-    def _end_claim(self, effect_id: int) -> bool:
+    def _end_claim(self, effect_id: int, owner: str | None) -> bool:
         """The attempt at an effect closed meanwhile has ended: its claim, kept so that no
-        attempt at a replacement would start before, is released. Always False (the effect
-        was not pending)."""
+        attempt at a replacement would start before, is released (if its claimant `owner`
+        still holds it). Always False (the effect was not pending)."""
         self.conn.execute(
             "UPDATE effects SET claimed_by = NULL, claim_expires_at = NULL "
-            "WHERE id = %s AND claimed_by IS NOT NULL",
-            [effect_id],
+            f"WHERE id = %s AND {_HELD_BY}",
+            [effect_id, owner, owner],
         )
         return False
 

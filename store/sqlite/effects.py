@@ -27,6 +27,10 @@ SIBLING_CLAIM_ENDS = (
 )
 
 
+# A claim its attempt's claimant still holds (any claim, when no claimant is given).
+_HELD_BY = "claimed_by IS NOT NULL AND (? IS NULL OR claimed_by = ?)"
+
+
 class SqliteEffects(Connected):
     """One open intent per company and kind; claims so two workers never run one at once,
     nor an intent and the one it replaced."""
@@ -152,6 +156,7 @@ class SqliteEffects(Connected):
         now: str,
         result: dict[str, Any] | None = None,
         error: str | None = None,
+        owner: str | None = None,
     ) -> bool:
         """Close a pending effect: done, failed (a dead letter) or cancelled; False if it was
         no longer pending."""
@@ -161,7 +166,7 @@ class SqliteEffects(Connected):
             "updated_at = ? WHERE id = ? AND status = ?",
             [status, rows.json_or_none(result), error, now, effect_id, EFFECT_PENDING],
         )
-        return cursor.rowcount == 1 or self._end_claim(effect_id)
+        return cursor.rowcount == 1 or self._end_claim(effect_id, owner)
 
     def retry_effect(
         self,
@@ -171,6 +176,7 @@ class SqliteEffects(Connected):
         next_attempt_at: str,
         now: str,
         hold_until: str | None = None,
+        owner: str | None = None,
     ) -> bool:
         """Count a failed attempt and schedule the next one; False if it was no longer
         pending (see `Store.retry_effect` for its claim)."""
@@ -183,22 +189,22 @@ class SqliteEffects(Connected):
         if cursor.rowcount == 1:
             return True
         if hold_until is None:
-            return self._end_claim(effect_id)
+            return self._end_claim(effect_id, owner)
         self.conn.execute(
-            "UPDATE effects SET claim_expires_at = MIN(claim_expires_at, ?) "
-            "WHERE id = ? AND claimed_by IS NOT NULL",
-            [hold_until, effect_id],
+            f"UPDATE effects SET claim_expires_at = MIN(claim_expires_at, ?) "
+            f"WHERE id = ? AND {_HELD_BY}",
+            [hold_until, effect_id, owner, owner],
         )
         return False
 
-    def _end_claim(self, effect_id: int) -> bool:
+    def _end_claim(self, effect_id: int, owner: str | None) -> bool:
         """The attempt at an effect closed meanwhile has ended: its claim, kept so that no
         attempt at a replacement would start before, is released. Always False (the effect
         was not pending)."""
         self.conn.execute(
             "UPDATE effects SET claimed_by = NULL, claim_expires_at = NULL "
-            "WHERE id = ? AND claimed_by IS NOT NULL",
-            [effect_id],
+            f"WHERE id = ? AND {_HELD_BY}",
+            [effect_id, owner, owner],
         )
         return False
 

@@ -452,6 +452,37 @@ def test_a_failed_attempt_at_a_cancelled_intent_ends_its_claim_or_holds_it_a_whi
     )
 
 
+def test_a_late_attempt_does_not_end_the_claim_another_process_took_since(store: Store) -> None:
+    """A's claim expired while its call ran on; R claimed the intent, which was then cancelled
+    and replaced. A's attempt ending ends no claim but its own: R's attempt still keeps the
+    replacement waiting until R's ends."""
+    with store.transaction():
+        first = opened_intent(store, "key-1")
+        assert store.claim_effect(first, "worker-a", until=T1, now=T0)
+    with store.transaction():
+        assert store.claim_effect(first, "replay-r", until=T4, now=T1)
+        store.close_effect(first, EFFECT_CANCELLED, T1)
+        second = store.open_effect(
+            company_id=COMPANY,
+            kind=KIND,
+            connection_id="conn-1",
+            idempotency_key="key-2",
+            caused_by=None,
+            now=T1,
+        )
+    assert second is not None
+    with store.transaction():
+        assert not store.finish_effect(first, status=EFFECT_DONE, now=T2, owner="worker-a")
+        assert not store.retry_effect(
+            first, error="503", next_attempt_at=T2, now=T2, owner="worker-a"
+        )
+    assert store.claim_owners() == ["replay-r"]
+    assert store.due_effects(T2) == []
+    with store.transaction():
+        assert not store.finish_effect(first, status=EFFECT_DONE, now=T3, owner="replay-r")
+    assert [e.id for e in store.due_effects(T3)] == [second]
+
+
 def test_an_intent_knows_when_the_first_of_its_kind_was_opened(store: Store) -> None:
     with store.transaction():
         first = opened_intent(store, "key-1")
