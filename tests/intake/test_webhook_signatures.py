@@ -380,7 +380,8 @@ def test_duplicate_delivery_of_one_message_is_acknowledged_and_logged_once(
     found = events(server, message_id)
     assert len(found) == 1
     assert found[0].deliveries == 2
-    assert events(server, body["id"]) == found
+    # The same row by its event id (compared by seq: the worker may fold it between the reads).
+    assert [e.seq for e in events(server, body["id"])] == [found[0].seq]
 
 
 def test_same_event_under_a_new_message_id_is_a_duplicate_and_not_processed(
