@@ -102,8 +102,8 @@ class Effect:
     # When it was last put back in line after failing (`replay --failed`, a redelivery): its
     # retries have until the retry horizon from then, not from `created_at`.
     requeued_at: str | None = None
-    # When the company's first intent of this kind was opened (`created_at`, if this is the
-    # first): an earlier one, cancelled or failed, may have made what this one would.
+    # When the company's first intent of this kind since the last one done was opened (None
+    # for that one done): an earlier one, cancelled or failed, may have made what this would.
     first_of_kind_at: str | None = None
 
 

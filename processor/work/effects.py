@@ -265,12 +265,15 @@ def record_failure(
     """Schedule a retry, or close the effect as failed; returns True if it will be retried.
 
     `hold`: if the effect was closed meanwhile and the call got no answer (a timeout, a lost
-    connection), Codat may still act on it: its claim keeps a replacement waiting that long."""
+    connection), a 409 or a 5xx, Codat may still act on it: its claim keeps a replacement
+    waiting that long."""
     # The retries' window opens when the effect was created, or last put back in line.
     age = (clock.parse(now) - clock.parse(effect.requeued_at or effect.created_at)).total_seconds()
     if error.retryable and age < horizon:
         delay = max(backoff(effect.attempts + 1, initial, maximum), error.retry_after or 0.0)
-        unanswered = error.status is None and hold > 0
+        # No answer, "still in flight" (409) or a server error: Codat may still be creating.
+        unsettled = error.status is None or error.status == 409 or error.status >= 500
+        unanswered = unsettled and hold > 0
         store.retry_effect(
             effect.id,
             error=error.message,

@@ -241,13 +241,13 @@ class Worker:
         Returns the effects claimed: not those another worker holds, or that are closed. Each
         claim is its own conditional UPDATE; all of them share one commit.
 
-        On SQLite a claim lasts for its attempt and for its wait for a free slot: those claimed
-        beyond the slots wait for the attempts before them (one claim's length per round of
-        slots). On PostgreSQL the claim's lock keeps others off it while it waits, and a longer
-        claim would only keep a replacement waiting longer if this process died.
+        A claim lasts for its attempt and for its wait for a free slot: those claimed beyond
+        the slots wait for the attempts before them (one claim's length per round of slots).
+        (On PostgreSQL the lock alone would keep others off it, but an expired claim still
+        locked would be listed as due by the other instances at every poll.)
         """
         attempt = claim_seconds(self.settings)
-        slots = self.settings.worker_concurrency if not self.reads.remote else 1 << 30
+        slots = self.settings.worker_concurrency
 
         def claim(store: Store, due: list[Effect]) -> list[Effect]:
             now = clock.now()

@@ -272,8 +272,7 @@ class PostgresEffects(Connected):
         elif not retried:
             # The row's claim alone keeps the replacement waiting once the lock is released.
             self.conn.execute(
-                "UPDATE effects SET claim_expires_at = LEAST(claim_expires_at, %s) "
-                f"WHERE id = %s AND {_HELD_BY}",
+                f"UPDATE effects SET claim_expires_at = %s WHERE id = %s AND {_HELD_BY}",
                 [hold_until, effect_id, owner, owner],
             )
         self._release_claim(effect_id)

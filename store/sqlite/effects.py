@@ -191,8 +191,7 @@ class SqliteEffects(Connected):
         if hold_until is None:
             return self._end_claim(effect_id, owner)
         self.conn.execute(
-            f"UPDATE effects SET claim_expires_at = MIN(claim_expires_at, ?) "
-            f"WHERE id = ? AND {_HELD_BY}",
+            f"UPDATE effects SET claim_expires_at = ? WHERE id = ? AND {_HELD_BY}",
             [hold_until, effect_id, owner, owner],
         )
         return False

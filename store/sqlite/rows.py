@@ -16,9 +16,12 @@ EVENT_COLUMNS = (
 EFFECT_COLUMNS = (
     "id, company_id, kind, connection_id, idempotency_key, caused_by, status, attempts, "
     "next_attempt_at, last_error, result, created_at, updated_at, requeued_at, "
-    # (read FROM effects: the company's first intent of the kind)
+    # (read FROM effects: the company's first intent of the kind since the last one done)
     "(SELECT MIN(earliest.created_at) FROM effects AS earliest "
-    "WHERE earliest.company_id = effects.company_id AND earliest.kind = effects.kind)"
+    "WHERE earliest.company_id = effects.company_id AND earliest.kind = effects.kind "
+    "AND earliest.id > COALESCE((SELECT MAX(succeeded.id) FROM effects AS succeeded "
+    "WHERE succeeded.company_id = effects.company_id AND succeeded.kind = effects.kind "
+    "AND succeeded.status = 'done'), 0))"
 )
 # Ids bound in one `IN (...)` at most (SQLite's limit is 32,766 since 3.32; kept well below).
 MAX_PARAMETERS = 500

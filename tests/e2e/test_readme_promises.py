@@ -278,7 +278,7 @@ def test_codat_timeouts_408_and_dropped_connections_are_retried(
     # attempt together, the dropped POST the second; the third creates. (A fourth when the
     # machine is so busy that a call without a fault also outlasts the 0.3 s timeout.)
     assert effect.status == "done", made
-    assert effect.attempts >= 3, made
+    assert 3 <= effect.attempts <= 4, made
     faults = [
         r["fault"] for r in codat.state()["requests"] if company_id in r["path"] and r["fault"]
     ]

@@ -452,6 +452,22 @@ def test_a_failed_attempt_at_a_cancelled_intent_ends_its_claim_or_holds_it_a_whi
     )
 
 
+def test_the_hold_of_an_unanswered_attempt_outlasts_a_claim_that_expired_meanwhile(
+    store: Store,
+) -> None:
+    with store.transaction():
+        first = opened_intent(store, "key-1")
+        assert store.claim_effect(first, "worker-a", until=T1, now=T0)
+        store.close_effect(first, EFFECT_CANCELLED, T0)
+        second = opened_intent(store, "key-2")
+    with store.transaction():
+        assert not store.retry_effect(
+            first, error="timed out", next_attempt_at=T3, now=T2, hold_until=T3, owner="worker-a"
+        )
+    assert store.due_effects(T2) == []
+    assert [e.id for e in store.due_effects(T3)] == [second]
+
+
 def test_a_late_attempt_does_not_end_the_claim_another_process_took_since(store: Store) -> None:
     """A's claim expired while its call ran on; R claimed the intent, which was then cancelled
     and replaced. A's attempt ending ends no claim but its own: R's attempt still keeps the
@@ -510,6 +526,20 @@ def test_an_intent_knows_when_the_first_of_its_kind_was_opened(store: Store) -> 
     assert found[other_kind].first_of_kind_at == T3
     [opened] = store.open_effects_of([COMPANY])[COMPANY][:1]
     assert opened.first_of_kind_at == T0
+    # Once one of the kind is done, the next counts from its own opening.
+    with store.transaction():
+        assert store.finish_effect(second, status=EFFECT_DONE, now=T3)
+        third = store.open_effect(
+            company_id=COMPANY,
+            kind=KIND,
+            connection_id="conn-1",
+            idempotency_key="key-4",
+            caused_by=None,
+            now=T4,
+        )
+    assert third is not None
+    after_done = store.effect(third)
+    assert after_done is not None and after_done.first_of_kind_at == T4
 
 
 def test_a_failed_savepoint_is_undone_alone(store: Store) -> None:
