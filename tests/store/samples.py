@@ -51,7 +51,7 @@ def new_event(
 
 
 def open_intent(
-    store: Store, key: str, *, company_id: str = COMPANY, kind: str = KIND
+    store: Store, key: str, *, company_id: str = COMPANY, kind: str = KIND, now: str = T0
 ) -> int | None:
     """Open an intent of `kind`; None if one is already open for the company and kind."""
     return store.open_effect(
@@ -60,12 +60,14 @@ def open_intent(
         connection_id="conn-1",
         idempotency_key=key,
         caused_by=None,
-        now=T0,
+        now=now,
     )
 
 
-def opened_intent(store: Store, key: str, *, company_id: str = COMPANY, kind: str = KIND) -> int:
+def opened_intent(
+    store: Store, key: str, *, company_id: str = COMPANY, kind: str = KIND, now: str = T0
+) -> int:
     """Open an intent that must open: its id."""
-    effect_id = open_intent(store, key, company_id=company_id, kind=kind)
+    effect_id = open_intent(store, key, company_id=company_id, kind=kind, now=now)
     assert effect_id is not None, f"no intent opened for {key}"
     return effect_id

@@ -478,15 +478,7 @@ def test_a_late_attempt_does_not_end_the_claim_another_process_took_since(store:
     with store.transaction():
         assert store.claim_effect(first, "replay-r", until=T4, now=T1)
         store.close_effect(first, EFFECT_CANCELLED, T1)
-        second = store.open_effect(
-            company_id=COMPANY,
-            kind=KIND,
-            connection_id="conn-1",
-            idempotency_key="key-2",
-            caused_by=None,
-            now=T1,
-        )
-    assert second is not None
+        second = opened_intent(store, "key-2", now=T1)
     with store.transaction():
         assert not store.finish_effect(first, status=EFFECT_DONE, now=T2, owner="worker-a")
         assert not store.retry_effect(
@@ -503,23 +495,9 @@ def test_an_intent_knows_when_the_first_of_its_kind_was_opened(store: Store) -> 
     with store.transaction():
         first = opened_intent(store, "key-1")
         store.close_effect(first, EFFECT_CANCELLED, T1)
-        second = store.open_effect(
-            company_id=COMPANY,
-            kind=KIND,
-            connection_id="conn-1",
-            idempotency_key="key-2",
-            caused_by=None,
-            now=T2,
-        )
-        other_kind = store.open_effect(
-            company_id=COMPANY,
-            kind="read_expense_configuration",
-            connection_id=None,
-            idempotency_key="key-3",
-            caused_by=None,
-            now=T3,
-        )
-    assert second is not None and other_kind is not None
+        second = opened_intent(store, "key-2", now=T2)
+        other_kind = opened_intent(store, "key-3", kind="read_expense_configuration", now=T3)
+
     found = {e.id: e for e in store.company_effects(COMPANY)}
     assert (found[second].created_at, found[second].first_of_kind_at) == (T2, T0)
     assert found[first].first_of_kind_at == T0
@@ -529,15 +507,7 @@ def test_an_intent_knows_when_the_first_of_its_kind_was_opened(store: Store) -> 
     # Once one of the kind is done, the next counts from its own opening.
     with store.transaction():
         assert store.finish_effect(second, status=EFFECT_DONE, now=T3)
-        third = store.open_effect(
-            company_id=COMPANY,
-            kind=KIND,
-            connection_id="conn-1",
-            idempotency_key="key-4",
-            caused_by=None,
-            now=T4,
-        )
-    assert third is not None
+        third = opened_intent(store, "key-4", now=T4)
     after_done = store.effect(third)
     assert after_done is not None and after_done.first_of_kind_at == T4
 
