@@ -74,8 +74,6 @@ class Planners:
             initializer=_start_helper,
             initargs=(database_url,),
         )
-        # The store whose commits elsewhere are counted (the replay's own connection).
-        self._store: Store | None = None
         # Pages whose plans were used, and pages rebuilt in the transaction instead.
         self.applied = 0
         self.reread = 0
@@ -94,10 +92,14 @@ class Planners:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     def ahead(
-        self, read: Callable[[Store, list[str]], T], pages: Iterable[list[str]]
+        self,
+        read: Callable[[Store, list[str]], T],
+        pages: Iterable[list[str]],
+        counted: Store | None = None,
     ) -> Iterator[tuple[list[str], int | None, T | None]]:
         """`read(store, page)` of each page, in order, computed by the helpers a few pages
-        ahead; with each, the store's count of commits elsewhere read before it was asked.
+        ahead; with each, the count of commits elsewhere of `counted` (the caller's own
+        connection, if given) read before it was asked.
         None for a page a helper could not read (it failed, or died): the caller reads that
         one itself. `read` must be a module's function (or a partial of one): it is sent by
         name."""
@@ -109,7 +111,7 @@ class Planners:
             if page is None:
                 return
             # Read before the helper reads (it starts once handed the page).
-            version = self._store.commits_elsewhere() if self._store else None
+            version = counted.commits_elsewhere() if counted is not None else None
             asked = None
             if self.failure is None:
                 try:
@@ -143,8 +145,7 @@ class Planners:
         self, store: Store, pages: Iterable[list[str]]
     ) -> Iterator[tuple[list[str], Rebuild]]:
         """Each page, in order, with how to rebuild it in the caller's transaction."""
-        self._store = store
-        for page, version, plan in self.ahead(_plan_page, pages):
+        for page, version, plan in self.ahead(_plan_page, pages, counted=store):
             yield page, partial(self._rebuild, page, version, plan)
 
     def _rebuild(
